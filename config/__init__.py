@@ -1,0 +1,1 @@
+"""Configuration: the typed settings model and checked-in defaults (no secrets)."""

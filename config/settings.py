@@ -1,0 +1,213 @@
+"""The one place that reads configuration.
+
+Every setting comes from an environment variable of the same name in upper case (``HTTP_PORT``,
+``AUTH_ISSUER``, …). An optional env file supplies defaults underneath the real environment:
+``CONFIG_FILE`` if set, else ``config/local.env`` when it exists (git-ignored, for a developer's own
+overrides). Nothing else in the project touches ``os.environ`` for configuration.
+
+Defaults follow the ASP.NET Core SignalR server where there is one to follow (see
+``HubOptionsSetup.cs``, ``HttpConnectionDispatcherOptions.cs``), so official clients behave here as
+they do against .NET.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AnyUrl, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ConfigurationError", "LogFormat", "QueueType", "Settings", "Transport", "load_settings"]
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class QueueType(StrEnum):
+    CLASSIC = "classic"
+    QUORUM = "quorum"
+
+
+class Transport(StrEnum):
+    """Transport names exactly as the negotiate response spells them."""
+
+    WEBSOCKETS = "WebSockets"
+    SERVER_SENT_EVENTS = "ServerSentEvents"
+    LONG_POLLING = "LongPolling"
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or malformed; ``str()`` is one line that names the variable."""
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _default_config_file() -> tuple[str, ...]:
+    explicit = os.environ.get("CONFIG_FILE")
+    if explicit:
+        return (explicit,)
+    local = Path("config/local.env")
+    return (str(local),) if local.is_file() else ()
+
+
+class Settings(BaseSettings):
+    """Typed configuration of one service instance."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="",
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- HTTP ---------------------------------------------------------------------------------
+    http_host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
+    http_port: int = Field(default=5004, ge=0, le=65535)
+    hub_path: str = "/hub/recommendations"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["http://localhost:3000"])
+
+    # --- Logging ------------------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.JSON
+
+    # --- Authentication (AWS Cognito) ---------------------------------------------------------
+    auth_jwks_url: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    auth_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    auth_jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
+    auth_jwks_fetch_timeout_seconds: float = Field(default=5.0, gt=0)
+    auth_claim_groups: str = "cognito:groups"
+    auth_claim_region: str = "custom:region"
+    auth_claim_contractor_id: str = "custom:contractorId"
+    auth_role_dispatcher: str = "Dispatcher"
+    auth_role_contractor: str = "Contractor"
+    auth_role_admin: str = "Admin"
+    # Development auth: the service mints its own keys and tokens. Never on unless asked for.
+    auth_dev_mode: bool = False
+    auth_dev_key_dir: Path = Path(".dev")
+
+    # --- Hub (defaults from ASP.NET Core HubOptions / HttpConnectionDispatcherOptions) --------
+    hub_transports: Annotated[list[Transport], NoDecode] = Field(
+        default_factory=lambda: [Transport.WEBSOCKETS, Transport.SERVER_SENT_EVENTS, Transport.LONG_POLLING]
+    )
+    hub_keep_alive_interval: float = Field(default=15.0, gt=0)
+    hub_client_timeout_interval: float = Field(default=30.0, gt=0)
+    hub_handshake_timeout: float = Field(default=15.0, gt=0)
+    hub_disconnect_timeout: float = Field(default=15.0, gt=0)
+    hub_long_polling_timeout: float = Field(default=90.0, gt=0)
+    hub_transport_send_timeout: float = Field(default=10.0, gt=0)
+    hub_max_receive_message_size: int = Field(default=32_768, ge=1024)
+    hub_max_buffered_bytes: int = Field(default=131_072, ge=4096)
+    hub_stateful_reconnect: bool = True
+    hub_stateful_reconnect_buffer_size: int = Field(default=100_000, ge=1024)
+    hub_close_on_authentication_expiration: bool = True
+    hub_detailed_errors: bool = False
+    hub_websocket_compression: bool = False
+    hub_max_connections: int = Field(default=0, ge=0)  # 0: bounded only by the OS file limit
+
+    # --- RabbitMQ -----------------------------------------------------------------------------
+    rabbitmq_url: AnyUrl = AnyUrl("amqp://guest:guest@localhost:5672/")
+    instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=200)
+    recommendations_exchange: str = "recommendations"
+    assignments_exchange: str = "assignments"
+    dead_letter_exchange: str = "realtime.dead-letter"
+    dead_letter_queue: str = "realtime.dead-letter"
+    queue_prefix: str = "realtime.instance."
+    queue_type: QueueType = QueueType.CLASSIC
+    queue_expires_ms: int = Field(default=3_600_000, ge=60_000)
+    prefetch_count: int = Field(default=100, ge=1, le=2000)
+    consume_grace_seconds: float = Field(default=3.0, ge=0)
+    dedup_window_seconds: float = Field(default=600.0, ge=0)
+    dedup_max_entries: int = Field(default=100_000, ge=0)
+    max_event_bytes: int = Field(default=2048, ge=256)
+    broker_connect_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # --- Process ------------------------------------------------------------------------------
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin in ("*", "null"):
+                raise ValueError(f"{origin!r} cannot be allowed: the SignalR client sends credentials")
+            if not origin.startswith(("http://", "https://")) or origin.count("/") != 2:
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return [origin.rstrip("/").lower() for origin in value]
+
+    @field_validator("hub_transports", mode="before")
+    @classmethod
+    def _parse_transports(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("hub_path")
+    @classmethod
+    def _check_path(cls, value: str) -> str:
+        if not value.startswith("/") or value.endswith("/"):
+            raise ValueError("must start with '/' and not end with '/'")
+        return value
+
+    @field_validator("auth_jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://", "file://")):
+            raise ValueError("must be an https://, http:// or file:// URL")
+        return value
+
+    @field_validator("rabbitmq_url")
+    @classmethod
+    def _check_amqp(cls, value: AnyUrl) -> AnyUrl:
+        if value.scheme not in ("amqp", "amqps"):
+            raise ValueError("must be an amqp:// or amqps:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_configured(self) -> Settings:
+        if not self.auth_dev_mode:
+            for name in ("auth_jwks_url", "auth_issuer", "auth_audience"):
+                if not getattr(self, name):
+                    raise ValueError(
+                        f"{name.upper()} is required (or set AUTH_DEV_MODE=true for local development)"
+                    )
+        return self
+
+    @property
+    def amqp_url(self) -> str:
+        return str(self.rabbitmq_url)
+
+
+def _describe(error: ValidationError) -> str:
+    """One line naming the variable, e.g. ``HTTP_PORT: Input should be a valid integer``."""
+    first = error.errors()[0]
+    location = str(first["loc"][0]).upper() if first["loc"] else ""
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not location:
+        return message
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+    return f"{location}: {message}{shown}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (and the optional env file); raise ``ConfigurationError`` with one line."""
+    try:
+        return Settings(_env_file=_default_config_file(), **overrides)  # type: ignore[call-arg]
+    except ValidationError as error:
+        raise ConfigurationError(_describe(error)) from None

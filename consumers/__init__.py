@@ -1,0 +1,1 @@
+"""RabbitMQ consumers: topology, consume loop and ack policy, routing to hub groups, publisher CLI."""
