@@ -1,0 +1,1 @@
+"""Broker fixtures (filled in with the consumers work)."""
