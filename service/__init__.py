@@ -1,1 +1,1 @@
-"""placeholder"""
+"""smartscheduler-realtime: RabbitMQ events pushed to browsers through a SignalR-compatible hub."""

@@ -1,0 +1,164 @@
+"""``create_app(settings)``: wiring only — routes, shared objects, and resources with a lifetime.
+
+Resources live in ``cleanup_ctx`` (started in order, stopped in reverse): auth keys, the heartbeat,
+the RabbitMQ consumer. Shutdown follows the issue's order: stop consuming and finish in-flight
+messages, tell every client to reconnect elsewhere (SignalR Close with ``allowReconnect``), then close
+the broker connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from config.settings import Settings
+from consumers.ports import GroupSender
+from service.auth import AuthComponents, GroupPolicy, create_auth
+from service.connections import ConnectionManager
+from service.cors import CorsPolicy
+from service.health import HealthRoutes
+from service.hub import HubConnectionHandler, HubOptions, recommendations_hub
+from service.transports import EndpointOptions, HubEndpoint
+
+__all__ = ["HUB", "Consumer", "ConsumerFactory", "HubRuntime", "create_app"]
+
+log = structlog.get_logger(__name__)
+
+_HEARTBEAT_INTERVAL = 1.0  # HttpConnectionManager._heartbeatTickRate
+
+
+class Consumer:
+    """What the app needs from a broker consumer (``consumers.EventConsumer`` provides it)."""
+
+    is_connected: bool
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ConsumerFactory = Callable[[Settings, GroupSender], Consumer]
+
+
+@dataclass(slots=True)
+class HubRuntime:
+    """The live objects of one app, for the entry point, tests and the dev console."""
+
+    settings: Settings
+    handler: HubConnectionHandler
+    manager: ConnectionManager
+    health: HealthRoutes
+    auth: AuthComponents | None = None
+    endpoint: HubEndpoint | None = None
+    consumer: Consumer | None = None
+    accepting: bool = False
+
+    def require_endpoint(self) -> HubEndpoint:
+        if self.endpoint is None:
+            raise web.HTTPServiceUnavailable(text="starting up")
+        return self.endpoint
+
+
+HUB = web.AppKey("hub", HubRuntime)
+
+
+def _default_consumer_factory() -> ConsumerFactory | None:
+    try:
+        from consumers import EventConsumer  # noqa: PLC0415 - optional until the consumers land
+    except ImportError:
+        return None
+    return EventConsumer  # type: ignore[no-any-return]
+
+
+def create_app(settings: Settings, *, consumer_factory: ConsumerFactory | None | bool = True) -> web.Application:
+    """Build the application. ``consumer_factory=False`` runs the hub alone (tests, benchmarks)."""
+    factory: ConsumerFactory | None
+    if consumer_factory is True:
+        factory = _default_consumer_factory()
+    elif consumer_factory is False or consumer_factory is None:
+        factory = None
+    else:
+        factory = consumer_factory
+
+    endpoint_options = EndpointOptions.from_settings(settings)
+    # A POST may batch several records; each record is still held to HUB_MAX_RECEIVE_MESSAGE_SIZE.
+    app = web.Application(client_max_size=endpoint_options.max_frame_size)
+    handler = HubConnectionHandler(
+        recommendations_hub,
+        options=HubOptions.from_settings(settings),
+        policy=GroupPolicy(),  # replaced by the configured policy once auth is loaded
+    )
+    manager = ConnectionManager(
+        handler, disconnect_timeout=settings.hub_disconnect_timeout, max_connections=settings.hub_max_connections
+    )
+    handler.bind(manager)
+    health = HealthRoutes({})
+    runtime = HubRuntime(settings=settings, handler=handler, manager=manager, health=health)
+    app[HUB] = runtime
+    health.add_check("accepting_connections", lambda: runtime.accepting)
+    app.add_routes(health.routes())
+    CorsPolicy(frozenset(settings.cors_origins)).install(app)
+
+    async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+        runtime.auth = auth = await create_auth(settings)
+        handler.policy = auth.policy
+        runtime.endpoint = HubEndpoint(manager, auth.validator, endpoint_options)
+        yield
+        await auth.close()
+
+    async def heartbeat_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_heartbeat(runtime), name="hub-heartbeat")
+        runtime.accepting = True
+        yield
+        runtime.accepting = False
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        manager.dispose_all()
+
+    async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
+        if factory is None:
+            yield
+            return
+        consumer = runtime.consumer = factory(settings, handler.lifetime)
+        health.add_check("broker_connected", lambda: consumer.is_connected)
+        await consumer.start()
+        yield
+        await consumer.stop()  # idempotent: normally already stopped in on_shutdown
+
+    async def on_shutdown(app: web.Application) -> None:
+        runtime.accepting = False
+        if runtime.consumer is not None:
+            await runtime.consumer.stop()
+        log.info("shutdown.closing_connections", connections=len(handler))
+        handler.close_all(allow_reconnect=True, reason="shutdown")
+
+    async def negotiate(request: web.Request) -> web.StreamResponse:
+        return await runtime.require_endpoint().negotiate(request)
+
+    async def connect(request: web.Request) -> web.StreamResponse:
+        return await runtime.require_endpoint().connect(request)
+
+    app.router.add_route("*", f"{settings.hub_path}/negotiate", negotiate)
+    app.router.add_route("*", settings.hub_path, connect)
+    app.cleanup_ctx.append(auth_ctx)
+    app.cleanup_ctx.append(heartbeat_ctx)
+    app.cleanup_ctx.append(consumer_ctx)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+async def _heartbeat(runtime: HubRuntime) -> None:
+    """One loop drives every timer: pings, timeouts, token expiry, stale and slow connections."""
+    while True:
+        await asyncio.sleep(_HEARTBEAT_INTERVAL)
+        try:
+            runtime.handler.tick()
+            runtime.manager.scan()
+        except Exception:
+            log.exception("heartbeat.failed")

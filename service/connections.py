@@ -1,0 +1,259 @@
+"""The HTTP connection layer: connections as negotiate registers them, independent of transport and hub.
+
+A connection is born at ``/negotiate`` (or at a WebSocket upgrade without ``id`` when the client
+skips negotiation), carries bytes through whichever transport attaches to it, and dies exactly once
+through ``ConnectionManager.dispose``. Transports attach a ``Sink`` (how bytes reach the client);
+the hub, as the ``ConnectionApplication``, turns inbound bytes into hub messages. Neither knows the
+other: both only know this module.
+
+Rule: writes are synchronous and never wait for a client. A sink either takes the bytes into its
+bounded buffer or says it cannot (``False``), and the caller closes that one connection.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+import structlog
+
+from config.settings import Transport
+from service.auth import Principal
+from service.protocol import TransferFormat, new_connection_id
+
+__all__ = [
+    "ConnectionApplication",
+    "ConnectionManager",
+    "ConnectionState",
+    "HttpConnection",
+    "Outgoing",
+    "Sink",
+]
+
+log = structlog.get_logger(__name__)
+
+
+class Outgoing:
+    """One hub record in wire form, shared by every recipient on the same hub protocol.
+
+    ``ws_frame`` caches the WebSocket transport's framing of ``payload``, so that a group send frames
+    once per protocol, not once per connection.
+    """
+
+    __slots__ = ("payload", "ws_frame")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.ws_frame: bytes | None = None
+
+
+class Sink(Protocol):
+    """How one transport delivers bytes to one client."""
+
+    def write(self, out: Outgoing) -> bool:
+        """Take ``out`` without waiting; ``False`` means the client cannot keep up (close it)."""
+        ...
+
+    def is_stalled(self, now: float) -> bool:
+        """True when buffered data has made no progress for longer than the send timeout."""
+        ...
+
+    def close(self) -> None:
+        """End the transport from the server side (WebSocket close 1000, SSE end, poll 204)."""
+        ...
+
+    @property
+    def drained(self) -> bool:
+        """Everything written has left; False while a closed long-polling outbox awaits its last poll."""
+        ...
+
+
+class ConnectionState(enum.Enum):
+    NEGOTIATED = "negotiated"  # registered by negotiate; no transport request yet
+    ACTIVE = "active"  # a transport is attached
+    INACTIVE = "inactive"  # between long polls, or a dropped WebSocket awaiting a stateful resume
+    CLOSED = "closed"
+
+
+class HttpConnection:
+    """State of one SignalR connection at the HTTP level."""
+
+    __slots__ = (
+        "connection_id",
+        "connection_token",
+        "inactive_since",
+        "negotiate_version",
+        "principal",
+        "resumable",
+        "sink",
+        "state",
+        "stateful_reconnect",
+        "transfer_format",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        *,
+        connection_id: str,
+        connection_token: str,
+        negotiate_version: int,
+        principal: Principal,
+        stateful_reconnect: bool,
+        now: float,
+    ) -> None:
+        self.connection_id = connection_id
+        self.connection_token = connection_token
+        self.negotiate_version = negotiate_version
+        self.principal = principal
+        # Negotiated with useStatefulReconnect=true; the hub makes it ``resumable`` only if the
+        # handshake then asks for protocol version 2 (SIGNALR.md §5.1).
+        self.stateful_reconnect = stateful_reconnect
+        self.resumable = False
+        self.transport: Transport | None = None
+        self.transfer_format = TransferFormat.TEXT
+        self.sink: Sink | None = None
+        self.state = ConnectionState.NEGOTIATED
+        self.inactive_since = now
+
+    def write(self, out: Outgoing) -> bool:
+        """Hand ``out`` to the attached transport; with none attached there is nobody to write to."""
+        sink = self.sink
+        return True if sink is None else sink.write(out)
+
+    def __repr__(self) -> str:
+        return f"<HttpConnection {self.connection_id} {self.state.value} {self.transport}>"
+
+
+class ConnectionApplication(Protocol):
+    """What runs on top of a connection (the hub)."""
+
+    def on_transport_attached(self, connection: HttpConnection, *, resumed: bool) -> None: ...
+
+    async def on_data(self, connection: HttpConnection, data: bytes) -> None: ...
+
+    def on_transport_lost(self, connection: HttpConnection) -> None: ...
+
+    def on_closed(self, connection: HttpConnection) -> None: ...
+
+
+class ConnectionManager:
+    """Owns every ``HttpConnection``: creation, lookup by token, attach/detach, disposal."""
+
+    def __init__(
+        self,
+        application: ConnectionApplication,
+        *,
+        disconnect_timeout: float,
+        max_connections: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.application = application
+        self._disconnect_timeout = disconnect_timeout
+        self._max_connections = max_connections
+        self._clock = clock
+        self._by_token: dict[str, HttpConnection] = {}
+        # Closed long-polling connections whose last messages (e.g. the Close) await one more poll.
+        self._draining: dict[str, tuple[HttpConnection, Sink, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_token)
+
+    def __iter__(self) -> Iterator[HttpConnection]:
+        return iter(list(self._by_token.values()))
+
+    @property
+    def at_capacity(self) -> bool:
+        return 0 < self._max_connections <= len(self._by_token)
+
+    def create(self, *, principal: Principal, negotiate_version: int, stateful_reconnect: bool) -> HttpConnection:
+        connection_id = new_connection_id()
+        # TransportProtocols.md: with negotiateVersion >= 1 the token is a separate secret; with 0 the
+        # id doubles as the token.
+        token = new_connection_id() if negotiate_version > 0 else connection_id
+        connection = HttpConnection(
+            connection_id=connection_id,
+            connection_token=token,
+            negotiate_version=negotiate_version,
+            principal=principal,
+            stateful_reconnect=stateful_reconnect,
+            now=self._clock(),
+        )
+        self._by_token[token] = connection
+        return connection
+
+    def get(self, token: str) -> HttpConnection | None:
+        """The live connection for ``token``."""
+        connection = self._by_token.get(token)
+        if connection is None or connection.state is ConnectionState.CLOSED:
+            return None
+        return connection
+
+    def get_draining(self, token: str) -> tuple[HttpConnection, Sink] | None:
+        """A closed connection whose sink still holds its last bytes (a long poll collects them)."""
+        entry = self._draining.get(token)
+        return None if entry is None else (entry[0], entry[1])
+
+    def forget_draining(self, token: str) -> None:
+        self._draining.pop(token, None)
+
+    def attach(self, connection: HttpConnection, transport: Transport, sink: Sink) -> bool:
+        """Attach a transport's sink; returns whether this resumes an existing hub connection."""
+        resumed = connection.state is ConnectionState.INACTIVE and connection.transport is transport
+        connection.transport = transport
+        connection.sink = sink
+        connection.state = ConnectionState.ACTIVE
+        self.application.on_transport_attached(connection, resumed=resumed)
+        return resumed
+
+    def detach(self, connection: HttpConnection, sink: Sink, *, keep_alive: bool) -> None:
+        """A transport request ended. ``keep_alive``: the connection may come back (LP, stateful WS)."""
+        if connection.sink is not sink or connection.state is ConnectionState.CLOSED:
+            return  # a newer request already took over, or the connection is gone
+        connection.sink = None
+        if keep_alive:
+            connection.state = ConnectionState.INACTIVE
+            connection.inactive_since = self._clock()
+            self.application.on_transport_lost(connection)
+        else:
+            self.dispose(connection)
+
+    def dispose(self, connection: HttpConnection) -> None:
+        """End a connection for good. Safe to call more than once."""
+        if connection.state is ConnectionState.CLOSED:
+            return
+        connection.state = ConnectionState.CLOSED
+        self._by_token.pop(connection.connection_token, None)
+        sink, connection.sink = connection.sink, None
+        if sink is not None:
+            sink.close()
+            if not sink.drained:
+                self._draining[connection.connection_token] = (connection, sink, self._clock())
+        self.application.on_closed(connection)
+
+    def scan(self) -> None:
+        """Heartbeat: dispose connections left without a transport longer than DisconnectTimeout."""
+        deadline = self._clock() - self._disconnect_timeout
+        for token, (_, sink, closed_at) in list(self._draining.items()):
+            if sink.drained or closed_at < deadline:
+                del self._draining[token]
+        for connection in list(self._by_token.values()):
+            if (
+                connection.state in (ConnectionState.NEGOTIATED, ConnectionState.INACTIVE)
+                and connection.inactive_since < deadline
+            ):
+                log.info("connection.expired", connectionId=connection.connection_id, state=connection.state.value)
+                self.dispose(connection)
+            elif (
+                connection.state is ConnectionState.ACTIVE
+                and connection.sink is not None
+                and connection.sink.is_stalled(self._clock())
+            ):
+                log.warning("connection.slow_client", connectionId=connection.connection_id, reason="send_timeout")
+                self.dispose(connection)
+
+    def dispose_all(self) -> None:
+        for connection in list(self._by_token.values()):
+            self.dispose(connection)

@@ -1,0 +1,25 @@
+"""Service-level exceptions that cross module boundaries.
+
+Protocol errors live in ``service.protocol.errors`` and auth errors in ``service.auth.errors``; this
+module holds the ones the hub and transports share. Each names whose fault it is.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConnectionGoneError", "HubError", "HubException"]
+
+
+class HubError(Exception):
+    """Base of the hub's own errors."""
+
+
+class HubException(HubError):  # noqa: N818 - named after .NET's HubException, whose text clients see
+    """Raised by a hub method to fail one invocation with a message the caller may read.
+
+    Like ASP.NET's ``HubException``: its message reaches the client (prefixed ``HubException: ``)
+    even when detailed errors are off; any other exception's message stays on the server.
+    """
+
+
+class ConnectionGoneError(HubError):
+    """The connection closed while something was being done for it."""

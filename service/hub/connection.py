@@ -1,0 +1,332 @@
+"""One hub connection: handshake, the read → decode → dispatch loop, keep-alive, timeouts, Close.
+
+This follows ASP.NET's ``HubConnectionHandler``/``HubConnectionContext``: the first record picks the
+hub protocol; then every record is decoded and dispatched in order (``MaximumParallelInvocationsPerClient``
+is 1); the heartbeat sends Pings, enforces the handshake and client timeouts and token expiry; a
+protocol error closes the connection with a Close message that lets the client reconnect.
+
+Rule: this is the one place where a connection-level failure becomes a ``Close`` message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from config.settings import Transport
+from service.auth import GroupPolicy, Principal
+from service.connections import HttpConnection, Outgoing
+from service.metrics import CONNECTIONS, CONNECTIONS_CLOSED, CONNECTIONS_OPENED, PROTOCOL_ERRORS
+from service.protocol import (
+    HANDSHAKE_OK,
+    AckMessage,
+    CancelInvocationMessage,
+    CloseMessage,
+    CompletionMessage,
+    HandshakeError,
+    HubMessage,
+    HubProtocol,
+    InvocationMessage,
+    MessageReader,
+    MessageTooLargeError,
+    PingMessage,
+    ProtocolError,
+    SequenceMessage,
+    StreamInvocationMessage,
+    StreamItemMessage,
+    TransferFormat,
+    get_protocol,
+    handshake_error_response,
+    is_trackable,
+    parse_handshake_request,
+)
+
+from .replay import ReplayBuffer
+
+if TYPE_CHECKING:
+    from .handler import HubConnectionHandler
+
+__all__ = ["HubConnection"]
+
+log = structlog.get_logger(__name__)
+
+_CLOSED_WITH_ERROR = "Connection closed with an error."
+
+
+class HubConnection:
+    """The hub's view of one connection; also the ``CallerContext`` hub methods receive."""
+
+    __slots__ = (
+        "_handler",
+        "_handshake_buffer",
+        "_reader",
+        "_replay",
+        "client_timeout_armed",
+        "closed",
+        "connection",
+        "groups",
+        "handshake_deadline",
+        "last_received",
+        "last_written",
+        "protocol",
+    )
+
+    def __init__(self, connection: HttpConnection, handler: HubConnectionHandler) -> None:
+        self.connection = connection
+        self._handler = handler
+        now = handler.now
+        self.protocol: HubProtocol | None = None
+        self._reader: MessageReader | None = None
+        self._handshake_buffer: bytearray | None = bytearray()
+        self._replay: ReplayBuffer | None = None
+        self.groups: set[str] = set()
+        self.handshake_deadline = now + handler.options.handshake_timeout
+        self.last_received = now
+        self.last_written = now
+        # HubConnectionContext: the client timeout starts with the client's first Ping, so clients
+        # that never ping (long polling) are not dropped.
+        self.client_timeout_armed = False
+        self.closed = False
+
+    # --- CallerContext ------------------------------------------------------------------------
+
+    @property
+    def connection_id(self) -> str:
+        return self.connection.connection_id
+
+    @property
+    def principal(self) -> Principal:
+        return self.connection.principal
+
+    @property
+    def policy(self) -> GroupPolicy:
+        return self._handler.policy
+
+    def add_to_group(self, group: str) -> None:
+        self._handler.lifetime.add_to_group(self, group)
+
+    def remove_from_group(self, group: str) -> None:
+        self._handler.lifetime.remove_from_group(self, group)
+
+    # --- inbound ------------------------------------------------------------------------------
+
+    async def receive(self, data: bytes) -> None:
+        """Process bytes from the transport, in order; frame boundaries mean nothing."""
+        if self.closed:
+            return
+        self.last_received = self._handler.now
+        reader = self._reader
+        if reader is None:
+            remaining = self._receive_handshake(data)
+            reader = self._reader
+            if reader is None or not remaining:
+                return
+            data = remaining
+        try:
+            reader.feed(data)
+            while not self.closed:
+                message = reader.next_message()
+                if message is None:
+                    break
+                await self._dispatch(message)
+        except ProtocolError as error:
+            kind = "too_large" if isinstance(error, MessageTooLargeError) else "invalid_message"
+            PROTOCOL_ERRORS.labels(kind).inc()
+            log.info("connection.protocol_error", connectionId=self.connection_id, error=str(error))
+            self.close(error=f"{_CLOSED_WITH_ERROR} InvalidDataException: {error}", allow_reconnect=True,
+                       reason="protocol_error")
+
+    def _receive_handshake(self, data: bytes) -> bytes:
+        buffer = self._handshake_buffer
+        assert buffer is not None
+        buffer += data
+        options = self._handler.options
+        try:
+            parsed = parse_handshake_request(buffer, options.max_message_size)
+        except HandshakeError as error:
+            self._fail_handshake(error.reply)
+            return b""
+        if parsed is None:
+            return b""
+        request, consumed = parsed
+        protocol = get_protocol(request.protocol)
+        if protocol is None:
+            self._fail_handshake(f"The protocol '{request.protocol}' is not supported.")
+            return b""
+        if not protocol.is_version_supported(request.version):
+            self._fail_handshake(
+                f"The server does not support version {request.version} of the '{request.protocol}' protocol."
+            )
+            return b""
+        connection = self.connection
+        if protocol.transfer_format is TransferFormat.BINARY and connection.transport is Transport.SERVER_SENT_EVENTS:
+            self._fail_handshake(
+                f"Cannot use the '{request.protocol}' protocol on the current transport. The transport does not "
+                "support 'Binary' transfer format."
+            )
+            return b""
+        remaining = bytes(buffer[consumed:])
+        self._handshake_buffer = None
+        self.protocol = protocol
+        self._reader = protocol.new_reader(options.max_message_size)
+        # HubConnectionContext.HandshakeAsync: the response goes out in the negotiated transfer format.
+        connection.transfer_format = protocol.transfer_format
+        if connection.stateful_reconnect and request.version >= 2 and connection.transport is Transport.WEBSOCKETS:
+            connection.resumable = True
+            self._replay = ReplayBuffer(options.replay_buffer_size)
+        self._write(Outgoing(HANDSHAKE_OK))
+        self._handler.on_handshake_completed(self)
+        transport = connection.transport.value if connection.transport else "none"
+        CONNECTIONS.labels(transport, protocol.name).inc()
+        CONNECTIONS_OPENED.labels(transport, protocol.name).inc()
+        log.info("connection.connected", connectionId=self.connection_id, transport=transport,
+                 protocol=protocol.name, subject=self.principal.subject, statefulReconnect=connection.resumable)
+        return remaining
+
+    def _fail_handshake(self, reply: str) -> None:
+        log.info("connection.handshake_failed", connectionId=self.connection_id, error=reply)
+        PROTOCOL_ERRORS.labels("handshake").inc()
+        self._write(Outgoing(handshake_error_response(reply)))
+        self._finish("handshake_failed")
+
+    async def _dispatch(self, message: HubMessage) -> None:
+        replay = self._replay
+        if replay is not None and is_trackable(message) and not replay.should_process():
+            return  # a message the client replays after a resume that we already processed
+        if isinstance(message, InvocationMessage):
+            completion = await self._handler.dispatcher.invoke(self, message)
+            if completion is not None:
+                self.send(completion)
+        elif isinstance(message, PingMessage):
+            self.client_timeout_armed = True
+        elif isinstance(message, CloseMessage):
+            # The client is stopping: answer with Close, then end the transport (SIGNALR.md §3.7).
+            log.info("connection.client_closed", connectionId=self.connection_id, error=message.error)
+            self.close(reason="client")
+        elif isinstance(message, AckMessage):
+            if replay is not None:
+                replay.ack(message.sequence_id)
+        elif isinstance(message, SequenceMessage):
+            if replay is not None:
+                replay.on_sequence(message.sequence_id)
+        elif isinstance(message, StreamInvocationMessage):
+            self.send(self._handler.dispatcher.stream_invocation_error(message))
+        elif isinstance(message, StreamItemMessage | CompletionMessage | CancelInvocationMessage):
+            # No hub method takes upload streams or asks for client results: ASP.NET ignores items and
+            # completions for unknown ids, and cancelling an unknown invocation is a no-op.
+            log.debug("connection.ignored_message", connectionId=self.connection_id, type=type(message).__name__)
+
+    # --- outbound -----------------------------------------------------------------------------
+
+    def send(self, message: HubMessage) -> bool:
+        """Serialize one message for this connection alone and send it."""
+        protocol = self.protocol
+        if protocol is None or self.closed:
+            return False
+        out = Outgoing(protocol.write(message))
+        if self._replay is not None and is_trackable(message):
+            self._replay.record_sent(out.payload)
+        if not self._write(out):
+            self.abort("slow_client")
+            return False
+        return True
+
+    def send_outgoing(self, out: Outgoing) -> bool:
+        """Group-send path: ``out`` is an Invocation already serialized for this connection's protocol."""
+        if self.closed:
+            return True
+        replay = self._replay
+        if replay is not None:
+            replay.record_sent(out.payload)
+        self.last_written = self._handler.now
+        return self.connection.write(out)
+
+    def _write(self, out: Outgoing) -> bool:
+        self.last_written = self._handler.now
+        return self.connection.write(out)
+
+    # --- stateful reconnect -------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """A new WebSocket took over: send Sequence, then everything the client has not acked."""
+        replay = self._replay
+        protocol = self.protocol
+        if replay is None or protocol is None:
+            return
+        if replay.lossy:
+            log.info("connection.resume_refused", connectionId=self.connection_id, reason="replay_buffer_overflow")
+            self.close(error=f"{_CLOSED_WITH_ERROR} Messages were dropped while the connection was away.",
+                       allow_reconnect=True, reason="resume_lossy")
+            return
+        first, payloads = replay.resend()
+        log.info("connection.resumed", connectionId=self.connection_id, replayed=len(payloads))
+        self._write(Outgoing(protocol.write(SequenceMessage(first))))
+        for payload in payloads:
+            self._write(Outgoing(payload))
+
+    # --- heartbeat ----------------------------------------------------------------------------
+
+    def tick(self, now: float, wall_clock: float) -> None:
+        """Called about once a second by the heartbeat."""
+        if self.closed:
+            return
+        options = self._handler.options
+        if self.protocol is None:
+            if now >= self.handshake_deadline:
+                self._fail_handshake("Handshake was canceled.")
+            return
+        if options.close_on_authentication_expiration and wall_clock >= self.principal.expires_at:
+            log.info("connection.token_expired", connectionId=self.connection_id)
+            self.close(allow_reconnect=True, reason="token_expired")
+            return
+        if self.client_timeout_armed and now - self.last_received > options.client_timeout:
+            self.close(
+                error=f"{_CLOSED_WITH_ERROR} Client hasn't sent a message/ping within the configured "
+                "ClientTimeoutInterval.",
+                allow_reconnect=True,
+                reason="client_timeout",
+            )
+            return
+        connection = self.connection
+        if connection.sink is None:
+            return  # a stateful WebSocket waiting for its resume
+        replay = self._replay
+        if replay is not None:
+            sequence_id = replay.ack_due()
+            if sequence_id is not None:
+                self.send(AckMessage(sequence_id))
+        # Long polling has inherent keep-alive: no Pings (SIGNALR.md §2.5).
+        if connection.transport is not Transport.LONG_POLLING and now - self.last_written >= options.keep_alive:
+            assert self.protocol is not None
+            self._write(self._handler.ping_for(self.protocol))
+
+    # --- closing ------------------------------------------------------------------------------
+
+    def close(self, *, error: str | None = None, allow_reconnect: bool = False, reason: str) -> None:
+        """Say goodbye with a Close message, then end the connection."""
+        if self.closed:
+            return
+        if self.protocol is not None:
+            self._write(Outgoing(self.protocol.write(CloseMessage(error=error, allow_reconnect=allow_reconnect))))
+        self._finish(reason)
+
+    def abort(self, reason: str) -> None:
+        """End the connection without a goodbye (the client is not reading anyway)."""
+        self._finish(reason)
+
+    def _finish(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._handler.record_close_reason(self, reason)
+        self._handler.dispose(self.connection)
+
+    def on_closed(self, reason: str) -> None:
+        """The connection is gone (whoever ended it): leave everything, count it."""
+        self.closed = True
+        if self.protocol is not None:
+            transport = self.connection.transport.value if self.connection.transport else "none"
+            CONNECTIONS.labels(transport, self.protocol.name).dec()
+        CONNECTIONS_CLOSED.labels(reason).inc()
+        log.info("connection.closed", connectionId=self.connection_id, reason=reason)

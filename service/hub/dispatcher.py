@@ -1,0 +1,210 @@
+"""Hub method registry and invocation: from an ``InvocationMessage`` to a ``CompletionMessage``.
+
+A hub method is a plain typed ``async def`` whose first parameter is the caller's context and whose
+other parameters are bound from the invocation's arguments, validated with pydantic from their
+annotations. Adding a method is one decorated function (see ``service.hub.methods``).
+
+Rule: this is the one place where a failed invocation becomes ``Completion.error``. Texts follow
+ASP.NET's ``DefaultHubDispatcher``/``ErrorMessageHelper`` so client code written against .NET sees
+the same strings; binding details are always included (they only describe the caller's own input),
+an unexpected exception's details only with ``HUB_DETAILED_ERRORS``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, get_type_hints
+
+import structlog
+from pydantic import TypeAdapter, ValidationError
+
+from service.auth import GroupPolicy, Principal
+from service.errors import HubException
+from service.metrics import HUB_INVOCATIONS
+from service.protocol import CompletionMessage, InvocationMessage, StreamInvocationMessage
+
+__all__ = ["CallerContext", "HubDispatcher", "HubMethods"]
+
+log = structlog.get_logger(__name__)
+
+
+class CallerContext(Protocol):
+    """What a hub method may see and do: the caller, its groups, and the authorization policy."""
+
+    @property
+    def connection_id(self) -> str: ...
+
+    @property
+    def principal(self) -> Principal: ...
+
+    @property
+    def policy(self) -> GroupPolicy: ...
+
+    def add_to_group(self, group: str) -> None: ...
+
+    def remove_from_group(self, group: str) -> None: ...
+
+
+HubFunction = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Parameter:
+    name: str
+    adapter: TypeAdapter[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HubMethod:
+    name: str
+    function: HubFunction
+    parameters: tuple[_Parameter, ...]
+    returns_value: bool
+
+    async def __call__(self, context: CallerContext, arguments: tuple[Any, ...]) -> Any:
+        return await self.function(context, *arguments)
+
+
+def _pascal_case(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
+
+
+class HubMethods:
+    """A registry of hub methods, matched case-insensitively like ASP.NET's dispatcher."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, HubMethod] = {}
+
+    def method(self, name: str | None = None) -> Callable[[HubFunction], HubFunction]:
+        """Register ``async def f(ctx, arg: T, ...)`` as hub method ``name`` (default: PascalCase of f)."""
+
+        def register(function: HubFunction) -> HubFunction:
+            if not inspect.iscoroutinefunction(function):
+                raise TypeError(f"hub method {function.__qualname__} must be 'async def'")
+            hints = get_type_hints(function)
+            signature = inspect.signature(function)
+            params = list(signature.parameters.values())[1:]  # the first is the caller context
+            for param in params:
+                if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+                    raise TypeError(f"hub method {function.__qualname__}: only plain positional parameters")
+                if param.name not in hints:
+                    raise TypeError(f"hub method {function.__qualname__}: parameter {param.name!r} needs a type")
+            method_name = name or _pascal_case(function.__name__)
+            key = method_name.lower()
+            if key in self._methods:
+                raise ValueError(f"hub method {method_name!r} is registered twice (names are case-insensitive)")
+            self._methods[key] = HubMethod(
+                name=method_name,
+                function=function,
+                parameters=tuple(_Parameter(p.name, TypeAdapter(hints[p.name])) for p in params),
+                returns_value=hints.get("return", type(None)) is not type(None),
+            )
+            return function
+
+        return register
+
+    def get(self, name: str) -> HubMethod | None:
+        # DefaultHubDispatcher: _methods uses StringComparer.OrdinalIgnoreCase.
+        return self._methods.get(name.lower())
+
+    def __iter__(self) -> Iterator[HubMethod]:
+        return iter(self._methods.values())
+
+
+class _BindingError(Exception):
+    pass
+
+
+class HubDispatcher:
+    """Runs invocations against a ``HubMethods`` registry."""
+
+    def __init__(self, methods: HubMethods, *, detailed_errors: bool = False) -> None:
+        self._methods = methods
+        self._detailed_errors = detailed_errors
+
+    def stream_invocation_error(self, message: StreamInvocationMessage) -> CompletionMessage:
+        """Every method here is non-streaming; say so exactly as ASP.NET does."""
+        if self._methods.get(message.target) is None:
+            return CompletionMessage.with_error(message.invocation_id, _unknown_method(message.target))
+        return CompletionMessage.with_error(
+            message.invocation_id,
+            f"The client attempted to invoke the non-streaming '{message.target}' method with a "
+            "streaming invocation.",
+        )
+
+    async def invoke(self, context: CallerContext, message: InvocationMessage) -> CompletionMessage | None:
+        """Run one invocation; the Completion to send, or None for a non-blocking one."""
+        completion = await self._run(context, message)
+        # HubProtocol.md: a non-blocking invocation (no invocationId) gets no reply, not even errors.
+        return completion if message.invocation_id is not None else None
+
+    async def _run(self, context: CallerContext, message: InvocationMessage) -> CompletionMessage:
+        invocation_id = message.invocation_id or ""
+        target = message.target
+        method = self._methods.get(target)
+        if method is None:
+            self._log_failure(context, target, "unknown_method")
+            return CompletionMessage.with_error(invocation_id, _unknown_method(target))
+        try:
+            arguments = self._bind(method, message.arguments)
+        except _BindingError as error:
+            self._log_failure(context, method.name, "bad_arguments")
+            return CompletionMessage.with_error(
+                invocation_id, f"Failed to invoke '{target}' due to an error on the server. {error}"
+            )
+        if message.stream_ids:
+            self._log_failure(context, method.name, "bad_arguments")
+            return CompletionMessage.with_error(
+                invocation_id,
+                f"An unexpected error occurred invoking '{target}' on the server. HubException: Client sent "
+                f"{len(message.stream_ids)} stream(s), Hub method expects 0.",
+            )
+        try:
+            result = await method(context, arguments)
+        except HubException as error:
+            self._log_failure(context, method.name, "refused", detail=str(error))
+            return CompletionMessage.with_error(
+                invocation_id, f"An unexpected error occurred invoking '{target}' on the server. HubException: {error}"
+            )
+        except Exception as error:
+            log.exception("hub.invocation_failed", connectionId=context.connection_id, method=method.name)
+            HUB_INVOCATIONS.labels(method.name, "error").inc()
+            text = f"An unexpected error occurred invoking '{target}' on the server."
+            if self._detailed_errors:
+                text += f" {type(error).__name__}: {error}"
+            return CompletionMessage.with_error(invocation_id, text)
+        HUB_INVOCATIONS.labels(method.name, "ok").inc()
+        if method.returns_value:
+            return CompletionMessage.with_result(invocation_id, result)
+        return CompletionMessage.void(invocation_id)
+
+    @staticmethod
+    def _bind(method: HubMethod, raw: tuple[Any, ...]) -> tuple[Any, ...]:
+        if len(raw) != len(method.parameters):
+            raise _BindingError(
+                f"InvalidDataException: Invocation provides {len(raw)} argument(s) but target expects "
+                f"{len(method.parameters)}."
+            )
+        bound = []
+        for parameter, value in zip(method.parameters, raw, strict=True):
+            try:
+                bound.append(parameter.adapter.validate_python(value))
+            except ValidationError as error:
+                problem = error.errors()[0]["msg"]
+                raise _BindingError(
+                    "InvalidDataException: Error binding arguments. Make sure that the types of the provided "
+                    f"values match the types of the hub method being invoked. ({parameter.name}: {problem})"
+                ) from None
+        return tuple(bound)
+
+    @staticmethod
+    def _log_failure(context: CallerContext, method: str, outcome: str, detail: str | None = None) -> None:
+        log.info("hub.invocation_refused", connectionId=context.connection_id, method=method, outcome=outcome,
+                 detail=detail)
+        HUB_INVOCATIONS.labels(method if outcome != "unknown_method" else "<unknown>", outcome).inc()
+
+
+def _unknown_method(target: str) -> str:
+    return f"Failed to invoke '{target}' due to an error on the server. HubException: Method does not exist."

@@ -1,0 +1,49 @@
+"""Prometheus metrics of the hub and its transports (the consumers keep theirs in ``consumers.metrics``).
+
+All live in prometheus_client's default registry, which ``GET /metrics`` exposes. Label values are
+small closed sets (transport, protocol, reason); never a connection id, region or user.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+__all__ = [
+    "AUTH_FAILURES",
+    "CONNECTIONS",
+    "CONNECTIONS_CLOSED",
+    "CONNECTIONS_OPENED",
+    "GROUP_MEMBERSHIPS",
+    "HUB_DELIVERIES",
+    "HUB_INVOCATIONS",
+    "PROTOCOL_ERRORS",
+    "SLOW_CLIENT_DISCONNECTS",
+]
+
+CONNECTIONS = Gauge(
+    "realtime_hub_connections",
+    "Hub connections that completed the handshake, by transport and hub protocol.",
+    ["transport", "protocol"],
+)
+CONNECTIONS_OPENED = Counter(
+    "realtime_hub_connections_opened", "Hub connections that completed the handshake.", ["transport", "protocol"]
+)
+CONNECTIONS_CLOSED = Counter(
+    "realtime_hub_connections_closed",
+    "Hub connections closed, by reason (client, error, timeout, slow_client, token_expired, shutdown, ...).",
+    ["reason"],
+)
+GROUP_MEMBERSHIPS = Gauge("realtime_hub_group_memberships", "Connection-to-group memberships.", ["kind"])
+HUB_DELIVERIES = Counter(
+    "realtime_hub_deliveries", "Messages handed to a connection's outgoing buffer by group sends.", ["protocol"]
+)
+SLOW_CLIENT_DISCONNECTS = Counter(
+    "realtime_hub_slow_client_disconnects",
+    "Connections closed because they could not keep up (buffer bound exceeded or send timeout).",
+    ["reason"],
+)
+HUB_INVOCATIONS = Counter(
+    "realtime_hub_invocations", "Hub method invocations from clients, by method and outcome.", ["method", "outcome"]
+)
+PROTOCOL_ERRORS = Counter("realtime_hub_protocol_errors", "Connections closed for a protocol error.", ["kind"])
+AUTH_FAILURES = Counter("realtime_auth_failures", "Requests refused with 401, by reason.", ["reason"])

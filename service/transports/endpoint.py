@@ -1,0 +1,300 @@
+"""The HTTP face of the hub: ``POST {hub}/negotiate`` and the transport requests at ``{hub}``.
+
+ASP.NET's ``HttpConnectionDispatcher`` in Python. Every request is authenticated (401 with an empty
+body and ``WWW-Authenticate``, before any upgrade), its ``Origin`` checked (403), then routed:
+
+| request                           | meaning                                  |
+|-----------------------------------|------------------------------------------|
+| GET with ``Upgrade: websocket``   | WebSockets (no ``id``: skipNegotiation)  |
+| GET with ``Accept: text/event-stream`` | Server-Sent Events receive stream   |
+| any other GET                     | a long poll                              |
+| POST                              | client → server bytes (SSE, LP)          |
+| DELETE                            | graceful close (LP only)                 |
+
+Rule: this module is the one place where a refusal becomes an HTTP status; the texts are .NET's
+(TransportProtocols.md; SIGNALR.md §2.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import hdrs, web
+
+from config.settings import Settings, Transport
+from service.auth import AuthenticationError, Principal, TokenValidator, extract_token, www_authenticate
+from service.connections import ConnectionManager, ConnectionState, HttpConnection
+from service.metrics import AUTH_FAILURES
+from service.protocol import (
+    AvailableTransport,
+    NegotiateError,
+    negotiate_error_response,
+    negotiate_response,
+    parse_bool_query,
+    parse_negotiate_version,
+)
+
+from .long_polling import serve_final_poll, serve_poll
+from .sse import serve_server_sent_events
+from .websockets import serve_websocket
+
+__all__ = ["EndpointOptions", "HubEndpoint"]
+
+log = structlog.get_logger(__name__)
+
+_FORMATS = {
+    Transport.WEBSOCKETS: ("Text", "Binary"),
+    Transport.SERVER_SENT_EVENTS: ("Text",),
+    Transport.LONG_POLLING: ("Text", "Binary"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointOptions:
+    transports: tuple[Transport, ...] = tuple(Transport)
+    allowed_origins: frozenset[str] = frozenset()
+    stateful_reconnect: bool = True
+    max_frame_size: int = 131_072
+    max_buffered: int = 131_072
+    send_timeout: float = 10.0
+    poll_timeout: float = 90.0
+    disconnect_timeout: float = 15.0
+    websocket_compression: bool = False
+    available: tuple[AvailableTransport, ...] = field(default=())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EndpointOptions:
+        # Keep the listed order (WebSockets, SSE, LP): clients try transports in server order.
+        transports = tuple(t for t in Transport if t in settings.hub_transports)
+        return cls(
+            transports=transports,
+            allowed_origins=frozenset(settings.cors_origins),
+            stateful_reconnect=settings.hub_stateful_reconnect,
+            # A WebSocket frame may batch several records; each record is held to the message limit.
+            max_frame_size=max(4 * settings.hub_max_receive_message_size, 65_536),
+            max_buffered=settings.hub_max_buffered_bytes,
+            send_timeout=settings.hub_transport_send_timeout,
+            poll_timeout=settings.hub_long_polling_timeout,
+            disconnect_timeout=settings.hub_disconnect_timeout,
+            websocket_compression=settings.hub_websocket_compression,
+        )
+
+    def available_transports(self) -> tuple[AvailableTransport, ...]:
+        return tuple(AvailableTransport(t.value, _FORMATS[t]) for t in self.transports)
+
+
+def _text(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text, content_type="text/plain")
+
+
+def _query(request: web.Request, name: str) -> str | None:
+    """Query values by case-insensitive key, as ASP.NET reads ``negotiateVersion`` and friends."""
+    value = request.query.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, candidate in request.query.items():
+        if key.lower() == lowered:
+            return candidate
+    return None
+
+
+class HubEndpoint:
+    """Negotiate and transport handlers for one hub path."""
+
+    def __init__(self, manager: ConnectionManager, validator: TokenValidator, options: EndpointOptions) -> None:
+        self._manager = manager
+        self._validator = validator
+        self._options = options
+        self._available = options.available_transports()
+        self._send_locks: dict[str, asyncio.Lock] = {}
+
+    def routes(self, path: str) -> Sequence[web.AbstractRouteDef]:
+        return [
+            web.route("*", f"{path}/negotiate", self.negotiate),
+            web.route("*", path, self.connect),
+        ]
+
+    # --- shared checks --------------------------------------------------------------------------
+
+    def _origin_allowed(self, request: web.Request) -> bool:
+        """Stop cross-site WebSocket hijacking: browsers send Origin, and CORS does not cover sockets."""
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is None:
+            return True  # not a browser (Node, .NET, Python clients)
+        origin = origin.rstrip("/").lower()
+        if origin in self._options.allowed_origins:
+            return True
+        host = request.host.lower()
+        return origin in (f"http://{host}", f"https://{host}")  # same origin (the dev console)
+
+    async def _authenticate(self, request: web.Request) -> Principal:
+        token = extract_token(request.headers.get(hdrs.AUTHORIZATION), request.query.get("access_token"))
+        return await self._validator.validate(token)
+
+    async def _guard(self, request: web.Request) -> Principal | web.Response:
+        if not self._origin_allowed(request):
+            log.info("request.origin_refused", origin=request.headers.get(hdrs.ORIGIN), path=request.path)
+            return _text(403, "Origin not allowed")
+        try:
+            return await self._authenticate(request)
+        except AuthenticationError as error:
+            AUTH_FAILURES.labels(error.reason).inc()
+            log.info("request.unauthorized", reason=error.reason, detail=error.description, path=request.path)
+            # Empty body on purpose: the JS client's message then reads "Unauthorized: Status code '401'".
+            return web.Response(status=401, headers={hdrs.WWW_AUTHENTICATE: www_authenticate(error)})
+
+    # --- negotiate --------------------------------------------------------------------------------
+
+    async def negotiate(self, request: web.Request) -> web.StreamResponse:
+        if request.method != hdrs.METH_POST:
+            return _text(405, "Method Not Allowed")
+        principal = await self._guard(request)
+        if isinstance(principal, web.Response):
+            return principal
+        try:
+            version = parse_negotiate_version(_query(request, "negotiateVersion"))
+        except NegotiateError as error:
+            return web.Response(body=negotiate_error_response(str(error)), content_type="application/json")
+        if self._manager.at_capacity:
+            return _text(503, "The server has reached its connection limit; try again later.")
+        stateful = self._options.stateful_reconnect and parse_bool_query(_query(request, "useStatefulReconnect"))
+        connection = self._manager.create(principal=principal, negotiate_version=version, stateful_reconnect=stateful)
+        body = negotiate_response(
+            connection_id=connection.connection_id,
+            connection_token=connection.connection_token if version > 0 else None,
+            negotiate_version=version,
+            transports=self._available,
+            use_stateful_reconnect=stateful,
+        )
+        log.debug("connection.negotiated", connectionId=connection.connection_id, version=version)
+        return web.Response(body=body, content_type="application/json")
+
+    # --- transports -------------------------------------------------------------------------------
+
+    async def connect(self, request: web.Request) -> web.StreamResponse:
+        method = request.method
+        if method not in (hdrs.METH_GET, hdrs.METH_POST, hdrs.METH_DELETE):
+            return _text(405, "Method Not Allowed")
+        principal = await self._guard(request)
+        if isinstance(principal, web.Response):
+            return principal
+        token = _query(request, "id")
+        if method == hdrs.METH_GET:
+            return await self._get(request, principal, token)
+        if token is None:
+            return _text(400, "Connection ID required")
+        if method == hdrs.METH_POST:
+            return await self._send(request, principal, token)
+        return self._delete(principal, token)
+
+    def _transport_of(self, request: web.Request) -> Transport:
+        if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
+            return Transport.WEBSOCKETS
+        if "text/event-stream" in request.headers.get(hdrs.ACCEPT, ""):
+            return Transport.SERVER_SENT_EVENTS
+        return Transport.LONG_POLLING
+
+    def _lookup(self, principal: Principal, token: str) -> HttpConnection | web.Response:
+        connection = self._manager.get(token)
+        if connection is None:
+            return _text(404, "No Connection with that ID")
+        if connection.principal.subject != principal.subject:
+            # Only the user who negotiated a connection may use it (its token may have leaked).
+            log.warning("connection.user_mismatch", connectionId=connection.connection_id)
+            return _text(403, "This connection belongs to another user.")
+        return connection
+
+    async def _get(self, request: web.Request, principal: Principal, token: str | None) -> web.StreamResponse:
+        options = self._options
+        transport = self._transport_of(request)
+        if transport not in options.transports:
+            return _text(404, f"{transport.value} transport not supported by this end point type")
+        if token is None:
+            if transport is not Transport.WEBSOCKETS:
+                return _text(400, "Connection ID required")
+            if self._manager.at_capacity:
+                return _text(503, "The server has reached its connection limit; try again later.")
+            # skipNegotiation: a WebSocket without id is a brand-new connection (version 0 semantics).
+            connection = self._manager.create(principal=principal, negotiate_version=0, stateful_reconnect=False)
+        else:
+            found = self._lookup(principal, token)
+            if isinstance(found, web.Response):
+                draining = self._manager.get_draining(token)
+                if draining is not None and transport is Transport.LONG_POLLING:
+                    return serve_final_poll(self._manager, token, draining[1])
+                return found
+            connection = found
+            if connection.transport is not None and connection.transport is not transport:
+                return _text(400, "Cannot change transports mid-connection")
+            if connection.state is ConnectionState.ACTIVE and transport is not Transport.LONG_POLLING:
+                if not (transport is Transport.WEBSOCKETS and connection.resumable):
+                    return _text(409, "Connection already has an active transport.")
+                # Stateful reconnect while the old socket still looks open: it loses (CancelPreviousPoll).
+                old = connection.sink
+                assert old is not None
+                self._manager.detach(connection, old, keep_alive=True)
+                old.close()
+            connection.principal = principal  # a fresher token extends the connection's authentication
+        if transport is Transport.WEBSOCKETS:
+            if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
+                return _text(400, "Not a WebSocket request")
+            return await serve_websocket(
+                request,
+                connection,
+                self._manager,
+                max_frame_size=options.max_frame_size,
+                max_buffered=options.max_buffered,
+                send_timeout=options.send_timeout,
+                compress=options.websocket_compression,
+            )
+        if transport is Transport.SERVER_SENT_EVENTS:
+            return await serve_server_sent_events(
+                request, connection, self._manager, max_buffered=options.max_buffered, send_timeout=options.send_timeout
+            )
+        return await serve_poll(
+            request,
+            connection,
+            self._manager,
+            poll_timeout=options.poll_timeout,
+            max_buffered=options.max_buffered,
+            disconnect_timeout=options.disconnect_timeout,
+        )
+
+    async def _send(self, request: web.Request, principal: Principal, token: str) -> web.StreamResponse:
+        found = self._lookup(principal, token)
+        if isinstance(found, web.Response):
+            return found
+        connection = found
+        if connection.transport is Transport.WEBSOCKETS:
+            return _text(405, "POST requests are not allowed for WebSocket connections.")
+        if connection.transport is None:
+            return _text(400, "No transport has been started for this connection yet.")
+        body = await request.read()  # bounded by the application's client_max_size
+        # The JS client never has two sends in flight, but others may: keep records in order.
+        lock = self._send_locks.setdefault(connection.connection_id, asyncio.Lock())
+        try:
+            async with lock:
+                if connection.state is not ConnectionState.CLOSED:
+                    await self._manager.application.on_data(connection, body)
+        finally:
+            if not lock.locked() and self._send_locks.get(connection.connection_id) is lock:
+                del self._send_locks[connection.connection_id]
+        return web.Response(status=200, content_type="text/plain")
+
+    def _delete(self, principal: Principal, token: str) -> web.StreamResponse:
+        found = self._lookup(principal, token)
+        if isinstance(found, web.Response):
+            if self._manager.get_draining(token) is not None:
+                self._manager.forget_draining(token)
+                return web.Response(status=202, content_type="text/plain")
+            return found
+        connection = found
+        if connection.transport is not Transport.LONG_POLLING:
+            return _text(400, "Cannot terminate this connection using the DELETE endpoint.")
+        log.info("connection.delete", connectionId=connection.connection_id)
+        self._manager.dispose(connection)
+        return web.Response(status=202, content_type="text/plain")

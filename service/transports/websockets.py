@@ -1,0 +1,153 @@
+"""WebSockets transport: full duplex bytes over one socket (TransportProtocols.md, "WebSockets").
+
+Inbound: every Text or Binary frame is appended to the connection's byte stream (frame boundaries
+mean nothing). Outbound: JSON goes out as Text frames, MessagePack as Binary frames (the transfer
+format the handshake picked).
+
+Rule: outbound writes never await. The frame for a group send is built once per protocol and written
+straight to the socket's transport (aiohttp writes uncompressed frames synchronously too, so frames
+never interleave); the transport's own buffer is the outbox, bounded by ``max_buffered`` — beyond
+that, or with no progress for ``send_timeout``, the client is too slow and is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from config.settings import Transport
+from service.connections import ConnectionManager, HttpConnection, Outgoing
+from service.protocol import TransferFormat
+
+__all__ = ["WebSocketSink", "build_frame", "serve_websocket"]
+
+log = structlog.get_logger(__name__)
+
+_TEXT = 0x81  # FIN + text opcode
+_BINARY = 0x82  # FIN + binary opcode
+_CLOSE_TIMEOUT = 5.0  # WebSocketOptions.CloseTimeout
+_background: set[asyncio.Task[None]] = set()
+
+
+def build_frame(payload: bytes, *, binary: bool) -> bytes:
+    """An unmasked, unfragmented server frame (RFC 6455 §5.2)."""
+    first = _BINARY if binary else _TEXT
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", first, length)
+    elif length < 65536:
+        header = struct.pack("!BBH", first, 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 127, length)
+    return header + payload
+
+
+class WebSocketSink:
+    """Writes hub records to one WebSocket."""
+
+    __slots__ = ("_connection", "_max_buffered", "_progress", "_send_timeout", "_stalled_since", "_written", "ws")
+
+    def __init__(
+        self, ws: web.WebSocketResponse, connection: HttpConnection, *, max_buffered: int, send_timeout: float
+    ) -> None:
+        self.ws = ws
+        self._connection = connection
+        self._max_buffered = max_buffered
+        self._send_timeout = send_timeout
+        self._written = 0
+        self._progress = 0
+        self._stalled_since: float | None = None
+
+    def write(self, out: Outgoing) -> bool:
+        transport = self.ws._req.transport if self.ws._req is not None else None  # noqa: SLF001
+        if transport is None or transport.is_closing():
+            return True  # going away already; the read loop will notice and clean up
+        frame = out.ws_frame
+        if frame is None:
+            frame = out.ws_frame = build_frame(
+                out.payload, binary=self._connection.transfer_format is TransferFormat.BINARY
+            )
+        if transport.get_write_buffer_size() + len(frame) > self._max_buffered:
+            return False
+        transport.write(frame)
+        self._written += len(frame)
+        return True
+
+    def is_stalled(self, now: float) -> bool:
+        request = self.ws._req  # noqa: SLF001
+        if request is None or request.transport is None:
+            return False
+        pending = request.transport.get_write_buffer_size()
+        if pending == 0:
+            self._stalled_since = None
+            return False
+        drained = self._written - pending
+        if drained != self._progress or self._stalled_since is None:
+            self._progress = drained
+            self._stalled_since = now
+            return False
+        return now - self._stalled_since > self._send_timeout
+
+    @property
+    def drained(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        task = asyncio.ensure_future(self._close())
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    async def _close(self) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(), _CLOSE_TIMEOUT)
+        except (TimeoutError, ConnectionError):
+            request = self.ws._req  # noqa: SLF001
+            if request is not None and request.transport is not None:
+                request.transport.abort()
+
+
+async def serve_websocket(
+    request: web.Request,
+    connection: HttpConnection,
+    manager: ConnectionManager,
+    *,
+    max_frame_size: int,
+    max_buffered: int,
+    send_timeout: float,
+    compress: bool,
+) -> web.WebSocketResponse:
+    """Run one WebSocket for ``connection`` until either side ends it."""
+    ws = web.WebSocketResponse(
+        autoping=True,
+        compress=compress,
+        max_msg_size=max_frame_size,
+        decode_text=False,
+        timeout=_CLOSE_TIMEOUT,
+    )
+    await ws.prepare(request)
+    sink = WebSocketSink(ws, connection, max_buffered=max_buffered, send_timeout=send_timeout)
+    manager.attach(connection, Transport.WEBSOCKETS, sink)
+    graceful = False
+    try:
+        while True:
+            message = await ws.receive()
+            kind = message.type
+            if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+                await manager.application.on_data(connection, message.data)
+            elif kind is WSMsgType.CLOSE:
+                graceful = True  # the client said goodbye: no stateful resume (SIGNALR.md §5.4)
+                break
+            else:
+                break  # CLOSED / ERROR: the socket dropped
+    finally:
+        # A dropped socket of a stateful connection waits for a resume; anything else ends it.
+        manager.detach(connection, sink, keep_alive=connection.resumable and not graceful)
+        if not ws.closed:
+            try:
+                await asyncio.wait_for(ws.close(), _CLOSE_TIMEOUT)
+            except (TimeoutError, ConnectionError):
+                pass
+    return ws
