@@ -1,0 +1,73 @@
+"""Run the real service in the test's event loop on a free loopback port.
+
+The app is the one ``python -m service`` runs (``create_app``), served by aiohttp's ``AppRunner`` with
+the same options as production (``handler_cancellation``, redacting access log), so interop tests
+drive exactly what ships.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from config.settings import Settings
+from service.app import HUB, ConsumerFactory, HubRuntime, create_app
+from service.logs import RedactingAccessLogger
+from tests.support.tokens import TokenFactory
+
+__all__ = ["RunningService", "hub_settings", "running_service"]
+
+
+def hub_settings(tokens: TokenFactory, **overrides: Any) -> Settings:
+    """Settings for a test service that trusts ``tokens``' JWKS (``file://``)."""
+    values: dict[str, Any] = {
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "auth_jwks_url": tokens.jwks_url,
+        "auth_issuer": tokens.issuer,
+        "auth_audience": tokens.audience,
+        "cors_origins": ["http://localhost:3000"],
+        "log_format": "console",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class RunningService:
+    url: str  # http://127.0.0.1:PORT
+    settings: Settings
+    runtime: HubRuntime
+    runner: web.AppRunner
+
+    @property
+    def hub_url(self) -> str:
+        return f"{self.url}{self.settings.hub_path}"
+
+    @property
+    def ws_hub_url(self) -> str:
+        return self.hub_url.replace("http://", "ws://", 1)
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    settings: Settings, *, consumer_factory: ConsumerFactory | bool | None = False, port: int = 0
+) -> AsyncIterator[RunningService]:
+    app = create_app(settings, consumer_factory=consumer_factory)
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log_class=RedactingAccessLogger, shutdown_timeout=5.0
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    server = site._server  # noqa: SLF001 - the only way to learn the port picked for 0
+    assert server is not None
+    bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield RunningService(url=f"http://127.0.0.1:{bound}", settings=settings, runtime=app[HUB], runner=runner)
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,96 @@
+"""A deliberately minimal SignalR client for wire-level tests (raw frames, exact bytes).
+
+It parses what the server sends with plain ``json`` and ``split(b"\\x1e")`` — independent of the
+protocol code under test — so that a shared bug cannot hide itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+__all__ = ["RawHubClient", "negotiate"]
+
+RS = b"\x1e"
+
+
+async def negotiate(
+    session: aiohttp.ClientSession, hub_url: str, token: str | None, *, version: int | None = 1, **query: str
+) -> dict[str, Any]:
+    params = dict(query)
+    if version is not None:
+        params["negotiateVersion"] = str(version)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with session.post(f"{hub_url}/negotiate", params=params, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+
+class RawHubClient:
+    """One WebSocket speaking JSON records by hand."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self._buffer = b""
+        self._records: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        session: aiohttp.ClientSession,
+        hub_url: str,
+        token: str,
+        *,
+        handshake: bytes | None = b'{"protocol":"json","version":1}\x1e',
+        **negotiate_query: str,
+    ) -> tuple[RawHubClient, dict[str, Any]]:
+        negotiated = await negotiate(session, hub_url, token, **negotiate_query)
+        ws = await session.ws_connect(
+            hub_url.replace("http://", "ws://", 1),
+            params={"id": negotiated["connectionToken"]},
+            headers={"Authorization": f"Bearer {token}"},
+            autoping=True,
+        )
+        client = cls(ws)
+        if handshake is not None:
+            await ws.send_bytes(handshake)
+            assert await client.next_record() == {}
+        return client, negotiated
+
+    async def send(self, *records: dict[str, Any] | bytes) -> None:
+        """Send records in one frame (dicts are JSON-encoded and terminated)."""
+        data = b"".join(r if isinstance(r, bytes) else json.dumps(r).encode() + RS for r in records)
+        await self.ws.send_bytes(data)
+
+    async def next_record(self, *, timeout: float = 10.0) -> dict[str, Any]:
+        while not self._records:
+            message = await asyncio.wait_for(self.ws.receive(), timeout)
+            if message.type is aiohttp.WSMsgType.TEXT:
+                data = message.data.encode()
+            elif message.type is aiohttp.WSMsgType.BINARY:
+                data = message.data
+            else:
+                raise ConnectionError(f"socket ended: {message.type.name} {self.ws.close_code}")
+            # Every server frame holds only complete records (the JS client requires it).
+            assert data.endswith(RS), data
+            self._records.extend(json.loads(part) for part in data.split(RS)[:-1])
+        return self._records.pop(0)
+
+    async def next_of_type(self, message_type: int, *, timeout: float = 10.0) -> dict[str, Any]:
+        while True:
+            record = await self.next_record(timeout=timeout)
+            if record.get("type") == message_type:
+                return record
+
+    async def wait_closed(self, *, timeout: float = 10.0) -> int | None:
+        """Read until the socket ends; returns the close code."""
+        while True:
+            message = await asyncio.wait_for(self.ws.receive(), timeout)
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                return self.ws.close_code
+            if message.type is aiohttp.WSMsgType.ERROR:
+                return self.ws.close_code
