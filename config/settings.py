@@ -208,6 +208,6 @@ def _describe(error: ValidationError) -> str:
 def load_settings(**overrides: Any) -> Settings:
     """Read the environment (and the optional env file); raise ``ConfigurationError`` with one line."""
     try:
-        return Settings(_env_file=_default_config_file(), **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=_default_config_file(), **overrides)
     except ValidationError as error:
         raise ConfigurationError(_describe(error)) from None

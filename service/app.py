@@ -69,13 +69,15 @@ HUB = web.AppKey("hub", HubRuntime)
 
 def _default_consumer_factory() -> ConsumerFactory | None:
     try:
-        from consumers import EventConsumer  # noqa: PLC0415 - optional until the consumers land
+        from consumers import EventConsumer
     except ImportError:
         return None
     return EventConsumer  # type: ignore[no-any-return]
 
 
-def create_app(settings: Settings, *, consumer_factory: ConsumerFactory | None | bool = True) -> web.Application:
+def create_app(
+    settings: Settings, *, consumer_factory: ConsumerFactory | bool | None = True
+) -> web.Application:
     """Build the application. ``consumer_factory=False`` runs the hub alone (tests, benchmarks)."""
     factory: ConsumerFactory | None
     if consumer_factory is True:
@@ -94,7 +96,9 @@ def create_app(settings: Settings, *, consumer_factory: ConsumerFactory | None |
         policy=GroupPolicy(),  # replaced by the configured policy once auth is loaded
     )
     manager = ConnectionManager(
-        handler, disconnect_timeout=settings.hub_disconnect_timeout, max_connections=settings.hub_max_connections
+        handler,
+        disconnect_timeout=settings.hub_disconnect_timeout,
+        max_connections=settings.hub_max_connections,
     )
     handler.bind(manager)
     health = HealthRoutes({})

@@ -20,7 +20,7 @@ EXIT_CONFIG = 2
 
 def _install_uvloop() -> bool:
     try:
-        import uvloop  # noqa: PLC0415 - optional accelerator
+        import uvloop
     except ImportError:
         return False
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -28,11 +28,11 @@ def _install_uvloop() -> bool:
 
 
 def serve(settings: Settings) -> int:
-    import structlog  # noqa: PLC0415 - keep `--help` and config errors fast
-    from aiohttp import web  # noqa: PLC0415
+    import structlog
+    from aiohttp import web
 
-    from service.app import create_app  # noqa: PLC0415
-    from service.logs import RedactingAccessLogger, configure_logging  # noqa: PLC0415
+    from service.app import create_app
+    from service.logs import RedactingAccessLogger, configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     uvloop = _install_uvloop()
@@ -59,17 +59,55 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def dev_token(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a development token that the service in AUTH_DEV_MODE accepts (and nothing else does)."""
+    import uuid
+
+    from service.auth import DevIssuer
+
+    if not settings.auth_dev_mode:
+        print(
+            "configuration error: AUTH_DEV_MODE: dev-token only works with AUTH_DEV_MODE=true "
+            "(production tokens come from Cognito)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    issuer = DevIssuer(settings.auth_dev_key_dir)
+    roles = {"dispatcher": ["Dispatcher"], "contractor": ["Contractor"], "admin": ["Admin"]}[args.role]
+    contractor_id = args.contractor_id
+    if args.role == "contractor" and contractor_id is None:
+        contractor_id = str(uuid.uuid4())
+    token = issuer.mint(
+        subject=args.subject or f"dev-{args.role}-{uuid.uuid4().hex[:8]}",
+        roles=roles,
+        regions=[r.strip() for r in args.region.split(",") if r.strip()] if args.region else (),
+        contractor_id=contractor_id,
+        token_use=args.token_use,
+        ttl_seconds=args.ttl,
+    )
+    print(token)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smartscheduler-realtime", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the service (default)")
+    token = sub.add_parser("dev-token", help="mint a development token (AUTH_DEV_MODE=true only)")
+    token.add_argument("--role", choices=["dispatcher", "contractor", "admin"], required=True)
+    token.add_argument("--region", help="comma-separated regions (custom:region), e.g. north-america")
+    token.add_argument(
+        "--contractor-id", help="the contractor's UUID (custom:contractorId); random if omitted"
+    )
+    token.add_argument("--subject", help="the token's sub claim (random if omitted)")
+    token.add_argument("--token-use", choices=["access", "id"], default="access")
+    token.add_argument("--ttl", type=int, default=8 * 3600, help="lifetime in seconds (default 8 h)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except ConfigurationError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.command in (None, "serve"):
-        return serve(settings)
-    parser.error(f"unknown command {args.command}")
-    return EXIT_CONFIG
+    if args.command == "dev-token":
+        return dev_token(settings, args)
+    return serve(settings)

@@ -9,6 +9,7 @@ from service.logs import configure_logging
 
 pytest_plugins = [
     "tests.support.broker_fixtures",
+    "tests.support.tokens",
 ]
 
 

@@ -134,8 +134,11 @@ class HubConnection:
             kind = "too_large" if isinstance(error, MessageTooLargeError) else "invalid_message"
             PROTOCOL_ERRORS.labels(kind).inc()
             log.info("connection.protocol_error", connectionId=self.connection_id, error=str(error))
-            self.close(error=f"{_CLOSED_WITH_ERROR} InvalidDataException: {error}", allow_reconnect=True,
-                       reason="protocol_error")
+            self.close(
+                error=f"{_CLOSED_WITH_ERROR} InvalidDataException: {error}",
+                allow_reconnect=True,
+                reason="protocol_error",
+            )
 
     def _receive_handshake(self, data: bytes) -> bytes:
         buffer = self._handshake_buffer
@@ -160,10 +163,13 @@ class HubConnection:
             )
             return b""
         connection = self.connection
-        if protocol.transfer_format is TransferFormat.BINARY and connection.transport is Transport.SERVER_SENT_EVENTS:
+        if (
+            protocol.transfer_format is TransferFormat.BINARY
+            and connection.transport is Transport.SERVER_SENT_EVENTS
+        ):
             self._fail_handshake(
-                f"Cannot use the '{request.protocol}' protocol on the current transport. The transport does not "
-                "support 'Binary' transfer format."
+                f"Cannot use the '{request.protocol}' protocol on the current transport. "
+                "The transport does not support 'Binary' transfer format."
             )
             return b""
         remaining = bytes(buffer[consumed:])
@@ -172,7 +178,11 @@ class HubConnection:
         self._reader = protocol.new_reader(options.max_message_size)
         # HubConnectionContext.HandshakeAsync: the response goes out in the negotiated transfer format.
         connection.transfer_format = protocol.transfer_format
-        if connection.stateful_reconnect and request.version >= 2 and connection.transport is Transport.WEBSOCKETS:
+        if (
+            connection.stateful_reconnect
+            and request.version >= 2
+            and connection.transport is Transport.WEBSOCKETS
+        ):
             connection.resumable = True
             self._replay = ReplayBuffer(options.replay_buffer_size)
         self._write(Outgoing(HANDSHAKE_OK))
@@ -180,8 +190,14 @@ class HubConnection:
         transport = connection.transport.value if connection.transport else "none"
         CONNECTIONS.labels(transport, protocol.name).inc()
         CONNECTIONS_OPENED.labels(transport, protocol.name).inc()
-        log.info("connection.connected", connectionId=self.connection_id, transport=transport,
-                 protocol=protocol.name, subject=self.principal.subject, statefulReconnect=connection.resumable)
+        log.info(
+            "connection.connected",
+            connectionId=self.connection_id,
+            transport=transport,
+            protocol=protocol.name,
+            subject=self.principal.subject,
+            statefulReconnect=connection.resumable,
+        )
         return remaining
 
     def _fail_handshake(self, reply: str) -> None:
@@ -215,7 +231,9 @@ class HubConnection:
         elif isinstance(message, StreamItemMessage | CompletionMessage | CancelInvocationMessage):
             # No hub method takes upload streams or asks for client results: ASP.NET ignores items and
             # completions for unknown ids, and cancelling an unknown invocation is a no-op.
-            log.debug("connection.ignored_message", connectionId=self.connection_id, type=type(message).__name__)
+            log.debug(
+                "connection.ignored_message", connectionId=self.connection_id, type=type(message).__name__
+            )
 
     # --- outbound -----------------------------------------------------------------------------
 
@@ -255,9 +273,14 @@ class HubConnection:
         if replay is None or protocol is None:
             return
         if replay.lossy:
-            log.info("connection.resume_refused", connectionId=self.connection_id, reason="replay_buffer_overflow")
-            self.close(error=f"{_CLOSED_WITH_ERROR} Messages were dropped while the connection was away.",
-                       allow_reconnect=True, reason="resume_lossy")
+            log.info(
+                "connection.resume_refused", connectionId=self.connection_id, reason="replay_buffer_overflow"
+            )
+            self.close(
+                error=f"{_CLOSED_WITH_ERROR} Messages were dropped while the connection was away.",
+                allow_reconnect=True,
+                reason="resume_lossy",
+            )
             return
         first, payloads = replay.resend()
         log.info("connection.resumed", connectionId=self.connection_id, replayed=len(payloads))
@@ -297,7 +320,10 @@ class HubConnection:
             if sequence_id is not None:
                 self.send(AckMessage(sequence_id))
         # Long polling has inherent keep-alive: no Pings (SIGNALR.md §2.5).
-        if connection.transport is not Transport.LONG_POLLING and now - self.last_written >= options.keep_alive:
+        if (
+            connection.transport is not Transport.LONG_POLLING
+            and now - self.last_written >= options.keep_alive
+        ):
             assert self.protocol is not None
             self._write(self._handler.ping_for(self.protocol))
 
@@ -308,7 +334,9 @@ class HubConnection:
         if self.closed:
             return
         if self.protocol is not None:
-            self._write(Outgoing(self.protocol.write(CloseMessage(error=error, allow_reconnect=allow_reconnect))))
+            self._write(
+                Outgoing(self.protocol.write(CloseMessage(error=error, allow_reconnect=allow_reconnect)))
+            )
         self._finish(reason)
 
     def abort(self, reason: str) -> None:

@@ -90,11 +90,15 @@ class HubMethods:
                 if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
                     raise TypeError(f"hub method {function.__qualname__}: only plain positional parameters")
                 if param.name not in hints:
-                    raise TypeError(f"hub method {function.__qualname__}: parameter {param.name!r} needs a type")
+                    raise TypeError(
+                        f"hub method {function.__qualname__}: parameter {param.name!r} needs a type"
+                    )
             method_name = name or _pascal_case(function.__name__)
             key = method_name.lower()
             if key in self._methods:
-                raise ValueError(f"hub method {method_name!r} is registered twice (names are case-insensitive)")
+                raise ValueError(
+                    f"hub method {method_name!r} is registered twice (names are case-insensitive)"
+                )
             self._methods[key] = HubMethod(
                 name=method_name,
                 function=function,
@@ -166,7 +170,8 @@ class HubDispatcher:
         except HubException as error:
             self._log_failure(context, method.name, "refused", detail=str(error))
             return CompletionMessage.with_error(
-                invocation_id, f"An unexpected error occurred invoking '{target}' on the server. HubException: {error}"
+                invocation_id,
+                f"An unexpected error occurred invoking '{target}' on the server. HubException: {error}",
             )
         except Exception as error:
             log.exception("hub.invocation_failed", connectionId=context.connection_id, method=method.name)
@@ -201,8 +206,13 @@ class HubDispatcher:
 
     @staticmethod
     def _log_failure(context: CallerContext, method: str, outcome: str, detail: str | None = None) -> None:
-        log.info("hub.invocation_refused", connectionId=context.connection_id, method=method, outcome=outcome,
-                 detail=detail)
+        log.info(
+            "hub.invocation_refused",
+            connectionId=context.connection_id,
+            method=method,
+            outcome=outcome,
+            detail=detail,
+        )
         HUB_INVOCATIONS.labels(method if outcome != "unknown_method" else "<unknown>", outcome).inc()
 
 

@@ -105,7 +105,9 @@ def _query(request: web.Request, name: str) -> str | None:
 class HubEndpoint:
     """Negotiate and transport handlers for one hub path."""
 
-    def __init__(self, manager: ConnectionManager, validator: TokenValidator, options: EndpointOptions) -> None:
+    def __init__(
+        self, manager: ConnectionManager, validator: TokenValidator, options: EndpointOptions
+    ) -> None:
         self._manager = manager
         self._validator = validator
         self._options = options
@@ -161,8 +163,12 @@ class HubEndpoint:
             return web.Response(body=negotiate_error_response(str(error)), content_type="application/json")
         if self._manager.at_capacity:
             return _text(503, "The server has reached its connection limit; try again later.")
-        stateful = self._options.stateful_reconnect and parse_bool_query(_query(request, "useStatefulReconnect"))
-        connection = self._manager.create(principal=principal, negotiate_version=version, stateful_reconnect=stateful)
+        stateful = self._options.stateful_reconnect and parse_bool_query(
+            _query(request, "useStatefulReconnect")
+        )
+        connection = self._manager.create(
+            principal=principal, negotiate_version=version, stateful_reconnect=stateful
+        )
         body = negotiate_response(
             connection_id=connection.connection_id,
             connection_token=connection.connection_token if version > 0 else None,
@@ -219,7 +225,9 @@ class HubEndpoint:
             if self._manager.at_capacity:
                 return _text(503, "The server has reached its connection limit; try again later.")
             # skipNegotiation: a WebSocket without id is a brand-new connection (version 0 semantics).
-            connection = self._manager.create(principal=principal, negotiate_version=0, stateful_reconnect=False)
+            connection = self._manager.create(
+                principal=principal, negotiate_version=0, stateful_reconnect=False
+            )
         else:
             found = self._lookup(principal, token)
             if isinstance(found, web.Response):
@@ -253,7 +261,11 @@ class HubEndpoint:
             )
         if transport is Transport.SERVER_SENT_EVENTS:
             return await serve_server_sent_events(
-                request, connection, self._manager, max_buffered=options.max_buffered, send_timeout=options.send_timeout
+                request,
+                connection,
+                self._manager,
+                max_buffered=options.max_buffered,
+                send_timeout=options.send_timeout,
             )
         return await serve_poll(
             request,

@@ -87,7 +87,9 @@ async def serve_poll(
         manager.attach(
             connection,
             Transport.LONG_POLLING,
-            LongPollingSink(max_buffered=max_buffered, disconnect_timeout=disconnect_timeout, now=loop.time()),
+            LongPollingSink(
+                max_buffered=max_buffered, disconnect_timeout=disconnect_timeout, now=loop.time()
+            ),
         )
         return _ok()
     if not isinstance(sink, LongPollingSink):

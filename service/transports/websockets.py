@@ -13,6 +13,7 @@ that, or with no progress for ``send_timeout``, the client is too slow and is dr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 
 import structlog
@@ -48,7 +49,15 @@ def build_frame(payload: bytes, *, binary: bool) -> bytes:
 class WebSocketSink:
     """Writes hub records to one WebSocket."""
 
-    __slots__ = ("_connection", "_max_buffered", "_progress", "_send_timeout", "_stalled_since", "_written", "ws")
+    __slots__ = (
+        "_connection",
+        "_max_buffered",
+        "_progress",
+        "_send_timeout",
+        "_stalled_since",
+        "_written",
+        "ws",
+    )
 
     def __init__(
         self, ws: web.WebSocketResponse, connection: HttpConnection, *, max_buffered: int, send_timeout: float
@@ -62,7 +71,7 @@ class WebSocketSink:
         self._stalled_since: float | None = None
 
     def write(self, out: Outgoing) -> bool:
-        transport = self.ws._req.transport if self.ws._req is not None else None  # noqa: SLF001
+        transport = self.ws._req.transport if self.ws._req is not None else None
         if transport is None or transport.is_closing():
             return True  # going away already; the read loop will notice and clean up
         frame = out.ws_frame
@@ -77,7 +86,7 @@ class WebSocketSink:
         return True
 
     def is_stalled(self, now: float) -> bool:
-        request = self.ws._req  # noqa: SLF001
+        request = self.ws._req
         if request is None or request.transport is None:
             return False
         pending = request.transport.get_write_buffer_size()
@@ -104,7 +113,7 @@ class WebSocketSink:
         try:
             await asyncio.wait_for(self.ws.close(), _CLOSE_TIMEOUT)
         except (TimeoutError, ConnectionError):
-            request = self.ws._req  # noqa: SLF001
+            request = self.ws._req
             if request is not None and request.transport is not None:
                 request.transport.abort()
 
@@ -146,8 +155,6 @@ async def serve_websocket(
         # A dropped socket of a stateful connection waits for a resume; anything else ends it.
         manager.detach(connection, sink, keep_alive=connection.resumable and not graceful)
         if not ws.closed:
-            try:
+            with contextlib.suppress(TimeoutError, ConnectionError):
                 await asyncio.wait_for(ws.close(), _CLOSE_TIMEOUT)
-            except (TimeoutError, ConnectionError):
-                pass
     return ws

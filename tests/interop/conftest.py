@@ -8,9 +8,7 @@ import pytest
 
 from tests.support.jsclient import NodeDriver, node_driver
 from tests.support.server import RunningService, hub_settings, running_service
-from tests.support.tokens import TokenFactory, token_factory
-
-__all__ = ["token_factory"]
+from tests.support.tokens import TokenFactory
 
 
 @pytest.fixture

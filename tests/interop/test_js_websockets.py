@@ -99,7 +99,9 @@ async def test_refused_joins_change_nothing_and_keep_the_connection(
         with pytest.raises(JsClientError) as refused:
             await client.invoke(method, argument)
         text = str(refused.value)
-        assert text.startswith(f"An unexpected error occurred invoking '{method}' on the server. HubException: ")
+        assert text.startswith(
+            f"An unexpected error occurred invoking '{method}' on the server. HubException: "
+        )
         assert expected in text, text
     assert lifetime.group_count == 0
 
@@ -151,11 +153,16 @@ async def test_bad_tokens_are_refused_with_401(
     with pytest.raises(JsClientError) as refused:
         await js.connect(service.hub_url, token)
     # The exact text .NET's functional tests expect: the 401 has an empty body.
-    assert str(refused.value) == "Failed to complete negotiation with the server: Error: Unauthorized: Status code '401'"
+    assert (
+        str(refused.value)
+        == "Failed to complete negotiation with the server: Error: Unauthorized: Status code '401'"
+    )
     assert len(service.runtime.manager) == 0
 
 
-async def test_skip_negotiation_websocket(service: RunningService, js: NodeDriver, token_factory: TokenFactory) -> None:
+async def test_skip_negotiation_websocket(
+    service: RunningService, js: NodeDriver, token_factory: TokenFactory
+) -> None:
     client = await js.connect(
         service.hub_url, token_factory.dispatcher(["north-america"]), skipNegotiation=True, listen=LISTEN
     )

@@ -32,7 +32,8 @@ async def test_negotiate_version_1_gives_a_separate_secret_token(
     assert list(body) == ["negotiateVersion", "connectionId", "connectionToken", "availableTransports"]
     assert body["negotiateVersion"] == 1
     assert body["connectionId"] != body["connectionToken"]
-    assert len(body["connectionId"]) == 22 and len(body["connectionToken"]) == 22
+    assert len(body["connectionId"]) == 22
+    assert len(body["connectionToken"]) == 22
     assert body["availableTransports"] == [
         {"transport": "WebSockets", "transferFormats": ["Text", "Binary"]},
         {"transport": "ServerSentEvents", "transferFormats": ["Text"]},
@@ -45,12 +46,14 @@ async def test_negotiate_version_0_and_errors(
 ) -> None:
     token = token_factory.dispatcher()
     body = await negotiate(session, service.hub_url, token, version=None)
-    assert body["negotiateVersion"] == 0 and "connectionToken" not in body
+    assert body["negotiateVersion"] == 0
+    assert "connectionToken" not in body
     assert (await negotiate(session, service.hub_url, token, version=7))["negotiateVersion"] == 1  # clamped
     bad = await negotiate(session, service.hub_url, token, version=None, negotiateVersion="x")
     assert bad == {"error": "The client requested a non-integer protocol version."}
     stateful = await negotiate(session, service.hub_url, token, useStatefulReconnect="true")
-    assert next(iter(stateful)) == "useStatefulReconnect" and stateful["useStatefulReconnect"] is True
+    assert next(iter(stateful)) == "useStatefulReconnect"
+    assert stateful["useStatefulReconnect"] is True
     async with session.get(f"{service.hub_url}/negotiate") as response:
         assert response.status == 405
 
@@ -59,13 +62,16 @@ async def test_401_has_empty_body_and_bearer_challenge(
     service: RunningService, session: aiohttp.ClientSession, token_factory: TokenFactory
 ) -> None:
     async with session.post(f"{service.hub_url}/negotiate") as response:
-        assert response.status == 401 and response.reason == "Unauthorized"
+        assert response.status == 401
+        assert response.reason == "Unauthorized"
         assert await response.read() == b""
         assert response.headers["WWW-Authenticate"] == "Bearer"
     headers = {"Authorization": f"Bearer {token_factory.expired()}"}
     async with session.post(f"{service.hub_url}/negotiate", headers=headers) as response:
         assert response.status == 401
-        assert response.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token", error_description=')
+        assert response.headers["WWW-Authenticate"].startswith(
+            'Bearer error="invalid_token", error_description='
+        )
     # The WebSocket upgrade is refused before any upgrade happens.
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await session.ws_connect(service.hub_url.replace("http", "ws", 1), params={"access_token": "x.y.z"})
@@ -91,9 +97,13 @@ async def test_transport_request_errors(
     with pytest.raises(aiohttp.WSServerHandshakeError) as by_id:
         await session.ws_connect(ws_url, params={"id": negotiated["connectionId"]}, headers=auth)
     assert by_id.value.status == 404
-    async with session.post(service.hub_url, params={"id": negotiated["connectionToken"]}, headers=auth) as response:
+    async with session.post(
+        service.hub_url, params={"id": negotiated["connectionToken"]}, headers=auth
+    ) as response:
         assert response.status == 405
-    async with session.delete(service.hub_url, params={"id": negotiated["connectionToken"]}, headers=auth) as response:
+    async with session.delete(
+        service.hub_url, params={"id": negotiated["connectionToken"]}, headers=auth
+    ) as response:
         assert response.status == 400
     async with session.put(service.hub_url, headers=auth) as response:
         assert response.status == 405
@@ -127,7 +137,9 @@ async def test_foreign_origin_websocket_is_refused(
     await ws.close()
 
 
-async def test_cors_preflight_and_credentials(service: RunningService, session: aiohttp.ClientSession) -> None:
+async def test_cors_preflight_and_credentials(
+    service: RunningService, session: aiohttp.ClientSession
+) -> None:
     preflight = {
         "Origin": "http://localhost:3000",
         "Access-Control-Request-Method": "POST",
@@ -140,9 +152,13 @@ async def test_cors_preflight_and_credentials(service: RunningService, session: 
         allowed = {h.strip() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
         assert {"authorization", "x-requested-with", "x-signalr-user-agent", "content-type"} <= allowed
         assert "POST" in response.headers["Access-Control-Allow-Methods"]
-    async with session.options(f"{service.hub_url}/negotiate", headers={**preflight, "Origin": "null"}) as response:
+    async with session.options(
+        f"{service.hub_url}/negotiate", headers={**preflight, "Origin": "null"}
+    ) as response:
         assert "Access-Control-Allow-Origin" not in response.headers
-    async with session.post(f"{service.hub_url}/negotiate", headers={"Origin": "http://localhost:3000"}) as response:
+    async with session.post(
+        f"{service.hub_url}/negotiate", headers={"Origin": "http://localhost:3000"}
+    ) as response:
         assert response.status == 401  # and still readable by the page, so the client can say why
         assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
         assert "Origin" in response.headers.getall("Vary")
@@ -151,11 +167,16 @@ async def test_cors_preflight_and_credentials(service: RunningService, session: 
 # --- handshake and framing --------------------------------------------------------------------------
 
 
-async def test_handshake_errors(service: RunningService, session: aiohttp.ClientSession, token_factory: TokenFactory) -> None:
+async def test_handshake_errors(
+    service: RunningService, session: aiohttp.ClientSession, token_factory: TokenFactory
+) -> None:
     token = token_factory.dispatcher()
     cases = [
         (b'{"protocol":"xml","version":1}\x1e', "The protocol 'xml' is not supported."),
-        (b'{"protocol":"json","version":3}\x1e', "The server does not support version 3 of the 'json' protocol."),
+        (
+            b'{"protocol":"json","version":3}\x1e',
+            "The server does not support version 3 of the 'json' protocol.",
+        ),
         (b"not json\x1e", "An unexpected error occurred during connection handshake."),
     ]
     for handshake, error in cases:
@@ -168,25 +189,43 @@ async def test_handshake_errors(service: RunningService, session: aiohttp.Client
 async def test_pipelined_batched_and_split_records(
     service: RunningService, session: aiohttp.ClientSession, token_factory: TokenFactory
 ) -> None:
-    client, _ = await RawHubClient.connect(session, service.hub_url, token_factory.dispatcher(), handshake=None)
+    client, _ = await RawHubClient.connect(
+        session, service.hub_url, token_factory.dispatcher(), handshake=None
+    )
     # Handshake and the first invocation in one frame, a second invocation split over two frames,
     # 'type' last and unknown fields present, as real clients send them.
-    first = json.dumps({"target": "JoinDispatchGroup", "arguments": ["north-america"], "invocationId": "0", "type": 1})
-    second = json.dumps(
-        {"arguments": ["north-america"], "streamIds": [], "headers": {}, "x": 1, "target": "leavedispatchgroup",
-         "invocationId": "1", "type": 1}
-    ).encode() + RS
+    first = json.dumps(
+        {"target": "JoinDispatchGroup", "arguments": ["north-america"], "invocationId": "0", "type": 1}
+    )
+    second = (
+        json.dumps(
+            {
+                "arguments": ["north-america"],
+                "streamIds": [],
+                "headers": {},
+                "x": 1,
+                "target": "leavedispatchgroup",
+                "invocationId": "1",
+                "type": 1,
+            }
+        ).encode()
+        + RS
+    )
     await client.ws.send_bytes(b'{"protocol":"json","version":1}\x1e' + first.encode() + RS + second[:17])
     assert await client.next_record() == {}
     assert await client.next_record() == {"type": 3, "invocationId": "0"}
     await client.ws.send_str(second[17:].decode())
     assert await client.next_record() == {"type": 3, "invocationId": "1"}
-    await client.send({"type": 6}, {"type": 1, "target": "JoinDispatchGroup", "arguments": ["north-america"]},
-                      {"type": 1, "target": "Nope", "arguments": [], "invocationId": "2"})
+    await client.send(
+        {"type": 6},
+        {"type": 1, "target": "JoinDispatchGroup", "arguments": ["north-america"]},
+        {"type": 1, "target": "Nope", "arguments": [], "invocationId": "2"},
+    )
     assert await client.next_record() == {
         "type": 3,
         "invocationId": "2",
-        "error": "Failed to invoke 'Nope' due to an error on the server. HubException: Method does not exist.",
+        "error": "Failed to invoke 'Nope' due to an error on the server. "
+        "HubException: Method does not exist.",
     }
     assert service.runtime.handler.lifetime.group_size("dispatch/north-america") == 1
     await client.send({"type": 7})
@@ -201,15 +240,21 @@ async def test_oversized_message_closes_only_that_connection(
     async with running_service(settings) as service:
         big, _ = await RawHubClient.connect(session, service.hub_url, token_factory.dispatcher())
         small, _ = await RawHubClient.connect(session, service.hub_url, token_factory.dispatcher())
-        await small.send({"type": 1, "target": "JoinDispatchGroup", "arguments": ["north-america"], "invocationId": "a"})
+        await small.send(
+            {"type": 1, "target": "JoinDispatchGroup", "arguments": ["north-america"], "invocationId": "a"}
+        )
         await small.next_of_type(3)
-        await big.send({"type": 1, "target": "JoinDispatchGroup", "arguments": ["x" * 5000], "invocationId": "b"})
+        await big.send(
+            {"type": 1, "target": "JoinDispatchGroup", "arguments": ["x" * 5000], "invocationId": "b"}
+        )
         close = await big.next_of_type(7)
         assert close["allowReconnect"] is True
         assert close["error"].startswith("Connection closed with an error.")
         assert "The maximum message size of 4096B was exceeded" in close["error"]
         await big.wait_closed()
-        service.runtime.handler.lifetime.send_to_groups(["dispatch/north-america"], "RecommendationReady", {"ok": 1})
+        service.runtime.handler.lifetime.send_to_groups(
+            ["dispatch/north-america"], "RecommendationReady", {"ok": 1}
+        )
         assert (await small.next_of_type(1))["arguments"] == [{"ok": 1}]
 
 
@@ -231,8 +276,8 @@ async def test_keep_alive_client_timeout_and_handshake_timeout(
         close = await pinged.next_of_type(7, timeout=10)
         assert close == {
             "type": 7,
-            "error": "Connection closed with an error. Client hasn't sent a message/ping within the configured "
-            "ClientTimeoutInterval.",
+            "error": "Connection closed with an error. "
+            "Client hasn't sent a message/ping within the configured ClientTimeoutInterval.",
             "allowReconnect": True,
         }
         silent, _ = await RawHubClient.connect(session, service.hub_url, token, handshake=None)
@@ -243,7 +288,9 @@ async def test_keep_alive_client_timeout_and_handshake_timeout(
 # --- slow clients -----------------------------------------------------------------------------------
 
 
-async def _stalled_websocket(service: RunningService, token: str, session: aiohttp.ClientSession) -> socket.socket:
+async def _stalled_websocket(
+    service: RunningService, token: str, session: aiohttp.ClientSession
+) -> socket.socket:
     """A WebSocket that joined its group and then never reads again (tiny receive buffer)."""
     negotiated = await negotiate(session, service.hub_url, token)
     host, port = service.url.removeprefix("http://").split(":")
@@ -253,7 +300,8 @@ async def _stalled_websocket(service: RunningService, token: str, session: aioht
     loop = asyncio.get_running_loop()
     await loop.sock_connect(raw, (host, int(port)))
     request = (
-        f"GET {service.settings.hub_path}?id={negotiated['connectionToken']} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"GET {service.settings.hub_path}?id={negotiated['connectionToken']} HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\n"
         "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
     ).encode()
@@ -280,7 +328,9 @@ async def test_slow_client_is_dropped_and_others_get_everything(
     async with running_service(settings) as service:
         lifetime = service.runtime.handler.lifetime
         fast, _ = await RawHubClient.connect(session, service.hub_url, token_factory.dispatcher())
-        await fast.send({"type": 1, "target": "JoinDispatchGroup", "arguments": ["north-america"], "invocationId": "0"})
+        await fast.send(
+            {"type": 1, "target": "JoinDispatchGroup", "arguments": ["north-america"], "invocationId": "0"}
+        )
         await fast.next_of_type(3)
         stalled = await _stalled_websocket(service, token_factory.dispatcher(), session)
         try:
@@ -293,7 +343,9 @@ async def test_slow_client_is_dropped_and_others_get_everything(
             sent = 0
             received = 0
             for index in range(3000):
-                lifetime.send_to_groups(["dispatch/north-america"], "RecommendationReady", {"i": index, **payload})
+                lifetime.send_to_groups(
+                    ["dispatch/north-america"], "RecommendationReady", {"i": index, **payload}
+                )
                 sent += 1
                 if index % 50 == 49:  # keep reading the fast client as a real one would
                     while received < sent:
@@ -309,7 +361,10 @@ async def test_slow_client_is_dropped_and_others_get_everything(
 
 
 async def test_access_log_never_shows_tokens(
-    service: RunningService, session: aiohttp.ClientSession, token_factory: TokenFactory, caplog: pytest.LogCaptureFixture
+    service: RunningService,
+    session: aiohttp.ClientSession,
+    token_factory: TokenFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     token = token_factory.dispatcher()
     caplog.set_level(logging.INFO)
@@ -325,5 +380,6 @@ async def test_access_log_never_shows_tokens(
         assert response.status == 200
     text = caplog.text
     assert "http.access" in text
-    assert token not in text and token.split(".")[2] not in text
+    assert token not in text
+    assert token.split(".")[2] not in text
     assert negotiated["connectionToken"] not in text

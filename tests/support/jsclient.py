@@ -157,7 +157,9 @@ class JsConnection:
         self.connection_id = connection_id
 
     async def invoke(self, method: str, *args: Any, timeout: float = DEFAULT_TIMEOUT) -> Any:
-        reply = await self.driver.command("invoke", name=self.name, method=method, args=list(args), timeout=timeout)
+        reply = await self.driver.command(
+            "invoke", name=self.name, method=method, args=list(args), timeout=timeout
+        )
         return reply.get("result")
 
     async def send(self, method: str, *args: Any) -> None:
@@ -172,14 +174,18 @@ class JsConnection:
     async def set_token(self, token: str) -> None:
         await self.driver.command("setToken", name=self.name, token=token)
 
-    async def next_event(self, kind: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    async def next_event(
+        self, kind: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
         """The next client event (message, reconnecting, reconnected, close), optionally of one kind."""
         while True:
             event = await self.driver.next_event(self.name, timeout=timeout)
             if kind is None or event["event"] == kind:
                 return event
 
-    async def next_message(self, target: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+    async def next_message(
+        self, target: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
         while True:
             event = await self.next_event("message", timeout=timeout)
             if target is None or event["target"] == target:

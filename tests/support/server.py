@@ -64,10 +64,12 @@ async def running_service(
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    server = site._server  # noqa: SLF001 - the only way to learn the port picked for 0
+    server = site._server
     assert server is not None
     bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield RunningService(url=f"http://127.0.0.1:{bound}", settings=settings, runtime=app[HUB], runner=runner)
+        yield RunningService(
+            url=f"http://127.0.0.1:{bound}", settings=settings, runtime=app[HUB], runner=runner
+        )
     finally:
         await runner.cleanup()

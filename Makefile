@@ -1,0 +1,48 @@
+# One entry point for people and CI. `make run` and `make test` work on a fresh clone: they create
+# the virtualenv and install the JS client themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+JS := tests/js
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck unit bench clean help
+
+help:
+	@echo "make run    - run the service locally (dev auth, local RabbitMQ) and print tokens"
+	@echo "make test   - lint, type-check and run every test (needs RabbitMQ, Node.js, Chromium)"
+	@echo "make bench  - fan-out benchmark against python-socketio and a raw aiohttp floor"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+$(JS)/node_modules/.installed: $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: $(VENV)/.installed
+	scripts/run-dev
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
+
+typecheck: $(VENV)/.installed
+	$(PY) -m mypy
+
+test: $(VENV)/.installed $(JS)/node_modules/.installed lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit tests/schemas $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(JS)/node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
