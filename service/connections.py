@@ -168,7 +168,9 @@ class ConnectionManager:
     def at_capacity(self) -> bool:
         return 0 < self._max_connections <= len(self._by_token)
 
-    def create(self, *, principal: Principal, negotiate_version: int, stateful_reconnect: bool) -> HttpConnection:
+    def create(
+        self, *, principal: Principal, negotiate_version: int, stateful_reconnect: bool
+    ) -> HttpConnection:
         connection_id = new_connection_id()
         # TransportProtocols.md: with negotiateVersion >= 1 the token is a separate secret; with 0 the
         # id doubles as the token.
@@ -244,14 +246,18 @@ class ConnectionManager:
                 connection.state in (ConnectionState.NEGOTIATED, ConnectionState.INACTIVE)
                 and connection.inactive_since < deadline
             ):
-                log.info("connection.expired", connectionId=connection.connection_id, state=connection.state.value)
+                log.info(
+                    "connection.expired", connectionId=connection.connection_id, state=connection.state.value
+                )
                 self.dispose(connection)
             elif (
                 connection.state is ConnectionState.ACTIVE
                 and connection.sink is not None
                 and connection.sink.is_stalled(self._clock())
             ):
-                log.warning("connection.slow_client", connectionId=connection.connection_id, reason="send_timeout")
+                log.warning(
+                    "connection.slow_client", connectionId=connection.connection_id, reason="send_timeout"
+                )
                 self.dispose(connection)
 
     def dispose_all(self) -> None:

@@ -13,7 +13,7 @@ class HubError(Exception):
     """Base of the hub's own errors."""
 
 
-class HubException(HubError):  # noqa: N818 - named after .NET's HubException, whose text clients see
+class HubException(HubError):
     """Raised by a hub method to fail one invocation with a message the caller may read.
 
     Like ASP.NET's ``HubException``: its message reaches the client (prefixed ``HubException: ``)

@@ -26,7 +26,9 @@ CONNECTIONS = Gauge(
     ["transport", "protocol"],
 )
 CONNECTIONS_OPENED = Counter(
-    "realtime_hub_connections_opened", "Hub connections that completed the handshake.", ["transport", "protocol"]
+    "realtime_hub_connections_opened",
+    "Hub connections that completed the handshake.",
+    ["transport", "protocol"],
 )
 CONNECTIONS_CLOSED = Counter(
     "realtime_hub_connections_closed",
@@ -35,7 +37,9 @@ CONNECTIONS_CLOSED = Counter(
 )
 GROUP_MEMBERSHIPS = Gauge("realtime_hub_group_memberships", "Connection-to-group memberships.", ["kind"])
 HUB_DELIVERIES = Counter(
-    "realtime_hub_deliveries", "Messages handed to a connection's outgoing buffer by group sends.", ["protocol"]
+    "realtime_hub_deliveries",
+    "Messages handed to a connection's outgoing buffer by group sends.",
+    ["protocol"],
 )
 SLOW_CLIENT_DISCONNECTS = Counter(
     "realtime_hub_slow_client_disconnects",
@@ -43,7 +47,11 @@ SLOW_CLIENT_DISCONNECTS = Counter(
     ["reason"],
 )
 HUB_INVOCATIONS = Counter(
-    "realtime_hub_invocations", "Hub method invocations from clients, by method and outcome.", ["method", "outcome"]
+    "realtime_hub_invocations",
+    "Hub method invocations from clients, by method and outcome.",
+    ["method", "outcome"],
 )
-PROTOCOL_ERRORS = Counter("realtime_hub_protocol_errors", "Connections closed for a protocol error.", ["kind"])
+PROTOCOL_ERRORS = Counter(
+    "realtime_hub_protocol_errors", "Connections closed for a protocol error.", ["kind"]
+)
 AUTH_FAILURES = Counter("realtime_auth_failures", "Requests refused with 401, by reason.", ["reason"])

@@ -1,1 +1,54 @@
-"""placeholder"""
+"""Authentication (Cognito JWT bearer tokens → ``Principal``) and group authorization.
+
+Rule: this package knows tokens, keys and claims, nothing of HTTP servers, transports or the hub. It
+may use aiohttp's *client* to fetch the JWKS; it never imports ``aiohttp.web``.
+"""
+
+from __future__ import annotations
+
+from service.auth.dev import DevIssuer, DevKeyError
+from service.auth.errors import (
+    AuthenticationError,
+    AuthFailureReason,
+    AuthorizationError,
+    JwksError,
+    MissingTokenError,
+)
+from service.auth.jwks import JwksCache
+from service.auth.policy import (
+    GroupPolicy,
+    InvalidGroupKeyError,
+    Roles,
+    contractor_group,
+    dispatch_group,
+    normalize_region,
+)
+from service.auth.principal import Principal, canonical_uuid
+from service.auth.setup import AuthComponents, create_auth
+from service.auth.tokens import ClaimNames, TokenValidator, extract_token, parse_header, www_authenticate
+
+__all__ = [
+    "AuthComponents",
+    "AuthFailureReason",
+    "AuthenticationError",
+    "AuthorizationError",
+    "ClaimNames",
+    "DevIssuer",
+    "DevKeyError",
+    "GroupPolicy",
+    "InvalidGroupKeyError",
+    "JwksCache",
+    "JwksError",
+    "MissingTokenError",
+    "Principal",
+    "Roles",
+    "TokenValidator",
+    "canonical_uuid",
+    "contractor_group",
+    "create_auth",
+    "dispatch_group",
+    "extract_token",
+    "normalize_region",
+    "parse_header",
+    "www_authenticate",
+]

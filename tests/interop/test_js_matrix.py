@@ -7,6 +7,7 @@ reconnect after a server restart, stateful reconnect across a dropped socket, an
 from __future__ import annotations
 
 import uuid
+
 import pytest
 
 from config.settings import Transport
@@ -145,7 +146,7 @@ async def test_stateful_reconnect_resumes_same_connection_without_loss(
     # Drop the socket the hard way (no close frame), then keep sending while it is gone.
     sink = connection.sink  # type: ignore[attr-defined]
     assert isinstance(sink, WebSocketSink)
-    request = sink.ws._req  # noqa: SLF001
+    request = sink.ws._req
     assert request is not None
     assert request.transport is not None
     request.transport.abort()
