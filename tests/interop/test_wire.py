@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.server import RunningService, hub_settings, running_service
 from tests.support.tokens import TokenFactory
+from tests.support.waiting import eventually
 from tests.support.wire import RS, RawHubClient, negotiate
 
 
@@ -334,11 +335,9 @@ async def test_slow_client_is_dropped_and_others_get_everything(
         await fast.next_of_type(3)
         stalled = await _stalled_websocket(service, token_factory.dispatcher(), session)
         try:
-            for _ in range(200):  # let the stalled client's join land without sleeping blindly
-                if lifetime.group_size("dispatch/north-america") == 2:
-                    break
-                await asyncio.sleep(0.01)
-            assert lifetime.group_size("dispatch/north-america") == 2
+            await eventually(
+                lambda: lifetime.group_size("dispatch/north-america") == 2, what="the stalled join"
+            )
             payload = {"blob": "x" * 1000}
             sent = 0
             received = 0

@@ -7,15 +7,17 @@ drive exactly what ships.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from config.settings import Settings
 from service.app import HUB, ConsumerFactory, HubRuntime, create_app
+from service.connections import HttpConnection
 from service.logs import RedactingAccessLogger
 from tests.support.tokens import TokenFactory
 
@@ -43,6 +45,11 @@ class RunningService:
     settings: Settings
     runtime: HubRuntime
     runner: web.AppRunner
+    closed: asyncio.Queue[str] = field(default_factory=asyncio.Queue)  # connection ids, as they close
+
+    async def next_closed(self, *, timeout: float = 10.0) -> str:
+        """The id of the next connection to close (awaitable instead of polling the count)."""
+        return await asyncio.wait_for(self.closed.get(), timeout)
 
     @property
     def hub_url(self) -> str:
@@ -67,9 +74,18 @@ async def running_service(
     server = site._server
     assert server is not None
     bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    running = RunningService(
+        url=f"http://127.0.0.1:{bound}", settings=settings, runtime=app[HUB], runner=runner
+    )
+    handler = running.runtime.handler
+    on_closed = handler.on_closed
+
+    def record_close(connection: HttpConnection) -> None:
+        on_closed(connection)
+        running.closed.put_nowait(connection.connection_id)
+
+    handler.on_closed = record_close  # type: ignore[method-assign]
     try:
-        yield RunningService(
-            url=f"http://127.0.0.1:{bound}", settings=settings, runtime=app[HUB], runner=runner
-        )
+        yield running
     finally:
         await runner.cleanup()
