@@ -72,7 +72,12 @@ def dev_token(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    issuer = DevIssuer(settings.auth_dev_key_dir)
+    claims = ClaimNames(
+        groups=settings.auth_claim_groups,
+        region=settings.auth_claim_region,
+        contractor_id=settings.auth_claim_contractor_id,
+    )
+    issuer = DevIssuer(settings.auth_dev_key_dir, claims=claims)
     roles = {"dispatcher": ["Dispatcher"], "contractor": ["Contractor"], "admin": ["Admin"]}[args.role]
     contractor_id = args.contractor_id
     if args.role == "contractor" and contractor_id is None:
