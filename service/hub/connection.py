@@ -36,10 +36,10 @@ from service.protocol import (
     StreamInvocationMessage,
     StreamItemMessage,
     TransferFormat,
-    get_protocol,
     handshake_error_response,
     is_trackable,
     parse_handshake_request,
+    select_protocol,
 )
 
 from .replay import ReplayBuffer
@@ -52,6 +52,14 @@ __all__ = ["HubConnection"]
 log = structlog.get_logger(__name__)
 
 _CLOSED_WITH_ERROR = "Connection closed with an error."
+_BOTH_FORMATS = (TransferFormat.TEXT, TransferFormat.BINARY)
+# Server-Sent Events carry text only (TransportProtocols.md).
+_TRANSFER_FORMATS = {
+    None: _BOTH_FORMATS,
+    Transport.WEBSOCKETS: _BOTH_FORMATS,
+    Transport.LONG_POLLING: _BOTH_FORMATS,
+    Transport.SERVER_SENT_EVENTS: (TransferFormat.TEXT,),
+}
 
 
 class HubConnection:
@@ -153,24 +161,11 @@ class HubConnection:
         if parsed is None:
             return b""
         request, consumed = parsed
-        protocol = get_protocol(request.protocol)
-        if protocol is None:
-            self._fail_handshake(f"The protocol '{request.protocol}' is not supported.")
-            return b""
-        if not protocol.is_version_supported(request.version):
-            self._fail_handshake(
-                f"The server does not support version {request.version} of the '{request.protocol}' protocol."
-            )
-            return b""
         connection = self.connection
-        if (
-            protocol.transfer_format is TransferFormat.BINARY
-            and connection.transport is Transport.SERVER_SENT_EVENTS
-        ):
-            self._fail_handshake(
-                f"Cannot use the '{request.protocol}' protocol on the current transport. "
-                "The transport does not support 'Binary' transfer format."
-            )
+        try:
+            protocol = select_protocol(request, transfer_formats=_TRANSFER_FORMATS[connection.transport])
+        except HandshakeError as error:
+            self._fail_handshake(error.reply)
             return b""
         remaining = bytes(buffer[consumed:])
         self._handshake_buffer = None
