@@ -128,7 +128,7 @@ async def test_group_send_serializes_once_per_protocol() -> None:
 
 async def test_each_connection_once_across_groups_and_only_members() -> None:
     hub = Hub()
-    (both, both_sink), (one, one_sink), (none, none_sink) = [await hub.connect() for _ in range(3)]
+    (both, both_sink), (one, one_sink), (_, none_sink) = [await hub.connect() for _ in range(3)]
     for group in ("dispatch/a", "contractor/x"):
         hub.lifetime.add_to_group(hub.hub_connection(both), group)
     hub.lifetime.add_to_group(hub.hub_connection(one), "dispatch/a")
@@ -192,9 +192,9 @@ async def test_connection_in_handshake_is_not_a_member_and_gets_nothing() -> Non
 async def test_handshake_timeout_and_client_timeout_via_tick() -> None:
     clock = [1000.0]
     hub = Hub(handshake_timeout=5.0, client_timeout=10.0, keep_alive=3.0)
-    hub.handler._clock = lambda: clock[0]  # noqa: SLF001 - the heartbeat's clock, driven by the test
+    hub.handler._clock = lambda: clock[0]
     hub.handler.tick()
-    waiting, waiting_sink = await hub.connect(handshake=b"")
+    _, waiting_sink = await hub.connect(handshake=b"")
     alive, alive_sink = await hub.connect()
     await hub.handler.on_data(alive, b'{"type":6}\x1e')  # arms the client timeout
     clock[0] += 4
