@@ -11,6 +11,7 @@ that stops polling for DisconnectTimeout is cleaned up by the heartbeat.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiohttp import web
 
@@ -79,7 +80,6 @@ async def serve_poll(
     max_buffered: int,
     disconnect_timeout: float,
 ) -> web.Response:
-    loop = asyncio.get_running_loop()
     sink = connection.sink
     if connection.transport is None:
         # HttpConnectionContext.TryActivateLongPollingConnection: the first poll starts the
@@ -88,7 +88,7 @@ async def serve_poll(
             connection,
             Transport.LONG_POLLING,
             LongPollingSink(
-                max_buffered=max_buffered, disconnect_timeout=disconnect_timeout, now=loop.time()
+                max_buffered=max_buffered, disconnect_timeout=disconnect_timeout, now=time.monotonic()
             ),
         )
         return _ok()
@@ -112,4 +112,4 @@ async def serve_poll(
     finally:
         if sink.generation == generation:
             sink.polling = False
-            sink.last_poll_end = loop.time()
+            sink.last_poll_end = time.monotonic()

@@ -12,6 +12,7 @@ the send timeout, so a stuck client costs nobody else anything.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiohttp import web
 
@@ -75,8 +76,7 @@ async def serve_server_sent_events(
     max_buffered: int,
     send_timeout: float,
 ) -> web.StreamResponse:
-    loop = asyncio.get_running_loop()
-    sink = ServerSentEventsSink(max_buffered=max_buffered, send_timeout=send_timeout, now=loop.time())
+    sink = ServerSentEventsSink(max_buffered=max_buffered, send_timeout=send_timeout, now=time.monotonic())
     response = web.StreamResponse(status=200, headers=_HEADERS)
     await response.prepare(request)
     manager.attach(connection, Transport.SERVER_SENT_EVENTS, sink)
@@ -90,7 +90,7 @@ async def serve_server_sent_events(
             data = outbox.take()
             if data:
                 await asyncio.wait_for(response.write(format_event(data)), send_timeout)
-                sink.last_progress = loop.time()
+                sink.last_progress = time.monotonic()
             if outbox.closed:
                 break
     except (ConnectionError, TimeoutError):
