@@ -10,7 +10,6 @@ that stops polling for DisconnectTimeout is cleaned up by the heartbeat.
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from aiohttp import web
