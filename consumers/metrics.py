@@ -1,0 +1,88 @@
+"""Prometheus metrics of the RabbitMQ side, in prometheus_client's default registry.
+
+Rule: every name starts with ``realtime_``; label values come only from closed sets (event types,
+``schemas.Reason`` values, a few causes) so cardinality is fixed; all label combinations are
+created at import so dashboards see zeros rather than gaps.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from schemas import EVENT_TYPES, Reason
+
+__all__ = [
+    "BROKER_CONNECTED",
+    "CONSUMER_ACTIVE",
+    "CONSUMER_RESTARTS",
+    "DEAD_LETTER_REASONS",
+    "EVENTS_CONSUMED",
+    "EVENTS_DEAD_LETTERED",
+    "EVENTS_DELIVERED",
+    "EVENTS_DUPLICATE",
+    "EVENT_LATENCY",
+    "INVALID",
+    "SEND_FAILED",
+    "SEND_FAILURES",
+]
+
+INVALID: Final = "invalid"
+"""``type`` label of consumed messages that failed validation."""
+SEND_FAILED: Final = "send_failed"
+"""Dead-letter reason when the hub kept raising for a valid event (see ``EventConsumer``)."""
+DEAD_LETTER_REASONS: Final[tuple[str, ...]] = (*(reason.value for reason in Reason), SEND_FAILED)
+
+EVENTS_CONSUMED: Final = Counter(
+    "realtime_events_consumed",
+    "Messages taken from the instance queue, by event type ('invalid' when validation failed).",
+    ["type"],
+)
+EVENTS_DELIVERED: Final = Counter(
+    "realtime_events_delivered",
+    "Connections an event was handed to (one event to N connections counts N), by event type.",
+    ["type"],
+)
+EVENTS_DEAD_LETTERED: Final = Counter(
+    "realtime_events_dead_lettered",
+    "Messages sent to the dead-letter queue, by reason.",
+    ["reason"],
+)
+EVENTS_DUPLICATE: Final = Counter(
+    "realtime_events_duplicate",
+    "Redelivered messages already handled within the dedup window: acknowledged, not pushed again.",
+)
+EVENT_LATENCY: Final = Histogram(
+    "realtime_event_latency_seconds",
+    "From the AMQP timestamp (else the event's generatedAt) to the hand-off to the hub, by event type.",
+    ["type"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+SEND_FAILURES: Final = Counter(
+    "realtime_event_send_failures",
+    "Times the hub's send_to_groups raised (each attempt counts).",
+)
+BROKER_CONNECTED: Final = Gauge(
+    "realtime_broker_connected",
+    "1 while the AMQP connection to RabbitMQ is open, else 0.",
+)
+CONSUMER_ACTIVE: Final = Gauge(
+    "realtime_broker_consuming",
+    "1 while a consumer is registered on the instance queue, else 0.",
+)
+CONSUMER_RESTARTS: Final = Counter(
+    "realtime_consumer_restarts",
+    "Consumers re-established after being lost, by what noticed it.",
+    ["cause"],
+)
+
+for _type in (*EVENT_TYPES, INVALID):
+    EVENTS_CONSUMED.labels(type=_type)
+for _type in EVENT_TYPES:
+    EVENTS_DELIVERED.labels(type=_type)
+    EVENT_LATENCY.labels(type=_type)
+for _reason in DEAD_LETTER_REASONS:
+    EVENTS_DEAD_LETTERED.labels(reason=_reason)
+for _cause in ("cancelled", "reconnected", "channel_closed", "watchdog"):
+    CONSUMER_RESTARTS.labels(cause=_cause)

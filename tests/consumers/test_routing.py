@@ -1,0 +1,172 @@
+"""Valid events reach exactly their groups, with the payload as published, in order, once."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+
+from config.settings import Settings
+from consumers import EventConsumer
+from consumers.publish import EventPublisher, job_assigned, recommendation_ready
+from tests.consumers.conftest import RecordingSender, metric, running
+from tests.support.broker import BrokerAdmin
+from tests.support.broker_fixtures import SettingsFactory
+
+pytestmark = pytest.mark.broker
+
+
+async def test_recommendation_ready_goes_to_its_region_only(
+    broker_settings: Settings, sender: RecordingSender
+) -> None:
+    body = recommendation_ready(region="North-America")
+    consumed_before = metric("realtime_events_consumed_total", type="RecommendationReady")
+    delivered_before = metric("realtime_events_delivered_total", type="RecommendationReady")
+    async with running(broker_settings, sender), EventPublisher.from_settings(broker_settings) as publisher:
+        await publisher.publish(body)
+        [sent] = await sender.wait_for_count(1)
+    assert sent.groups == ("dispatch/north-america",)
+    assert sent.target == "RecommendationReady"
+    assert sent.argument == body
+    assert metric("realtime_events_consumed_total", type="RecommendationReady") == consumed_before + 1
+    assert metric("realtime_events_delivered_total", type="RecommendationReady") == delivered_before + 1
+
+
+async def test_job_assigned_goes_to_region_and_contractor(
+    broker_settings: Settings, sender: RecordingSender
+) -> None:
+    contractor = uuid.uuid4()
+    body = job_assigned(region="emea", contractor_id=str(contractor).upper(), source="manual")
+    async with running(broker_settings, sender), EventPublisher.from_settings(broker_settings) as publisher:
+        await publisher.publish(body)
+        [sent] = await sender.wait_for_count(1)
+    assert sent.groups == ("dispatch/emea", f"contractor/{contractor}")
+    assert sent.target == "JobAssigned"
+    # Values exactly as published: the upper-case UUID stays upper-case in the payload.
+    assert sent.argument == body
+    assert sent.argument["contractorId"] == str(contractor).upper()
+
+
+async def test_unknown_fields_are_dropped_and_values_kept_verbatim(
+    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+) -> None:
+    body = recommendation_ready(
+        region="apac",
+        generatedAt="2025-03-01T08:15:00.1234567+05:30",
+        jobId="6F9619FF-8B86-D011-B42D-00C04FC964FF",
+    )
+    published = {**body, "futureField": {"nested": [1, 2]}, "priority": "high"}
+    async with running(broker_settings, sender):
+        await broker_admin.publish(broker_settings.recommendations_exchange, orjson.dumps(published))
+        [sent] = await sender.wait_for_count(1)
+    assert sent.argument == body
+    assert "futureField" not in sent.argument
+    assert sent.argument["generatedAt"] == "2025-03-01T08:15:00.1234567+05:30"
+    assert sent.argument["jobId"] == "6F9619FF-8B86-D011-B42D-00C04FC964FF"
+
+
+async def test_routing_keys_are_advisory(
+    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+) -> None:
+    # Bound with '#': any routing key reaches the queue; the body's type decides the route.
+    body = job_assigned(region="latam", contractor_id=str(uuid.uuid4()))
+    async with running(broker_settings, sender):
+        await broker_admin.publish(
+            broker_settings.assignments_exchange, orjson.dumps(body), routing_key="x.y.z"
+        )
+        await broker_admin.publish(
+            broker_settings.recommendations_exchange, orjson.dumps(body), routing_key=""
+        )
+        sent = await sender.wait_for_count(2)
+    assert [s.target for s in sent] == ["JobAssigned", "JobAssigned"]
+
+
+async def test_order_is_preserved(broker_settings: Settings, sender: RecordingSender) -> None:
+    contractor = str(uuid.uuid4())
+    bodies = [
+        recommendation_ready(region="north-america")
+        if i % 3
+        else job_assigned(region="emea", contractor_id=contractor)
+        for i in range(120)
+    ]
+    settings = broker_settings.model_copy(update={"prefetch_count": 50})
+    async with running(settings, sender), EventPublisher.from_settings(settings) as publisher:
+        for body in bodies:
+            await publisher.publish(body)
+        await sender.wait_for_count(len(bodies))
+    assert sender.job_ids() == [body["jobId"] for body in bodies]
+
+
+async def test_quorum_instance_queue_works_on_this_broker(
+    broker_settings_factory: SettingsFactory, sender: RecordingSender, broker_admin: BrokerAdmin
+) -> None:
+    settings = broker_settings_factory(queue_type="quorum")
+    body = recommendation_ready(region="north-america")
+    async with running(settings, sender) as consumer:
+        await broker_admin.publish(settings.recommendations_exchange, b"not json")
+        await broker_admin.publish(settings.recommendations_exchange, orjson.dumps(body))
+        await sender.wait_for_count(1)
+        [dead] = await broker_admin.take(settings.dead_letter_queue, 1)
+        queue = consumer.queue_name
+    assert sender.sent[0].argument == body
+    assert dead.body == b"not json"
+    channel = await broker_admin.channel()
+    declared = await channel.declare_queue(
+        queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-expires": 60_000,
+            "x-dead-letter-exchange": settings.dead_letter_exchange,
+        },
+    )  # an equivalent re-declaration succeeds: the queue is the quorum queue we asked for
+    assert declared.name == queue
+
+
+async def test_prefetch_bounds_what_is_held_unacknowledged(
+    broker_settings_factory: SettingsFactory, sender: RecordingSender, broker_admin: BrokerAdmin
+) -> None:
+    settings = broker_settings_factory(prefetch_count=4)
+    await _declare_then_leave(settings)
+    bodies = [recommendation_ready(region="north-america") for _ in range(40)]
+    for body in bodies:
+        await broker_admin.publish(settings.recommendations_exchange, orjson.dumps(body))
+    held: list[int] = []
+    consumer_box: list[EventConsumer] = []
+    # Each hand-off looks at the inbox: the in-flight message plus those waiting never exceed prefetch.
+    sender.hook = lambda _sent, _call: held.append(1 + consumer_box[0]._inbox.qsize())
+    async with running(settings, sender, wait=False) as consumer:
+        consumer_box.append(consumer)
+        await sender.wait_for_count(len(bodies))
+    assert max(held) <= 4
+    assert max(held) > 1  # prefetch was actually used
+
+
+async def _declare_then_leave(settings: Settings) -> None:
+    async with running(settings, RecordingSender()):
+        pass
+
+
+async def test_logs_carry_ids_but_never_the_body(
+    broker_settings: Settings,
+    sender: RecordingSender,
+    broker_admin: BrokerAdmin,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "body-secret-7f3a"
+    valid = recommendation_ready(region="north-america")
+    invalid = {**recommendation_ready(region="north-america"), "jobId": secret, "note": secret}
+    async with running(broker_settings, sender):
+        await broker_admin.publish(
+            broker_settings.recommendations_exchange, orjson.dumps(invalid), message_id="m-bad"
+        )
+        await broker_admin.publish(
+            broker_settings.recommendations_exchange, orjson.dumps(valid), message_id="m-good"
+        )
+        await sender.wait_for_count(1)
+        await broker_admin.take(broker_settings.dead_letter_queue, 1)
+    assert secret not in caplog.text
+    assert "m-bad" in caplog.text
+    assert valid["jobId"] in caplog.text
+    assert valid["requestId"] in caplog.text

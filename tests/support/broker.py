@@ -1,0 +1,489 @@
+"""Real RabbitMQ for tests: where the broker is, a private node we may kill, a TCP proxy that drops links.
+
+- ``resolve_broker_url()``: ``RABBITMQ_URL`` if set; else a testcontainers RabbitMQ when a Docker
+  engine answers; else ``amqp://guest:guest@127.0.0.1:5672/``. Never a mock.
+- ``PrivateBroker``: a throwaway ``rabbitmq-server`` node of our own on spare ports (own node name,
+  data and log directories, Erlang cookie, no plugins), so tests can SIGKILL, stop, restart it or
+  close all its connections without touching the shared broker other work relies on.
+- ``TcpProxy``: sits between the service and a broker and can cut every connection at once
+  (``disconnect_all``) or refuse new ones (``refuse``) — a dropped network, seen from both sides.
+- ``BrokerAdmin``: what a test does on the broker directly (publish raw bodies, read a queue,
+  count messages, delete what a test declared), on its own connection.
+
+Rule: nothing here stops or reconfigures a broker it did not start, and every resource is released
+in teardown even when the test failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from yarl import URL
+
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
+CONTAINER_IMAGE = "rabbitmq:3.10-alpine"
+
+
+# --- where the broker is ----------------------------------------------------------------------
+
+
+@dataclass
+class BrokerLocation:
+    url: str
+    source: str  # "RABBITMQ_URL", "testcontainers" or "local"
+    stop: Callable[[], None] = field(default=lambda: None)
+
+
+def docker_reachable(timeout: float = 2.0) -> bool:
+    """Whether a Docker engine answers (``DOCKER_HOST`` or the default socket)."""
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:
+        return False
+    # A failed probe can leave the client's socket to the garbage collector; that is not a leak of
+    # the code under test, so its ResourceWarning is collected and ignored here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = docker.from_env(timeout=int(max(1, timeout)))
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except (DockerException, OSError):
+            return False
+        finally:
+            gc.collect()
+
+
+def resolve_broker_url() -> BrokerLocation:
+    """Issue 3: ``RABBITMQ_URL`` if set; else testcontainers when Docker answers; else the local broker."""
+    explicit = os.environ.get("RABBITMQ_URL")
+    if explicit:
+        return BrokerLocation(explicit, "RABBITMQ_URL")
+    if docker_reachable():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from testcontainers.community.rabbitmq import RabbitMqContainer
+
+            container = RabbitMqContainer(os.environ.get("RABBITMQ_IMAGE", CONTAINER_IMAGE))
+            container.start()
+        host = container.get_container_host_ip()
+        port = container.get_exposed_port(container.port)
+        url = f"amqp://{container.username}:{container.password}@{host}:{port}/"
+        return BrokerLocation(url, "testcontainers", stop=container.stop)
+    return BrokerLocation(DEFAULT_BROKER_URL, "local")
+
+
+async def check_reachable(url: str, timeout: float = 5.0) -> str | None:
+    """``None`` when an AMQP connection opens, else why not."""
+    try:
+        connection = await aio_pika.connect(url, timeout=timeout)
+    except Exception as error:  # noqa: BLE001 - any failure is reported to the test run as text
+        return f"{type(error).__name__}: {error}"
+    await connection.close()
+    return None
+
+
+def redact(url: str) -> str:
+    parsed = URL(url)
+    return str(parsed.with_password("***") if parsed.password else parsed)
+
+
+def with_host_port(url: str, host: str, port: int) -> str:
+    return str(URL(url).with_host(host).with_port(port))
+
+
+# --- a private node ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rabbitmq_scripts_dir() -> Path:
+    """Directory holding ``rabbitmq-server`` and ``rabbitmqctl``.
+
+    Debian's ``/usr/sbin`` wrappers re-run the scripts as the ``rabbitmq`` user when called by root,
+    which loses our private HOME (Erlang cookie) and cannot write our temp dirs — so prefer the real
+    scripts in ``/usr/lib/rabbitmq/bin``. ``RABBITMQ_SCRIPTS_DIR`` overrides.
+    """
+    explicit = os.environ.get("RABBITMQ_SCRIPTS_DIR")
+    if explicit:
+        return Path(explicit)
+    debian = Path("/usr/lib/rabbitmq/bin")
+    if (debian / "rabbitmq-server").is_file():
+        return debian
+    found = shutil.which("rabbitmq-server")
+    if found is None:
+        raise FileNotFoundError(
+            "rabbitmq-server not found (install rabbitmq-server or set RABBITMQ_SCRIPTS_DIR)"
+        )
+    return Path(found).resolve().parent
+
+
+class PrivateBroker:
+    """One RabbitMQ node owned by the test run. Methods are blocking; call them via ``asyncio.to_thread``."""
+
+    def __init__(self, base_dir: Path, *, boot_timeout: float = 90.0) -> None:
+        self.base_dir = base_dir
+        self.boot_timeout = boot_timeout
+        self.scripts = rabbitmq_scripts_dir()
+        self.node = f"rt-test-{uuid.uuid4().hex[:10]}@localhost"
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+        self._prepare()
+
+    def _prepare(self) -> None:
+        home = self.base_dir / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        cookie = home / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(20).upper())
+        cookie.chmod(0o400)
+        (self.base_dir / "rabbitmq-env.conf").write_text("")
+        (self.base_dir / "enabled_plugins").write_text("[].\n")
+        (self.base_dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        )
+        self.env = {
+            **{key: value for key, value in os.environ.items() if not key.startswith(("RABBITMQ_", "ERL_"))},
+            "HOME": str(home),
+            "RABBITMQ_CONF_ENV_FILE": str(self.base_dir / "rabbitmq-env.conf"),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.base_dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.base_dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.base_dir / "node.pid"),
+            "RABBITMQ_CONFIG_FILE": str(self.base_dir / "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base_dir / "enabled_plugins"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+        }
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start (or restart, keeping its data) and return once it accepts AMQP connections."""
+        if self.running:
+            return
+        self._log_file = (self.base_dir / "server.out").open("ab")
+        self._process = subprocess.Popen(
+            [str(self.scripts / "rabbitmq-server")],
+            env=self.env,
+            cwd=self.base_dir,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so kill() reaches beam and its children
+        )
+        deadline = time.monotonic() + self.boot_timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"private RabbitMQ node exited during boot:\n{self.log_tail()}")
+            if _port_open(self.port):
+                self.rabbitmqctl("await_startup", "--timeout", "60")
+                return
+            time.sleep(0.1)  # polling a process we do not control: there is no event to await
+        self.kill()
+        raise TimeoutError(f"private RabbitMQ node not up after {self.boot_timeout} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Graceful stop (``rabbitmqctl stop``); SIGKILL if that does not finish."""
+        if not self.running:
+            return
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            self.rabbitmqctl("stop", timeout=timeout)
+        self._reap(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the whole node (no goodbye to clients): a crash or power loss."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        self._reap(30.0)
+
+    def close_all_connections(self, reason: str = "test: close_all_connections") -> None:
+        self.rabbitmqctl("close_all_connections", reason)
+
+    def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
+        result = subprocess.run(
+            [str(self.scripts / "rabbitmqctl"), "-n", self.node, *args],
+            env=self.env,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise subprocess.SubprocessError(
+                f"rabbitmqctl {' '.join(args)} failed ({result.returncode}): "
+                f"{result.stderr.decode(errors='replace')[-2000:]}"
+            )
+        return result.stdout.decode(errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = self.base_dir / "server.out"
+        if not out.is_file():
+            return "(no output)"
+        return "\n".join(out.read_text(errors="replace").splitlines()[-lines:])
+
+    def teardown(self) -> None:
+        try:
+            self.stop(timeout=20.0)
+        finally:
+            self.kill()
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def _reap(self, timeout: float) -> None:
+        process = self._process
+        if process is None:
+            return
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        # Children (epmd is shared and not ours; erl_child_setup, inet_gethost are) die with beam.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        deadline = time.monotonic() + 10
+        while _port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --- a TCP proxy that can drop every link ------------------------------------------------------
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:<port> to a broker; ``disconnect_all()`` aborts every forwarded connection."""
+
+    def __init__(self, target_url: str) -> None:
+        parsed = URL(target_url)
+        self._target_url = target_url
+        self._target = (parsed.host or "127.0.0.1", parsed.port or 5672)
+        self._server: asyncio.Server | None = None
+        self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.refusing = False
+        self.connections_made = 0
+        self.refused = 0
+        self.attempted = asyncio.Event()
+        """Set on every connection attempt; clear it, then await it to see the next one."""
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return with_host_port(self._target_url, "127.0.0.1", self.port)
+
+    def refuse(self, refusing: bool = True) -> None:
+        """While refusing, new connections are accepted and immediately reset (broker "down")."""
+        self.refusing = refusing
+
+    def disconnect_all(self) -> int:
+        """Abort every forwarded connection in both directions; returns how many."""
+        links = list(self._links)
+        self._links.clear()
+        for client, upstream in links:
+            client.transport.abort()
+            upstream.transport.abort()
+        return len(links)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.disconnect_all()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def wait_attempts(self, count: int, timeout: float = 20.0) -> None:
+        """Return once ``count`` more connection attempts have reached the proxy."""
+        async with asyncio.timeout(timeout):
+            for _ in range(count):
+                self.attempted.clear()
+                await self.attempted.wait()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.attempted.set()
+        if self.refusing:
+            self.refused += 1
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self.connections_made += 1
+        link = (writer, up_writer)
+        self._links.add(link)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink, link))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(
+        self,
+        source: asyncio.StreamReader,
+        sink: asyncio.StreamWriter,
+        link: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+    ) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self._links.discard(link)
+            for side in link:
+                side.transport.abort()
+
+
+# --- doing things on the broker from a test ------------------------------------------------------
+
+
+class BrokerAdmin:
+    """A test's own connection to the broker, for arranging and inspecting."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+
+    async def open(self) -> None:
+        self._connection = await aio_pika.connect_robust(self.url, timeout=10)
+        self._channel = await self._connection.channel(publisher_confirms=True)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = self._channel = None
+
+    async def channel(self) -> AbstractChannel:
+        """A usable channel (a refused declaration closes a channel; this opens a fresh one)."""
+        assert self._connection is not None, "BrokerAdmin.open() first"
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self._connection.channel(publisher_confirms=True)
+        return self._channel
+
+    async def publish(
+        self,
+        exchange: str,
+        body: bytes,
+        *,
+        routing_key: str = "test",
+        content_type: str | None = "application/json",
+        message_id: str | None = None,
+        **properties: Any,
+    ) -> str:
+        """Publish raw bytes, persistent and confirmed; returns the message id."""
+        channel = await self.channel()
+        message_id = message_id if message_id is not None else str(uuid.uuid4())
+        target = await channel.get_exchange(exchange, ensure=False)
+        await target.publish(
+            aio_pika.Message(
+                body,
+                content_type=content_type,
+                message_id=message_id or None,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                **properties,
+            ),
+            routing_key=routing_key,
+        )
+        return message_id
+
+    async def take(self, queue: str, count: int, *, timeout: float = 10.0) -> list[AbstractIncomingMessage]:
+        """Consume exactly ``count`` messages from ``queue`` (acked), or fail after ``timeout``."""
+        channel = await self.channel()
+        source = await channel.declare_queue(queue, passive=True)
+        received: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        tag = await source.consume(received.put, no_ack=False)
+        messages: list[AbstractIncomingMessage] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while len(messages) < count:
+                    message = await received.get()
+                    await message.ack()
+                    messages.append(message)
+        except TimeoutError:
+            raise AssertionError(
+                f"{queue}: got {len(messages)} of {count} messages within {timeout} s"
+            ) from None
+        finally:
+            await source.cancel(tag)
+        return messages
+
+    async def depth(self, queue: str) -> int:
+        """Messages ready in ``queue`` (not counting unacknowledged ones)."""
+        channel = await self.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+    async def consumers(self, queue: str) -> int:
+        channel = await self.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.consumer_count or 0)
+
+    async def delete(self, *, queues: Iterable[str] = (), exchanges: Iterable[str] = ()) -> None:
+        channel = await self.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+        for exchange in exchanges:
+            await channel.exchange_delete(exchange)
+
+
+def header_text(headers: Mapping[str, Any] | None, name: str) -> Any:
+    """A header value with AMQP long strings (bytes) decoded."""
+    value = (headers or {}).get(name)
+    return value.decode() if isinstance(value, bytes) else value
