@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +22,7 @@ from service.connections import HttpConnection
 from service.logs import RedactingAccessLogger
 from tests.support.tokens import TokenFactory
 
-__all__ = ["RunningService", "hub_settings", "running_service"]
+__all__ = ["RunningService", "dev_settings", "hub_settings", "running_service"]
 
 
 def hub_settings(tokens: TokenFactory, **overrides: Any) -> Settings:
@@ -37,6 +38,20 @@ def hub_settings(tokens: TokenFactory, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def dev_settings(key_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test service in development auth mode (its own key under ``key_dir``)."""
+    values: dict[str, Any] = {
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "auth_dev_mode": True,
+        "auth_dev_key_dir": key_dir,
+        "cors_origins": ["http://localhost:3000"],
+        "log_format": "console",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
 
 
 @dataclass
