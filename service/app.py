@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 from aiohttp import web
 
 from config.settings import Settings
+from consumers import EventConsumer
 from consumers.ports import GroupSender
 from service.auth import AuthComponents, GroupPolicy, create_auth
 from service.connections import ConnectionManager
@@ -32,10 +34,11 @@ log = structlog.get_logger(__name__)
 _HEARTBEAT_INTERVAL = 1.0  # HttpConnectionManager._heartbeatTickRate
 
 
-class Consumer:
+class Consumer(Protocol):
     """What the app needs from a broker consumer (``consumers.EventConsumer`` provides it)."""
 
-    is_connected: bool
+    @property
+    def is_connected(self) -> bool: ...
 
     async def start(self) -> None: ...
 
@@ -67,21 +70,13 @@ class HubRuntime:
 HUB = web.AppKey("hub", HubRuntime)
 
 
-def _default_consumer_factory() -> ConsumerFactory | None:
-    try:
-        from consumers import EventConsumer
-    except ImportError:
-        return None
-    return EventConsumer  # type: ignore[no-any-return]
-
-
 def create_app(
     settings: Settings, *, consumer_factory: ConsumerFactory | bool | None = True
 ) -> web.Application:
     """Build the application. ``consumer_factory=False`` runs the hub alone (tests, benchmarks)."""
     factory: ConsumerFactory | None
     if consumer_factory is True:
-        factory = _default_consumer_factory()
+        factory = EventConsumer
     elif consumer_factory is False or consumer_factory is None:
         factory = None
     else:
@@ -154,6 +149,10 @@ def create_app(
     app.cleanup_ctx.append(heartbeat_ctx)
     app.cleanup_ctx.append(consumer_ctx)
     app.on_shutdown.append(on_shutdown)
+    if settings.auth_dev_mode:  # dev JWKS, dev tokens and the console; in production these are 404
+        from service.devtools import install_dev_routes
+
+        install_dev_routes(app, runtime)
     return app
 
 

@@ -63,7 +63,7 @@ def dev_token(settings: Settings, args: argparse.Namespace) -> int:
     """Print a development token that the service in AUTH_DEV_MODE accepts (and nothing else does)."""
     import uuid
 
-    from service.auth import DevIssuer
+    from service.auth import ClaimNames, DevIssuer
 
     if not settings.auth_dev_mode:
         print(
@@ -78,7 +78,11 @@ def dev_token(settings: Settings, args: argparse.Namespace) -> int:
         contractor_id=settings.auth_claim_contractor_id,
     )
     issuer = DevIssuer(settings.auth_dev_key_dir, claims=claims)
-    roles = {"dispatcher": ["Dispatcher"], "contractor": ["Contractor"], "admin": ["Admin"]}[args.role]
+    roles = {
+        "dispatcher": [settings.auth_role_dispatcher],
+        "contractor": [settings.auth_role_contractor],
+        "admin": [settings.auth_role_admin],
+    }[args.role]
     contractor_id = args.contractor_id
     if args.role == "contractor" and contractor_id is None:
         contractor_id = str(uuid.uuid4())

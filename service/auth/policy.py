@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import schemas
 from service.auth.errors import AuthorizationError
 from service.auth.principal import Principal, canonical_uuid
 
@@ -64,7 +65,7 @@ def normalize_region(region: str) -> str:
 
 def dispatch_group(region: str) -> str:
     """``dispatch/<region>`` with the region as a canonical slug."""
-    return f"dispatch/{normalize_region(region)}"
+    return schemas.dispatch_group(normalize_region(region))
 
 
 def _canonical_contractor(contractor_id: str) -> str:
@@ -79,7 +80,7 @@ def _canonical_contractor(contractor_id: str) -> str:
 
 def contractor_group(contractor_id: str) -> str:
     """``contractor/<uuid>`` with the UUID in canonical lower case."""
-    return f"contractor/{_canonical_contractor(contractor_id)}"
+    return schemas.contractor_group(_canonical_contractor(contractor_id))
 
 
 def _principal_regions(principal: Principal) -> frozenset[str]:
