@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     dedup_max_entries: int = Field(default=100_000, ge=0)
     max_event_bytes: int = Field(default=2048, ge=256)
     broker_connect_timeout_seconds: float = Field(default=60.0, gt=0)
+    broker_heartbeat_seconds: int = Field(default=20, ge=0, le=600)
+    broker_reconnect_interval_seconds: float = Field(default=2.0, gt=0)
+    consumer_watchdog_interval_seconds: float = Field(default=5.0, gt=0)
 
     # --- Process ------------------------------------------------------------------------------
     shutdown_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -70,13 +70,29 @@ class HubRuntime:
 HUB = web.AppKey("hub", HubRuntime)
 
 
+def _event_consumer(settings: Settings, sender: GroupSender) -> Consumer:
+    def on_fatal(error: Exception) -> None:
+        # A configuration the broker refuses (e.g. the queue exists with other arguments): retrying
+        # cannot help. Stay up for the hub, report not-ready, and say what to fix.
+        log.critical("broker.configuration_error", error=str(error))
+
+    return EventConsumer(
+        settings,
+        sender,
+        heartbeat_seconds=settings.broker_heartbeat_seconds,
+        reconnect_interval_seconds=settings.broker_reconnect_interval_seconds,
+        watchdog_interval_seconds=settings.consumer_watchdog_interval_seconds,
+        on_fatal=on_fatal,
+    )
+
+
 def create_app(
     settings: Settings, *, consumer_factory: ConsumerFactory | bool | None = True
 ) -> web.Application:
     """Build the application. ``consumer_factory=False`` runs the hub alone (tests, benchmarks)."""
     factory: ConsumerFactory | None
     if consumer_factory is True:
-        factory = EventConsumer
+        factory = _event_consumer
     elif consumer_factory is False or consumer_factory is None:
         factory = None
     else:

@@ -10,6 +10,7 @@ from service.logs import configure_logging
 pytest_plugins = [
     "tests.support.broker_fixtures",
     "tests.support.tokens",
+    "tests.support.hub_fixtures",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for tests that drive a running service with real clients."""
+"""Fixtures for tests that drive a running service with real clients: `service` and `js`."""
 
 from __future__ import annotations
 
