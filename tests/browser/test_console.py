@@ -13,16 +13,18 @@ tests fail with the command that installs it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
-from config.settings import Transport
+from config.settings import Settings, Transport
+from consumers.publish import EventPublisher
 from tests.support.nginx import running_nginx
 from tests.support.server import RunningService, dev_settings, running_service
 
@@ -71,31 +73,49 @@ def job_assigned(region: str = REGION) -> dict[str, Any]:
     }
 
 
-def _groups(event: dict[str, Any]) -> list[str]:
-    groups = [f"dispatch/{event['region'].lower()}"]
-    if event["type"] == "JobAssigned":
-        groups.append(f"contractor/{event['contractorId'].lower()}")
-    return groups
-
-
 async def publish(service: RunningService, event: dict[str, Any]) -> None:
-    """Deliver ``event`` to the console's groups.
+    """Publish ``event`` to RabbitMQ exactly as an upstream service does (confirmed, persistent)."""
+    async with EventPublisher.from_settings(service.settings) as publisher:
+        await publisher.publish(event)
 
-    For now the test service runs without a broker consumer, so this pushes through the hub's
-    lifetime manager (the consumer's own entry point). Once the consumer is wired, the line below
-    becomes a RabbitMQ publish (``await publisher.publish(event)``, the publisher a fixture's
-    ``EventPublisher.from_settings(service.settings)``), and the ``service`` fixture passes the
-    broker's settings and ``consumer_factory=True``; the tests themselves stay as they are.
-    """
-    service.runtime.handler.lifetime.send_to_groups(_groups(event), event["type"], event)
+
+def push_through_hub(service: RunningService, event: dict[str, Any]) -> None:
+    """For instances run without a broker (the nginx test): the consumer's own entry point."""
+    groups = [f"dispatch/{event['region']}"]
+    if event["type"] == "JobAssigned":
+        groups.append(f"contractor/{event['contractorId']}")
+    service.runtime.handler.lifetime.send_to_groups(groups, event["type"], event)
 
 
 # --- fixtures -------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[RunningService]:
-    async with running_service(dev_settings(tmp_path / "dev-keys")) as running:
+async def service(
+    tmp_path: Path, broker_settings_factory: Callable[..., Settings]
+) -> AsyncIterator[RunningService]:
+    """The service in dev mode with its real RabbitMQ consumer (unique exchange and queue names)."""
+    broker = broker_settings_factory()
+    names = {
+        key: getattr(broker, key)
+        for key in (
+            "rabbitmq_url",
+            "instance_id",
+            "queue_prefix",
+            "recommendations_exchange",
+            "assignments_exchange",
+            "dead_letter_exchange",
+            "dead_letter_queue",
+            "consume_grace_seconds",
+            "queue_expires_ms",
+        )
+    }
+    async with running_service(
+        dev_settings(tmp_path / "dev-keys", **names), consumer_factory=True
+    ) as running:
+        consumer = running.runtime.consumer
+        assert consumer is not None
+        await asyncio.wait_for(consumer.wait_consuming(), 20)  # type: ignore[attr-defined]
         yield running
 
 
@@ -332,7 +352,7 @@ async def test_console_through_nginx_in_front_of_two_instances(tmp_path: Path, p
             serving = [service for service in (one, two) if len(service.runtime.manager)]
             assert len(serving) == 1, "the connection's requests were spread over both instances"
             event = recommendation_ready()
-            await publish(serving[0], event)
+            push_through_hub(serving[0], event)
             await expect_row(page, event)
             await page.get_by_role("button", name="Disconnect", exact=True).click()
             await expect(page.get_by_test_id("state")).to_have_attribute("data-state", "disconnected")
