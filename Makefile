@@ -25,7 +25,7 @@ $(JS)/node_modules/.installed: $(JS)/package-lock.json
 	touch $@
 
 run: $(VENV)/.installed
-	scripts/run-dev
+	$(PY) -m devkit.run
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -14,8 +14,9 @@ import pytest
 
 from config.settings import Settings
 from consumers.publish import recommendation_ready
+from devkit.local_broker import PrivateBroker
 from tests.consumers.conftest import RecordingSender, Sent, eventually, metric, running
-from tests.support.broker import BrokerAdmin, PrivateBroker
+from tests.support.broker import BrokerAdmin
 from tests.support.broker_fixtures import SettingsFactory
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
+from devkit.local_broker import PrivateBroker
 from tests.support.broker import (
     BrokerAdmin,
-    PrivateBroker,
     TcpProxy,
     check_reachable,
     redact,

@@ -1,0 +1,113 @@
+"""``make run``: the service on this machine, in development auth mode, with a broker, ready to try.
+
+1. A broker: ``RABBITMQ_URL`` if set; else one on 127.0.0.1:5672; else a private ``rabbitmq-server``
+   node under ``.local/rabbitmq`` (port 5673, data kept between runs, stopped when this exits).
+2. Tokens from the development key in ``.dev/`` (the service uses the same key), printed with the
+   console URL and the commands that publish events.
+3. ``python -m service`` in the foreground with ``AUTH_DEV_MODE=true``; Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from devkit.local_broker import PrivateBroker, port_open
+from service.auth import DevIssuer
+
+__all__ = ["main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_NODE_PORT = 5673
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _broker() -> tuple[str, PrivateBroker | None]:
+    explicit = os.environ.get("RABBITMQ_URL")
+    if explicit:
+        parts = urlsplit(explicit)
+        if not port_open(parts.port or 5672, parts.hostname or "127.0.0.1"):
+            sys.exit(f"RABBITMQ_URL={explicit} does not answer; start that broker or unset RABBITMQ_URL")
+        return explicit, None
+    if port_open(5672):
+        return "amqp://guest:guest@127.0.0.1:5672/", None
+    try:
+        node = PrivateBroker(
+            ROOT / ".local" / "rabbitmq", port=LOCAL_NODE_PORT, node="realtime-dev@localhost"
+        )
+    except FileNotFoundError:
+        sys.exit(
+            "No RabbitMQ: nothing listens on 127.0.0.1:5672 and rabbitmq-server is not installed.\n"
+            "Install it (apt-get install rabbitmq-server), set RABBITMQ_URL, or use `docker compose up`."
+        )
+    _say(f"Starting a private RabbitMQ node on 127.0.0.1:{LOCAL_NODE_PORT} (data in .local/rabbitmq) …")
+    node.start()
+    return node.url, node
+
+
+def main() -> int:
+    port = os.environ.get("HTTP_PORT", "5004")
+    key_dir = Path(os.environ.get("AUTH_DEV_KEY_DIR", ROOT / ".dev"))
+    url, node = _broker()
+    issuer = DevIssuer(key_dir)
+    contractor_id = str(uuid.uuid4())
+    tokens = {
+        "dispatcher (north-america)": issuer.mint(
+            subject="dev-dispatcher", roles=["Dispatcher"], regions=["north-america"], ttl_seconds=8 * 3600
+        ),
+        f"contractor {contractor_id}": issuer.mint(
+            subject="dev-contractor", roles=["Contractor"], contractor_id=contractor_id, ttl_seconds=8 * 3600
+        ),
+        "admin": issuer.mint(subject="dev-admin", roles=["Admin"], ttl_seconds=8 * 3600),
+    }
+    base = f"http://localhost:{port}"
+    _say()
+    _say(f"  Dispatcher console  {base}/console/")
+    _say(f"  Hub                 {base}/hub/recommendations   (metrics: {base}/metrics)")
+    _say(f"  Broker              {url.split('@')[-1]}")
+    _say()
+    for who, token in tokens.items():
+        _say(f"  Token, {who}:\n    {token}")
+    _say()
+    _say("  Publish events from another terminal:")
+    broker_env = f"RABBITMQ_URL={url} " if node is not None or "RABBITMQ_URL" in os.environ else ""
+    _say(f"    {broker_env}.venv/bin/python -m consumers.publish recommendation-ready --region north-america")
+    _say(
+        f"    {broker_env}.venv/bin/python -m consumers.publish job-assigned --region north-america "
+        f"--contractor-id {contractor_id}"
+    )
+    _say()
+    env = {
+        **os.environ,
+        "AUTH_DEV_MODE": "true",
+        "AUTH_DEV_KEY_DIR": str(key_dir),
+        "RABBITMQ_URL": url,
+        "HTTP_PORT": port,
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
+        "INSTANCE_ID": os.environ.get("INSTANCE_ID", "dev"),
+    }
+    service = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=ROOT)
+
+    def forward(signum: int, _frame: object) -> None:
+        service.send_signal(signum)  # the service shuts down gracefully and exits 0
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        return service.wait()
+    finally:
+        if node is not None:
+            _say("Stopping the private RabbitMQ node …")
+            node.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
