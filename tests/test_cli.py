@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.support.tokens import TokenFactory
+from tests.support.wire import RawHubClient
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +71,10 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_console_script_serves_and_exits_0_on_sigterm(token_factory: TokenFactory, tmp_path: Path) -> None:
+async def test_console_script_serves_and_sigterm_says_goodbye_and_exits_0(
+    token_factory: TokenFactory, tmp_path: Path
+) -> None:
+    """Operators' view of a deploy: SIGTERM → every client gets Close(allowReconnect) → exit 0."""
     port = _free_port()
     script = Path(sys.executable).parent / "smartscheduler-realtime"
     env = _env(
@@ -82,24 +87,92 @@ def test_console_script_serves_and_exits_0_on_sigterm(token_factory: TokenFactor
         INSTANCE_ID=f"cli-test-{port}",
         LOG_FORMAT="json",
     )
-    process = subprocess.Popen(
-        [str(script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    process = await asyncio.create_subprocess_exec(
+        str(script), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.1)  # polling a starting process: there is no event to await
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 20
+            while True:  # polling a starting process: there is no event to await
+                try:
+                    async with session.get(f"{base}/healthz") as response:
+                        assert response.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    assert time.monotonic() < deadline, "the service did not start"
+                    assert process.returncode is None
+                    await asyncio.sleep(0.1)
+            async with session.get(f"{base}/readyz") as response:
+                assert response.status == 503  # no broker yet: not ready, but serving
+                assert (await response.json())["checks"]["broker_connected"] is False
+            client, _ = await RawHubClient.connect(
+                session, f"{base}/hub/recommendations", token_factory.dispatcher()
+            )
+            process.send_signal(signal.SIGTERM)
+            assert await client.next_of_type(7) == {"type": 7, "allowReconnect": True}
+            assert await client.wait_closed() == 1000
+        assert await asyncio.wait_for(process.wait(), 20) == 0
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-        _, stderr = process.communicate()
+        _, stderr = await process.communicate()
     assert b"service.starting" in stderr
+    assert b"service.stopped" in stderr
+
+
+def test_dev_token_is_refused_outside_development_mode(token_factory: TokenFactory) -> None:
+    production = _env(
+        AUTH_JWKS_URL=token_factory.jwks_url,
+        AUTH_ISSUER=token_factory.issuer,
+        AUTH_AUDIENCE=token_factory.audience,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "dev-token", "--role", "dispatcher", "--region", "north-america"],
+        env=production,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "AUTH_DEV_MODE" in result.stderr
+
+
+def test_dev_token_mints_a_token_the_dev_service_accepts(tmp_path: Path) -> None:
+    from service.auth import create_auth
+    from tests.support.server import dev_settings
+
+    env = _env(AUTH_DEV_MODE="true", AUTH_DEV_KEY_DIR=str(tmp_path / "keys"))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "dev-token",
+            "--role",
+            "dispatcher",
+            "--region",
+            "north-america,europe",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=True,
+    )
+    token = result.stdout.strip()
+
+    async def validate() -> object:
+        auth = await create_auth(dev_settings(tmp_path / "keys"))
+        try:
+            return await auth.validator.validate(token)
+        finally:
+            await auth.close()
+
+    principal = asyncio.run(validate())
+    assert principal.roles == frozenset({"Dispatcher"})  # type: ignore[attr-defined]
+    assert principal.regions == frozenset({"north-america", "europe"})  # type: ignore[attr-defined]

@@ -13,7 +13,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings
 from consumers.dead_letter import REASON_HEADER
@@ -230,3 +232,41 @@ async def test_restart_delivers_the_backlog_after_clients_rejoin(
         for event in backlog:
             assert (await client.next_message(timeout=30))["args"] == [event]
         assert restarted.runtime.consumer is not None
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def test_metrics_move_with_consumed_delivered_and_dead_lettered_events(
+    live: RunningService, js: NodeDriver, token_factory: TokenFactory, broker_admin: BrokerAdmin
+) -> None:
+    async def scrape() -> str:
+        async with aiohttp.ClientSession() as session, session.get(f"{live.url}/metrics") as response:
+            assert response.status == 200
+            return await response.text()
+
+    before = await scrape()
+    client = await js.connect(live.hub_url, token_factory.dispatcher(), protocol="messagepack", listen=LISTEN)
+    await client.invoke("JoinDispatchGroup", "north-america")
+    await publish(broker_admin, live.settings, recommendation(), body=b'{"type":"Nope"}')
+    event = recommendation()
+    await publish(broker_admin, live.settings, event)
+    assert (await client.next_message())["args"] == [event]
+    after = await scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        return _sample(after, name, **labels) - _sample(before, name, **labels)
+
+    assert delta("realtime_events_consumed_total", type="RecommendationReady") == 1
+    assert delta("realtime_events_delivered_total", type="RecommendationReady") == 1
+    assert delta("realtime_events_dead_lettered_total", reason="unknown_type") == 1
+    assert delta("realtime_hub_deliveries_total", protocol="messagepack") == 1
+    assert delta("realtime_hub_connections", transport="WebSockets", protocol="messagepack") == 1
+    assert delta("realtime_hub_group_memberships", kind="dispatch") == 1
+    assert _sample(after, "realtime_broker_connected") == 1
+    assert delta("realtime_event_latency_seconds_count", type="RecommendationReady") == 1
