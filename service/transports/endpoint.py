@@ -248,8 +248,6 @@ class HubEndpoint:
                 old.close()
             connection.principal = principal  # a fresher token extends the connection's authentication
         if transport is Transport.WEBSOCKETS:
-            if request.headers.get(hdrs.UPGRADE, "").lower() != "websocket":
-                return _text(400, "Not a WebSocket request")
             return await serve_websocket(
                 request,
                 connection,
