@@ -83,6 +83,7 @@ class HttpConnection:
     __slots__ = (
         "connection_id",
         "connection_token",
+        "early_input",
         "inactive_since",
         "negotiate_version",
         "principal",
@@ -117,6 +118,9 @@ class HttpConnection:
         self.sink: Sink | None = None
         self.state = ConnectionState.NEGOTIATED
         self.inactive_since = now
+        # Bytes POSTed before any transport request (signalrcore sends its handshake before the first
+        # long poll; ASP.NET buffers them in the connection's pipe). Handed over when a transport starts.
+        self.early_input: bytearray | None = None
 
     def write(self, out: Outgoing) -> bool:
         """Hand ``out`` to the attached transport; with none attached there is nobody to write to."""
@@ -208,6 +212,24 @@ class ConnectionManager:
         connection.sink = sink
         connection.state = ConnectionState.ACTIVE
         self.application.on_transport_attached(connection, resumed=resumed)
+        return resumed
+
+    def buffer_early_input(self, connection: HttpConnection, data: bytes, *, limit: int) -> bool:
+        """Keep bytes sent before any transport started; False when that would exceed ``limit``."""
+        early = connection.early_input
+        if early is None:
+            early = connection.early_input = bytearray()
+        if len(early) + len(data) > limit:
+            return False
+        early += data
+        return True
+
+    async def attach_and_deliver(self, connection: HttpConnection, transport: Transport, sink: Sink) -> bool:
+        """``attach``, then hand the application whatever the client sent before a transport existed."""
+        resumed = self.attach(connection, transport, sink)
+        early, connection.early_input = connection.early_input, None
+        if early:
+            await self.application.on_data(connection, bytes(early))
         return resumed
 
     def detach(self, connection: HttpConnection, sink: Sink, *, keep_alive: bool) -> None:

@@ -281,9 +281,13 @@ class HubEndpoint:
         connection = found
         if connection.transport is Transport.WEBSOCKETS:
             return _text(405, "POST requests are not allowed for WebSocket connections.")
-        if connection.transport is None:
-            return _text(400, "No transport has been started for this connection yet.")
         body = await request.read()  # bounded by the application's client_max_size
+        if connection.transport is None:
+            # Before the first poll/stream (signalrcore sends its handshake first): keep it for the
+            # transport, as ASP.NET's connection pipe does.
+            if not self._manager.buffer_early_input(connection, body, limit=self._options.max_frame_size):
+                return _text(413, "Too much data before a transport was started.")
+            return web.Response(status=200, content_type="text/plain")
         # The JS client never has two sends in flight, but others may: keep records in order.
         lock = self._send_locks.setdefault(connection.connection_id, asyncio.Lock())
         try:

@@ -83,7 +83,7 @@ async def serve_poll(
     if connection.transport is None:
         # HttpConnectionContext.TryActivateLongPollingConnection: the first poll starts the
         # connection and returns immediately with an empty 200.
-        manager.attach(
+        await manager.attach_and_deliver(
             connection,
             Transport.LONG_POLLING,
             LongPollingSink(

@@ -79,7 +79,7 @@ async def serve_server_sent_events(
     sink = ServerSentEventsSink(max_buffered=max_buffered, send_timeout=send_timeout, now=time.monotonic())
     response = web.StreamResponse(status=200, headers=_HEADERS)
     await response.prepare(request)
-    manager.attach(connection, Transport.SERVER_SENT_EVENTS, sink)
+    await manager.attach_and_deliver(connection, Transport.SERVER_SENT_EVENTS, sink)
     outbox = sink.outbox
     try:
         # ServerSentEventsServerTransport: an initial comment, flushed at once, so that browsers fire

@@ -138,7 +138,7 @@ async def serve_websocket(
     )
     await ws.prepare(request)
     sink = WebSocketSink(ws, connection, max_buffered=max_buffered, send_timeout=send_timeout)
-    manager.attach(connection, Transport.WEBSOCKETS, sink)
+    await manager.attach_and_deliver(connection, Transport.WEBSOCKETS, sink)
     graceful = False
     try:
         while True:

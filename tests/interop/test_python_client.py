@@ -1,15 +1,22 @@
-"""A second, independent client: ``pysignalr`` from PyPI (WebSockets, negotiate version 0)."""
+"""Independent Python clients from PyPI: ``pysignalr`` (WebSockets) and ``signalrcore`` (WS and SSE).
+
+Both negotiate without ``negotiateVersion`` (version 0) and use the connection id as token.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from typing import Any
 
+import pytest
 from pysignalr.client import SignalRClient
 from pysignalr.messages import CompletionMessage
+from signalrcore.hub_connection_builder import HubConnectionBuilder
+from signalrcore.types import HttpTransportType
 
-from tests.support.server import RunningService
+from tests.support.server import RunningService, hub_settings, running_service
 from tests.support.tokens import TokenFactory
 
 EVENT = {
@@ -56,3 +63,57 @@ async def test_pysignalr_joins_and_receives(service: RunningService, token_facto
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
+
+
+@pytest.mark.parametrize("transport", ["WebSockets", "ServerSentEvents"])
+async def test_signalrcore_joins_and_receives(
+    service: RunningService, token_factory: TokenFactory, transport: str
+) -> None:
+    """signalrcore (PyPI), a threaded client, on the transports it can authenticate on.
+
+    Its Long Polling client sends no Authorization header on polls (signalrcore 1.0.2), so it cannot
+    use a hub that requires authentication; that transport is covered by the official JS client.
+    """
+    # signalrcore's stop() joins its reader thread, which only wakes on the next server frame: a short
+    # keep-alive keeps the test quick.
+    async with running_service(hub_settings(token_factory, hub_keep_alive_interval=1.0)) as service:
+        await _signalrcore_round_trip(service, token_factory, transport)
+
+
+async def _signalrcore_round_trip(
+    service: RunningService, token_factory: TokenFactory, transport: str
+) -> None:
+    token = token_factory.dispatcher(["north-america"])
+    opened, joined, received = threading.Event(), threading.Event(), threading.Event()
+    payloads: list[Any] = []
+
+    def on_event(arguments: Any) -> None:
+        payloads.append(arguments)
+        received.set()
+
+    def start() -> Any:
+        builder = HubConnectionBuilder().with_url(
+            service.hub_url,
+            options={"access_token_factory": lambda: token, "transport": HttpTransportType(transport)},
+        )
+        connection = builder.build()
+        connection.on_open(opened.set)
+        connection.on("RecommendationReady", on_event)
+        connection.start()
+        return connection
+
+    connection = await asyncio.to_thread(start)
+    try:
+        assert await asyncio.to_thread(opened.wait, 10)
+        await asyncio.to_thread(
+            connection.send, "JoinDispatchGroup", ["north-america"], lambda _: joined.set()
+        )
+        assert await asyncio.to_thread(joined.wait, 10)
+        assert service.runtime.handler.lifetime.group_size("dispatch/north-america") == 1
+        service.runtime.handler.lifetime.send_to_groups(
+            ["dispatch/north-america"], "RecommendationReady", EVENT
+        )
+        assert await asyncio.to_thread(received.wait, 10)
+        assert payloads == [[EVENT]]
+    finally:
+        await asyncio.to_thread(connection.stop)

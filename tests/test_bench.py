@@ -1,0 +1,90 @@
+"""Smoke test of the fan-out benchmark: ``python -m bench --quick`` end to end, all three servers.
+
+Asserts only what a correct run must show — every delivery arrived, every client joined, the result
+file has its keys — never a timing: absolute numbers on a shared machine are not a test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+
+_ROW_KEYS = {
+    "server",
+    "workload",
+    "expected",
+    "received",
+    "lost",
+    "deliveries_per_s",
+    "latency_ms",
+    "cpu_s_per_1k",
+    "rss_before_kb",
+    "rss_after_kb",
+    "kb_per_connection",
+    "max_rate",
+    "ratio_to_raw",
+}
+
+
+def test_quick_benchmark_delivers_everything(broker_url: str, tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--amqp", broker_url, "--output", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=360,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = json.loads((tmp_path / "latest.json").read_text())
+    assert (tmp_path / "latest.md").read_text().startswith("# Fan-out benchmark")
+
+    assert set(result["servers"]) == {"service", "service-msgpack", "socketio", "raw"}
+    assert {"command", "date", "machine", "options", "runtime_s", "summary"} <= set(result)
+    assert {"cores", "cpu_model", "python"} <= set(result["machine"])
+    summary = result["summary"]
+    assert summary["ok"] is True
+    assert summary["lost"] == 0
+    assert summary["failed_connections"] == 0
+    rows = summary["rows"]
+    assert {(row["server"], row["workload"]) for row in rows} == {
+        (server, workload)
+        for server in ("service", "service-msgpack", "socketio", "raw")
+        for workload in ("W1", "W2")
+    }
+    for row in rows:
+        assert _ROW_KEYS <= set(row), row
+        assert row["lost"] == 0
+        assert row["received"] == row["expected"] > 0
+        assert {"p50", "p90", "p99", "max"} <= set(row["latency_ms"])
+        assert {"deliveries_per_s", "cpu_s_per_1k", "kb_per_connection"} <= set(row["ratio_to_raw"])
+    storms = {storm["server"]: storm for storm in summary["storm"]}
+    assert set(storms) == set(result["servers"])
+    for storm in storms.values():
+        assert storm["connections"] == result["options"]["connections"]
+        assert storm["failed"] == 0
+    # Every process the run started is gone, and so are its broker entities (checked by name prefix).
+    assert "bench." not in _listening_benchmark_ports()
+
+
+def _listening_benchmark_ports() -> str:
+    """Servers listening on the benchmark's ports (5150+) after the run: there must be none."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the bench extra
+        return ""
+    ports = range(5150, 5160)
+    found = [
+        f"bench.{conn.laddr.port}"
+        for conn in psutil.net_connections(kind="tcp")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port in ports
+    ]
+    return " ".join(found)
