@@ -185,3 +185,17 @@ async def test_messagepack_is_refused_on_server_sent_events(
                 "The transport does not support 'Binary' transfer format."
             }
         ]
+
+
+async def test_handshake_posted_before_the_first_poll_is_kept(
+    service: RunningService, token_factory: TokenFactory, session: aiohttp.ClientSession
+) -> None:
+    """signalrcore posts its handshake before polling; ASP.NET keeps it in the connection's pipe."""
+    token = token_factory.dispatcher()
+    negotiated = await negotiate(session, service.hub_url, token)
+    poller = _Poller(session, service.hub_url, token, negotiated["connectionToken"])
+    assert await poller.post(HANDSHAKE + JOIN.encode() + RS) == (200, b"")
+    status, body, _ = await poller.poll()  # the first poll starts the connection …
+    assert (status, body) == (200, b"")
+    status, body, _ = await poller.poll()  # … which then answers what was posted earlier
+    assert _records(body) == [{}, {"type": 3, "invocationId": "0"}]
