@@ -1,0 +1,626 @@
+"""``python -m bench``: the fan-out benchmark, one server process at a time, one load generator process.
+
+For every server (``--servers``) the run goes:
+
+1. declare a fresh exchange, start the server in its own process, wait until its queue has a consumer;
+2. RSS before; **W3** — the connection storm: ``--connections`` clients negotiate (where the protocol
+   has it), connect and join their W1 group ``g{i % groups}`` and the broadcast group ``all``; RSS after;
+3. for each of **W1** (groups of ``--group-size``) and **W2** (one group of everyone):
+   *steady* — ``--rate`` deliveries/s for ``--duration`` s: loss, latency, CPU per 1,000 deliveries;
+   *burst* — ``--burst`` deliveries' worth of events published as fast as confirms allow: the
+   deliveries/s the server sustains when saturated;
+   with ``--find-max``, steps of ``--step-duration`` s with the rate ×1.5 until a delivery is missing
+   or p99 ≥ 100 ms, then one run at half the highest passing rate (its p99 is the latency target);
+4. close the clients, stop the server, delete its queues and exchanges.
+
+Results: ``bench/results/latest.json`` and ``latest.md`` (or ``--output``), each figure also as a ratio
+to the raw floor. Every run is bounded (``--timeout``) and kills what it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.broker import Broker, PublishResult
+from bench.procs import Child, LoadGenProcess, kill_all
+from bench.report import render_markdown, summarize
+from bench.wire import BROADCAST_GROUP, group_name, now_us, raise_fd_limit
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+SERVERS = ("service", "service-msgpack", "socketio", "raw")
+LABELS = {
+    "service": "this service (SignalR JSON)",
+    "service-msgpack": "this service (SignalR MessagePack)",
+    "socketio": "python-socketio 5 (AsyncServer, aiohttp)",
+    "raw": "raw aiohttp floor",
+}
+WORKLOADS = ("W1", "W2", "W3")
+P99_LIMIT_MS = 100.0
+
+
+@dataclass
+class Options:
+    servers: list[str]
+    workloads: list[str]
+    connections: int
+    group_size: int
+    duration: float
+    rate: float
+    burst: int
+    find_max: bool
+    step_duration: float
+    concurrency: int
+    amqp: str
+    port: int
+    prefetch: int
+    timeout: float
+    output: Path
+    service_env: dict[str, str] = field(default_factory=dict)
+    quick: bool = False
+    profile: bool = False
+    keep_logs: bool = False
+
+    @property
+    def groups(self) -> int:
+        return max(1, self.connections // self.group_size)
+
+
+def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--servers", default=",".join(SERVERS), help=f"comma-separated of {', '.join(SERVERS)}"
+    )
+    parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated of W1, W2, W3")
+    parser.add_argument("--connections", type=int, help="WebSocket clients (default 10000; quick 1000)")
+    parser.add_argument("--group-size", type=int, default=10, help="W1 members per group (default 10)")
+    parser.add_argument("--duration", type=float, help="seconds of each steady phase (default 10; quick 3)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="steady deliveries/s: W1 events/s × group size, W2 events/s × connections "
+        "(default 10000; quick 2000)",
+    )
+    parser.add_argument(
+        "--burst", type=int, help="deliveries per saturation burst (default 200000; quick 20000)"
+    )
+    parser.add_argument("--find-max", action="store_true", help="step the rate up to the max sustainable one")
+    parser.add_argument("--step-duration", type=float, default=5.0, help="seconds per --find-max step")
+    parser.add_argument("--concurrency", type=int, default=100, help="clients connecting at once in W3")
+    parser.add_argument(
+        "--amqp", default=os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    )
+    parser.add_argument("--port", type=int, default=5150, help="first server port (each server gets its own)")
+    parser.add_argument("--prefetch", type=int, default=100, help="consumer prefetch, for every server")
+    parser.add_argument("--timeout", type=float, help="hard limit for the whole run, seconds")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="directory for latest.json / latest.md")
+    parser.add_argument(
+        "--service-env", action="append", default=[], metavar="KEY=VALUE", help="extra env for the service"
+    )
+    parser.add_argument("--quick", action="store_true", help="1,000 connections, a few seconds per phase")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy each server during its bursts (collapsed stacks in the log dir)",
+    )
+    parser.add_argument("--keep-logs", action="store_true", help="keep the log directory after a good run")
+    args = parser.parse_args(argv)
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+    for name in servers:
+        if name not in SERVERS:
+            parser.error(f"unknown server {name!r}")
+    for name in workloads:
+        if name not in WORKLOADS:
+            parser.error(f"unknown workload {name!r}")
+    quick = args.quick
+    options = Options(
+        servers=servers,
+        workloads=workloads,
+        connections=args.connections or (1000 if quick else 10_000),
+        group_size=args.group_size,
+        duration=args.duration or (3.0 if quick else 10.0),
+        rate=args.rate or (2000.0 if quick else 10_000.0),
+        burst=args.burst or (20_000 if quick else 200_000),
+        find_max=args.find_max,
+        step_duration=args.step_duration,
+        concurrency=args.concurrency,
+        amqp=args.amqp,
+        port=args.port,
+        prefetch=args.prefetch,
+        timeout=args.timeout or (300.0 if quick else 3600.0),
+        output=args.output,
+        service_env=dict(item.split("=", 1) for item in args.service_env),
+        quick=quick,
+        profile=args.profile,
+        keep_logs=args.keep_logs,
+    )
+    return options, sys.argv[1:] if argv is None else list(argv)
+
+
+class Run:
+    def __init__(self, options: Options, workdir: Path) -> None:
+        self.options = options
+        self.workdir = workdir
+        self.run_id = uuid.uuid4().hex[:8]
+        self.broker = Broker(options.amqp)
+        self.python = sys.executable
+        self.phase = 0
+        self.argv: list[str] = []
+
+    def log(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def next_phase(self) -> int:
+        self.phase += 1
+        return self.phase
+
+    # --- one server ---------------------------------------------------------------------------
+
+    async def measure(self, name: str, port: int, tokens: list[str], key_dir: Path) -> dict[str, Any]:
+        options = self.options
+        prefix = f"bench.{self.run_id}.{name}"
+        exchange = f"{prefix}.recommendations"
+        queue = f"{prefix}.queue"
+        cleanup_queues = [queue]
+        cleanup_exchanges = [exchange]
+        await self.broker.declare_exchange(exchange)
+        if name.startswith("service"):
+            env = {
+                **os.environ,
+                "CONFIG_FILE": str(self.workdir / "empty.env"),
+                "HTTP_HOST": "127.0.0.1",
+                "HTTP_PORT": str(port),
+                "AUTH_DEV_MODE": "true",
+                "AUTH_DEV_KEY_DIR": str(key_dir),
+                "LOG_LEVEL": "WARNING",
+                "RABBITMQ_URL": options.amqp,
+                "INSTANCE_ID": "queue",
+                "QUEUE_PREFIX": f"{prefix}.",
+                "RECOMMENDATIONS_EXCHANGE": exchange,
+                "ASSIGNMENTS_EXCHANGE": f"{prefix}.assignments",
+                "DEAD_LETTER_EXCHANGE": f"{prefix}.dlx",
+                "DEAD_LETTER_QUEUE": f"{prefix}.dlq",
+                "QUEUE_EXPIRES_MS": "60000",
+                "CONSUME_GRACE_SECONDS": "0",
+                "PREFETCH_COUNT": str(options.prefetch),
+                **options.service_env,
+            }
+            cleanup_queues.append(f"{prefix}.dlq")
+            cleanup_exchanges += [f"{prefix}.assignments", f"{prefix}.dlx"]
+            argv = [self.python, "-c", _SERVICE_LAUNCHER]
+        else:
+            env = dict(os.environ)
+            module = "bench.servers.raw" if name == "raw" else "bench.servers.socketio_server"
+            argv = [self.python, "-m", module, "--port", str(port), "--amqp", options.amqp]
+            argv += ["--exchange", exchange, "--queue", queue, "--prefetch", str(options.prefetch)]
+        env["PYTHONPATH"] = str(ROOT)
+        server: Child | None = None
+        loadgen: LoadGenProcess | None = None
+        result: dict[str, Any] = {"name": name, "label": LABELS[name]}
+        try:
+            server = await Child.start(name, argv, env=env, log_dir=self.workdir, cwd=ROOT)
+            await self._wait_ready(server, queue)
+            loadgen = await LoadGenProcess.start(self.python, log_dir=self.workdir, name=f"loadgen-{name}")
+            await asyncio.sleep(1.0)
+            result["rss_before_kb"] = server.rss_kb()
+            kind = "signalr" if name.startswith("service") else name
+            spec = {
+                "kind": kind,
+                "protocol": "messagepack" if name == "service-msgpack" else "json",
+                "host": "127.0.0.1",
+                "port": port,
+                "path": "/hub/recommendations",
+                "n": options.connections,
+                "groups": options.groups,
+                "tokens": tokens if kind == "signalr" else [],
+                "concurrency": options.concurrency,
+                "timeout": max(60.0, options.connections / 50),
+            }
+            self.log(f"{name}: W3 storm, {options.connections} clients")
+            cpu0 = server.cpu_seconds()
+            profiler = await self._start_profiler(server, f"{name}-W3-storm")
+            try:
+                storm = await loadgen.call("connect", spec["timeout"] + 30, **spec)
+            finally:
+                if profiler is not None:
+                    await profiler.interrupt(30.0)
+            storm["server_cpu_s"] = server.cpu_seconds() - cpu0
+            storm["connects_per_s"] = storm["connected"] / storm["seconds"] if storm["seconds"] else 0.0
+            sizes: dict[str, int] = storm.pop("group_sizes")
+            if not storm["connected"]:
+                raise RuntimeError(f"{name}: no client could connect: {storm['errors']}")
+            result["storm"] = storm
+            self.log(
+                f"{name}: {storm['connected']} joined in {storm['seconds']:.1f} s "
+                f"({storm['connects_per_s']:.0f}/s, {storm['failed']} failed)"
+            )
+            await asyncio.sleep(2.0)
+            result["rss_after_kb"] = server.rss_kb()
+            connected = max(1, storm["connected"])
+            result["kb_per_connection"] = (result["rss_after_kb"] - result["rss_before_kb"]) / connected
+            workloads: dict[str, Any] = {}
+            for workload in ("W1", "W2"):
+                if workload in options.workloads:
+                    workloads[workload] = await self._workload(
+                        workload, name, exchange, server, loadgen, sizes
+                    )
+            result["workloads"] = workloads
+            result["rss_end_kb"] = server.rss_kb()
+            result["server_alive"] = server.alive()
+        finally:
+            if loadgen is not None:
+                await loadgen.stop()
+            if server is not None:
+                await server.stop()
+            await self.broker.cleanup(queues=cleanup_queues, exchanges=cleanup_exchanges)
+        return result
+
+    async def _wait_ready(self, server: Child, queue: str) -> None:
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline:
+            if not server.alive():
+                raise RuntimeError(f"{server.name} exited; its log ends:\n{server.log_tail()}")
+            if await self.broker.consumer_count(queue) > 0:
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"{server.name} did not start consuming {queue} within 60 s:\n{server.log_tail()}")
+
+    # --- one workload -------------------------------------------------------------------------
+
+    async def _workload(
+        self,
+        workload: str,
+        name: str,
+        exchange: str,
+        server: Child,
+        loadgen: LoadGenProcess,
+        sizes: dict[str, int],
+    ) -> dict[str, Any]:
+        options = self.options
+        if workload == "W1":
+            groups = options.groups
+
+            def region_of(index: int) -> str:
+                return group_name(index % groups)
+
+            fanout = options.group_size
+        else:
+
+            def region_of(index: int) -> str:
+                return BROADCAST_GROUP
+
+            fanout = options.connections
+        out: dict[str, Any] = {"fanout": fanout}
+        self.log(f"{name}: {workload} steady {options.rate:.0f} deliveries/s for {options.duration:.0f} s")
+        profiler = await self._start_profiler(server, f"{name}-{workload}-steady")
+        try:
+            out["steady"] = await self._steady(
+                exchange, server, loadgen, sizes, region_of, options.rate / fanout, options.duration
+            )
+        finally:
+            if profiler is not None:
+                await profiler.interrupt(30.0)
+        self._log_phase(name, workload, "steady", out["steady"])
+        events = max(1, options.burst // fanout)
+        self.log(f"{name}: {workload} burst of {events} events ({events * fanout} deliveries)")
+        profiler = await self._start_profiler(server, f"{name}-{workload}-burst")
+        try:
+            out["burst"] = await self._burst(exchange, server, loadgen, sizes, region_of, events)
+        finally:
+            if profiler is not None:
+                await profiler.interrupt(30.0)
+        self._log_phase(name, workload, "burst", out["burst"])
+        if options.find_max:
+            out["find_max"] = await self._find_max(
+                name, workload, exchange, server, loadgen, sizes, region_of, fanout
+            )
+        return out
+
+    async def _start_profiler(self, server: Child, label: str) -> Child | None:
+        if not self.options.profile:
+            return None
+        py_spy = Path(self.python).with_name("py-spy")
+        out = self.workdir / f"{label}.collapsed"
+        argv = [str(py_spy), "record", "--pid", str(server.pid), "--nonblocking", "--rate", "250"]
+        argv += ["--format", "raw", "-o", str(out)]
+        child = await Child.start(f"py-spy-{label}", argv, log_dir=self.workdir)
+        await asyncio.sleep(1.0)
+        self.log(f"profiling {server.name} into {out}")
+        return child
+
+    def _log_phase(self, name: str, workload: str, phase: str, stats: dict[str, Any]) -> None:
+        latency = stats.get("latency_ms") or {}
+        self.log(
+            f"{name}: {workload} {phase}: {stats['received']}/{stats['expected']} delivered, "
+            f"{stats['deliveries_per_s']:.0f}/s, p99 {latency.get('p99')} ms, "
+            f"cpu {stats['cpu_s_per_1k']} s/1k, server cpu {stats['server_cpu_util']:.0%}"
+        )
+
+    async def _collect(
+        self,
+        phase: int,
+        published: PublishResult,
+        sizes: dict[str, int],
+        server: Child,
+        loadgen: LoadGenProcess,
+        cpu0: float,
+        gen_cpu0: float,
+        wall0: float,
+        timeout: float,
+    ) -> dict[str, Any]:
+        expected = sum(count * sizes.get(region, 0) for region, count in published.by_region.items())
+        stats = await loadgen.call(
+            "wait", timeout + 30, phase=phase, expected=expected, timeout=timeout, idle=10.0
+        )
+        await loadgen.call("forget", 10.0, phase=phase)
+        cpu = server.cpu_seconds() - cpu0
+        wall = time.monotonic() - wall0
+        received = stats["received"]
+        first, last = published.first_us, stats.get("last_us") or published.first_us
+        span = max(1e-6, (last - first) / 1e6)
+        return {
+            "events": published.count,
+            "expected": expected,
+            "received": received,
+            "lost": max(0, expected - received),
+            "duplicates": max(0, received - expected),
+            "publish_s": round(published.seconds, 3),
+            "deliveries_per_s": received / span,
+            "latency_ms": stats["latency_ms"],
+            "server_cpu_s": round(cpu, 3),
+            "server_cpu_util": cpu / wall if wall else 0.0,
+            "loadgen_cpu_util": (loadgen.child.cpu_seconds() - gen_cpu0) / wall if wall else 0.0,
+            "cpu_s_per_1k": round(cpu / received * 1000, 5) if received else None,
+            "lost_connections": stats["lost_connections"],
+        }
+
+    async def _steady(
+        self,
+        exchange: str,
+        server: Child,
+        loadgen: LoadGenProcess,
+        sizes: dict[str, int],
+        region_of: Any,
+        events_per_s: float,
+        duration: float,
+    ) -> dict[str, Any]:
+        phase = self.next_phase()
+        cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.child.cpu_seconds(), time.monotonic()
+        published = await self.broker.publish_rate(
+            exchange, phase, rate=events_per_s, duration=duration, region_of=region_of
+        )
+        return await self._collect(phase, published, sizes, server, loadgen, cpu0, gen0, wall0, duration + 60)
+
+    async def _burst(
+        self,
+        exchange: str,
+        server: Child,
+        loadgen: LoadGenProcess,
+        sizes: dict[str, int],
+        region_of: Any,
+        events: int,
+    ) -> dict[str, Any]:
+        """Saturation: publish ``events`` while the server is stopped (SIGSTOP), then let it drain them.
+
+        Publishing and RabbitMQ share the machine's two cores with the server; with the backlog queued
+        first, the drain measures the server (and the load generator), not the publisher.
+        """
+        phase = self.next_phase()
+        server.pause()
+        try:
+            published = await self.broker.publish_burst(exchange, phase, count=events, region_of=region_of)
+            await asyncio.sleep(0.2)
+        finally:
+            cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.child.cpu_seconds(), time.monotonic()
+            resumed = now_us()
+            server.resume()
+        published.first_us = resumed  # deliveries/s counts from the moment the server can run
+        return await self._collect(phase, published, sizes, server, loadgen, cpu0, gen0, wall0, 180.0)
+
+    async def _find_max(
+        self,
+        name: str,
+        workload: str,
+        exchange: str,
+        server: Child,
+        loadgen: LoadGenProcess,
+        sizes: dict[str, int],
+        region_of: Any,
+        fanout: int,
+    ) -> dict[str, Any]:
+        options = self.options
+        rate = max(options.rate / 2, float(fanout))  # deliveries/s; at least one event per second
+        steps: list[dict[str, Any]] = []
+        best: float | None = None
+        lowest_fail: float | None = None
+        while len(steps) < 14:
+            stats = await self._steady(
+                exchange, server, loadgen, sizes, region_of, rate / fanout, options.step_duration
+            )
+            p99 = (stats["latency_ms"] or {}).get("p99")
+            passed = stats["lost"] == 0 and p99 is not None and p99 < P99_LIMIT_MS
+            steps.append({"rate": rate, "passed": passed, "p99_ms": p99, "lost": stats["lost"]})
+            self.log(
+                f"{name}: {workload} find-max {rate:.0f}/s: p99 {p99} ms, lost {stats['lost']} -> {passed}"
+            )
+            await asyncio.sleep(1.0)
+            if passed:
+                best = rate
+                rate *= 1.5  # up until a step fails
+                if lowest_fail is not None and rate >= lowest_fail:
+                    break
+            else:
+                lowest_fail = rate
+                if best is not None:
+                    break
+                rate /= 2  # the first step already failed: down until one passes
+                if rate / fanout * options.step_duration < 1:
+                    break  # less than one event per step: nothing left to measure
+        out: dict[str, Any] = {"max_rate": best, "steps": steps}
+        if best is not None:
+            await asyncio.sleep(2.0)
+            half = await self._steady(
+                exchange, server, loadgen, sizes, region_of, best / 2 / fanout, options.duration
+            )
+            out["half_max"] = half
+            self.log(
+                f"{name}: {workload} at half max ({best / 2:.0f}/s): "
+                f"p99 {(half['latency_ms'] or {}).get('p99')} ms"
+            )
+        return out
+
+    # --- the whole run ------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        options = self.options
+        (self.workdir / "empty.env").write_text("")
+        key_dir = self.workdir / "keys"
+        tokens = await asyncio.to_thread(_mint_tokens, key_dir, 32)
+        await self.broker.connect()
+        results: dict[str, Any] = {}
+        started = time.monotonic()
+        try:
+            for offset, name in enumerate(options.servers):
+                self.log(f"=== {LABELS[name]} ===")
+                results[name] = await self.measure(name, options.port + offset, tokens, key_dir)
+        finally:
+            await self.broker.close()
+        return {
+            "command": "python -m bench " + " ".join(shlex.quote(a) for a in self.argv),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": _machine(self.broker.server_version),
+            "options": {
+                "servers": options.servers,
+                "workloads": options.workloads,
+                "connections": options.connections,
+                "group_size": options.group_size,
+                "groups": options.groups,
+                "duration_s": options.duration,
+                "rate_deliveries_per_s": options.rate,
+                "burst_deliveries": options.burst,
+                "find_max": options.find_max,
+                "prefetch": options.prefetch,
+                "service_env": options.service_env,
+                "quick": options.quick,
+            },
+            "runtime_s": round(time.monotonic() - started, 1),
+            "logs": str(self.workdir),
+            "servers": results,
+        }
+
+
+# The service's own entry point (``python -m service``) with the fd limit raised first.
+_SERVICE_LAUNCHER = (
+    "import resource, sys\n"
+    "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
+    "from service.cli import main\n"
+    "sys.exit(main(['serve']))\n"
+)
+
+
+def _mint_tokens(key_dir: Path, count: int) -> list[str]:
+    from service.auth import DevIssuer
+
+    issuer = DevIssuer(key_dir)
+    return [issuer.mint(subject=f"bench-{n}", roles=["Admin"], ttl_seconds=4 * 3600) for n in range(count)]
+
+
+def _machine(rabbitmq: str) -> dict[str, Any]:
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    try:
+        import uvloop
+
+        uvloop_version = uvloop.__version__
+    except ImportError:
+        uvloop_version = None
+    from importlib.metadata import version
+
+    import aiohttp
+
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "uvloop": uvloop_version,
+        "aiohttp": aiohttp.__version__,
+        "python_socketio": version("python-socketio"),
+        "rabbitmq": rabbitmq,
+    }
+
+
+async def _main(options: Options, argv: list[str], workdir: Path) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    # Explicit for both: a shell that starts us in the background ignores SIGINT otherwise.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    run = Run(options, workdir)
+    run.argv = argv
+    run.log(f"logs in {workdir}")
+    return await asyncio.wait_for(run.run(), options.timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options, raw_argv = parse_args(argv)
+    raise_fd_limit()
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))  # logs, the dev signing key, profiles
+    try:
+        result = runner(_main(options, raw_argv, workdir))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("[bench] interrupted; stopped every process it started", file=sys.stderr)
+        return 130
+    except TimeoutError:
+        print(
+            f"[bench] timed out after {options.timeout:.0f} s; stopped every process it started",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        kill_all()
+    summary = summarize(result)
+    result["summary"] = summary
+    keep = not summary["ok"] or options.profile or options.keep_logs
+    if not keep:
+        result["logs"] = None
+    options.output.mkdir(parents=True, exist_ok=True)
+    (options.output / "latest.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    markdown = render_markdown(result)
+    (options.output / "latest.md").write_text(markdown)
+    print(markdown)
+    if not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"[bench] logs kept in {workdir}", file=sys.stderr)
+    return 0 if summary["ok"] else 1

@@ -1,0 +1,248 @@
+"""Turn a run's raw measurements into rows, ratios to the raw floor, target checks and a markdown table.
+
+Rule: ratios are computed only within one run (absolute numbers on a shared 2-core machine are noisy);
+a figure is "×raw" = this server's value / the raw floor's value for the same workload.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["render_markdown", "summarize"]
+
+_FLOOR = "raw"
+
+
+def _row(server: dict[str, Any], workload: str) -> dict[str, Any] | None:
+    data = server.get("workloads", {}).get(workload)
+    if data is None:
+        return None
+    steady, burst = data["steady"], data["burst"]
+    find_max = data.get("find_max") or {}
+    half = find_max.get("half_max") or {}
+    expected = steady["expected"] + burst["expected"]
+    received = min(steady["received"], steady["expected"]) + min(burst["received"], burst["expected"])
+    return {
+        "server": server["name"],
+        "label": server["label"],
+        "workload": workload,
+        "fanout": data["fanout"],
+        "expected": expected,
+        "received": received,
+        "lost": expected - received,
+        "deliveries_per_s": round(burst["deliveries_per_s"]),
+        "steady_deliveries_per_s": round(steady["deliveries_per_s"]),
+        "latency_ms": steady["latency_ms"],
+        "burst_latency_ms": burst["latency_ms"],
+        "cpu_s_per_1k": steady["cpu_s_per_1k"],
+        "cpu_s_per_1k_burst": burst["cpu_s_per_1k"],
+        "server_cpu_util_burst": round(burst["server_cpu_util"], 2),
+        "loadgen_cpu_util_burst": round(burst["loadgen_cpu_util"], 2),
+        "rss_before_kb": round(server["rss_before_kb"]),
+        "rss_after_kb": round(server["rss_after_kb"]),
+        "kb_per_connection": round(server["kb_per_connection"], 2),
+        "max_rate": find_max.get("max_rate"),
+        "p99_at_half_max_ms": (half.get("latency_ms") or {}).get("p99"),
+    }
+
+
+def _ratio(value: Any, floor: Any) -> float | None:
+    if not isinstance(value, int | float) or not isinstance(floor, int | float) or not floor:
+        return None
+    return round(value / floor, 2)
+
+
+_RATIO_KEYS = ("deliveries_per_s", "cpu_s_per_1k", "cpu_s_per_1k_burst", "kb_per_connection", "max_rate")
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    servers: dict[str, Any] = result["servers"]
+    rows: list[dict[str, Any]] = []
+    for workload in ("W1", "W2"):
+        floor = servers.get(_FLOOR)
+        floor_row = _row(floor, workload) if floor else None
+        for server in servers.values():
+            row = _row(server, workload)
+            if row is None:
+                continue
+            ratios: dict[str, float | None] = {}
+            if floor_row is not None:
+                for key in _RATIO_KEYS:
+                    ratios[key] = _ratio(row[key], floor_row[key])
+                p99, floor_p99 = (
+                    (row["latency_ms"] or {}).get("p99"),
+                    (floor_row["latency_ms"] or {}).get("p99"),
+                )
+                ratios["p99"] = _ratio(p99, floor_p99)
+            row["ratio_to_raw"] = ratios
+            rows.append(row)
+    storms: list[dict[str, Any]] = []
+    floor_storm = (servers.get(_FLOOR) or {}).get("storm")
+    for server in servers.values():
+        storm = server.get("storm")
+        if storm is None:
+            continue
+        storms.append(
+            {
+                "server": server["name"],
+                "label": server["label"],
+                "connections": storm["connected"],
+                "failed": storm["failed"],
+                "seconds": round(storm["seconds"], 2),
+                "connects_per_s": round(storm["connects_per_s"]),
+                "connect_ms": storm["connect_ms"],
+                "server_cpu_s": round(storm["server_cpu_s"], 2),
+                "ratio_to_raw": {
+                    "connects_per_s": _ratio(
+                        storm["connects_per_s"], (floor_storm or {}).get("connects_per_s")
+                    )
+                },
+            }
+        )
+    lost = sum(row["lost"] for row in rows)
+    failed = sum(storm["failed"] for storm in storms)
+    return {
+        "ok": lost == 0 and failed == 0,
+        "lost": lost,
+        "failed_connections": failed,
+        "rows": rows,
+        "storm": storms,
+        "targets": _targets(rows),
+    }
+
+
+def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets for this service's JSON row, where the run has what they need."""
+    by = {(row["server"], row["workload"]): row for row in rows}
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, value: Any, limit: float, *, at_most: bool) -> None:
+        met = None if value is None else (value <= limit if at_most else value >= limit)
+        checks.append({"target": name, "value": value, "limit": limit, "met": met})
+
+    for workload in ("W1", "W2"):
+        ours, floor, sio = (
+            by.get(("service", workload)),
+            by.get(("raw", workload)),
+            by.get(("socketio", workload)),
+        )
+        if ours is None:
+            continue
+        if floor is not None:
+            check(
+                f"{workload} deliveries/s ≥ 0.8× raw",
+                ours["ratio_to_raw"].get("deliveries_per_s"),
+                0.8,
+                at_most=False,
+            )
+            check(
+                f"{workload} CPU/1k deliveries ≤ 1.25× raw",
+                ours["ratio_to_raw"].get("cpu_s_per_1k"),
+                1.25,
+                at_most=True,
+            )
+        if sio is not None and sio["deliveries_per_s"]:
+            check(
+                f"{workload} deliveries/s ≥ 3× python-socketio",
+                round(ours["deliveries_per_s"] / sio["deliveries_per_s"], 2),
+                3.0,
+                at_most=False,
+            )
+        if ours.get("p99_at_half_max_ms") is not None:
+            check(f"{workload} p99 at half max rate < 50 ms", ours["p99_at_half_max_ms"], 50.0, at_most=True)
+    ours_any = by.get(("service", "W1")) or by.get(("service", "W2"))
+    if ours_any is not None:
+        check("RSS per idle WebSocket ≤ 16 KB", ours_any["kb_per_connection"], 16.0, at_most=True)
+    return checks
+
+
+def _fmt(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _x(ratio: Any) -> str:
+    return "" if ratio is None else f" ({ratio:.2f}×)"
+
+
+def _latencies(latency: dict[str, Any] | None) -> str:
+    latency = latency or {}
+    return " / ".join(_fmt(latency.get(key), 1) for key in ("p50", "p90", "p99", "max"))
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    summary = result["summary"]
+    machine = result["machine"]
+    options = result["options"]
+    status = "OK — no delivery lost" if summary["ok"] else "FAILED — deliveries lost or clients not connected"
+    load = (
+        f"{options['connections']:,} WebSocket clients, each in one of {options['groups']:,} W1 groups of "
+        f"{options['group_size']} and in the W2 broadcast group; steady "
+        f"{options['rate_deliveries_per_s']:,.0f} deliveries/s for {options['duration_s']:.0f} s; "
+        f"bursts of {options['burst_deliveries']:,} deliveries; prefetch {options['prefetch']}"
+    )
+    lines = [
+        "# Fan-out benchmark",
+        "",
+        f"- command: `{result['command']}`",
+        f"- date: {result['date']}; runtime {result['runtime_s']} s",
+        f"- machine: {machine['cores']} cores, {machine['cpu_model']}; Python {machine['python']}; "
+        f"{machine['platform']}; uvloop {machine['uvloop']}; aiohttp {machine['aiohttp']}; "
+        f"python-socketio {machine['python_socketio']}; RabbitMQ {machine['rabbitmq']}",
+        f"- load: {load}",
+        f"- result: {status}",
+        "",
+        "Ratios in parentheses are to the raw aiohttp floor of the same run. *deliveries/s*: the saturation "
+        "burst (a backlog published while the server was paused, then drained). Latency: the steady phase. "
+        "CPU: seconds of the server process per 1,000 deliveries, steady phase | burst. *max rate*: "
+        "deliveries/s of the highest `--find-max` step with nothing lost and p99 < 100 ms.",
+        "",
+        "| workload | server | delivered / expected | deliveries/s | p50 / p90 / p99 / max ms | "
+        "CPU s / 1k (steady \\| burst) | RSS KB/conn | max rate /s | p99 @ ½ max |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["rows"]:
+        ratios = row["ratio_to_raw"]
+        cells = [
+            f"{row['workload']} (×{row['fanout']:,})",
+            row["label"],
+            f"{row['received']:,} / {row['expected']:,}",
+            f"{_fmt(row['deliveries_per_s'])}{_x(ratios.get('deliveries_per_s'))}",
+            _latencies(row["latency_ms"]),
+            f"{_fmt(row['cpu_s_per_1k'], 4)}{_x(ratios.get('cpu_s_per_1k'))} \\| "
+            f"{_fmt(row['cpu_s_per_1k_burst'], 4)}{_x(ratios.get('cpu_s_per_1k_burst'))}",
+            f"{_fmt(row['kb_per_connection'], 1)}{_x(ratios.get('kb_per_connection'))}",
+            f"{_fmt(row['max_rate'])}{_x(ratios.get('max_rate'))}",
+            _fmt(row["p99_at_half_max_ms"], 1),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if summary["storm"]:
+        lines += [
+            "",
+            "| W3 connection storm | clients joined | failed | seconds | joins/s | connect p50 / p99 ms "
+            "| server CPU s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for storm in summary["storm"]:
+            connect = storm["connect_ms"] or {}
+            cells = [
+                storm["label"],
+                f"{storm['connections']:,}",
+                str(storm["failed"]),
+                str(storm["seconds"]),
+                f"{_fmt(storm['connects_per_s'])}{_x(storm['ratio_to_raw']['connects_per_s'])}",
+                f"{_fmt(connect.get('p50'), 1)} / {_fmt(connect.get('p99'), 1)}",
+                str(storm["server_cpu_s"]),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    if summary["targets"]:
+        lines += ["", "| target (this service, JSON) | value | met |", "|---|---|---|"]
+        for target in summary["targets"]:
+            met = {True: "yes", False: "**no**", None: "–"}[target["met"]]
+            lines.append(f"| {target['target']} | {_fmt(target['value'], 2)} | {met} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,83 @@
+"""The aio-pika consumer that feeds the comparison servers, the same kind as the service's.
+
+One queue bound with ``#`` to the benchmark's exchange, per-consumer prefetch, strict queue order (a
+single worker drains an in-memory inbox), and ack after hand-off — but one ``basic.ack`` with
+``multiple=True`` per drained batch instead of one per message, so the floor is the best this stack
+can do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+__all__ = ["Feed", "add_feed_arguments"]
+
+Handler = Callable[[bytes], Awaitable[None] | None]
+
+
+def add_feed_arguments(parser: object) -> None:
+    add = parser.add_argument  # type: ignore[attr-defined]
+    add("--host", default="127.0.0.1")
+    add("--port", type=int, required=True)
+    add("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
+    add("--exchange", required=True)
+    add("--queue", required=True)
+    add("--prefetch", type=int, default=100)
+
+
+class Feed:
+    """Consume ``queue`` (declared here, bound to ``exchange``) and call ``handler(body)`` in order."""
+
+    def __init__(self, url: str, exchange: str, queue: str, prefetch: int, handler: Handler) -> None:
+        self._url = url
+        self._exchange = exchange
+        self._queue = queue
+        self._prefetch = prefetch
+        self._handler = handler
+        self._inbox: deque[AbstractIncomingMessage] = deque()
+        self._wake = asyncio.Event()
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._connection = connection = await aio_pika.connect_robust(self._url)
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
+        exchange = await channel.declare_exchange(self._exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        queue = await channel.declare_queue(self._queue, auto_delete=True, arguments={"x-expires": 60_000})
+        await queue.bind(exchange, routing_key="#")
+        self._worker = asyncio.create_task(self._work())
+        await queue.consume(self._on_message)
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._inbox.append(message)
+        self._wake.set()
+
+    async def _work(self) -> None:
+        inbox = self._inbox
+        handler = self._handler
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            last: AbstractIncomingMessage | None = None
+            while inbox:
+                last = inbox.popleft()
+                result = handler(last.body)
+                if result is not None:
+                    await result
+            if last is not None:
+                await last.ack(multiple=True)
