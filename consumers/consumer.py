@@ -15,7 +15,9 @@ One delivery, start to end (RELIABILITY.md §1.2, STYLE.md flow 2):
    (``consumers.dead_letter``), then acked; if that publish fails, ``reject(requeue=False)`` so
    the broker dead-letters it through the queue's ``x-dead-letter-exchange``. Either way it is
    gone from the queue at once: it cannot loop, block what follows, or stop the worker.
-5. Valid → ``GroupSender.send_to_groups(groups, event.type, payload)`` → ack. If the hub raises,
+5. Valid → ``GroupSender.send_to_groups(groups, event.type, payload)`` → ack. Acks of valid events
+   are batched: the worker drains what the prefetch window has already delivered and acknowledges
+   it with one ``basic.ack`` ``multiple=True`` (``_drain``), never before the hand-off. If the hub raises,
    the same message is retried in place ``send_attempts`` times with a short backoff (order is
    kept: nothing behind it is handled meanwhile), then dead-lettered with reason ``send_failed``
    so it can be replayed. It is never requeued to the broker: with prefetch the messages behind
@@ -38,7 +40,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -131,6 +135,10 @@ class EventConsumer:
         self._consumer_channel: UnderlayChannel | None = None
 
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._type_metrics: dict[str, _TypeMetrics] = {}
+        self._writes = _WriteBatching(sender)
+        # The channel on which an unexpected error left a message unacked: no multiple acks there.
+        self._single_ack_channel: object | None = None
         self._link_ready = asyncio.Event()
         self._consuming = asyncio.Event()
         self._wake = asyncio.Event()
@@ -437,60 +445,151 @@ class EventConsumer:
                 break  # left unacked: returned to the queue when the channel closes
             self._handling = True
             try:
-                await self._handle(message)
-            except Exception:
-                log.exception("unexpected error handling a message; it will be redelivered")
+                await self._drain(message)
             finally:
                 self._handling = False
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
-        bound = log.bind(
-            messageId=message.message_id,
-            deliveryTag=message.delivery_tag,
-            redelivered=message.redelivered,
-            routingKey=message.routing_key,
-        )
-        if not _channel_open(message):
-            bound.debug("skipping a delivery from a closed channel; the broker redelivers it")
+    async def _drain(self, message: AbstractIncomingMessage) -> None:
+        """Handle ``message`` and whatever the prefetch window already put behind it, in order.
+
+        Valid events are handed off one after the other; their acks are deferred and sent as one
+        ``basic.ack`` with ``multiple=True`` (it covers every earlier delivery tag on the channel,
+        all of which were handled, in order, before it) once the inbox is empty, every half
+        prefetch window (so the broker keeps sending), or before the channel changes. Nothing is
+        acknowledged before it was handed off and flushed to the sockets.
+
+        While a backlog waits in the inbox, the hub's socket writes are held (``_WriteBatching``), so
+        a connection in the groups of several queued events gets them in one write.
+        """
+        inbox = self._inbox
+        writes = self._writes
+        deferred: list[AbstractIncomingMessage] = []
+        ack_every = max(1, self._settings.prefetch_count // 2)
+        info = _enabled(logging.INFO)
+        held = False
+        deferred_channel: object | None = None
+        try:
+            while True:
+                channel = _channel_of(message)
+                try:
+                    handed_off = await self._handle(message, channel, info=info)
+                except Exception:
+                    log.exception("unexpected error handling a message; it will be redelivered")
+                    # A later multiple ack on this channel would cover it: from now on ack one by one.
+                    self._single_ack_channel = channel
+                    handed_off = False
+                if handed_off:
+                    if deferred and channel is not deferred_channel:
+                        await self._ack_deferred(deferred)
+                    deferred_channel = channel
+                    deferred.append(message)
+                    if len(deferred) >= ack_every:
+                        await self._ack_deferred(deferred)
+                    else:
+                        if inbox.empty():
+                            writes.flush()  # nothing waiting: no reason to hold anything back
+                        elif not held:
+                            writes.hold()  # a backlog: coalesce socket writes until the next flush
+                            held = True
+                        # One turn of the event loop per message, as a per-message ack gave: a
+                        # stop() (SIGTERM) still takes effect after the current message.
+                        await asyncio.sleep(0)
+                if not self._accepting:
+                    break  # stopping: what is still in the inbox stays unacked and comes back
+                try:
+                    message = inbox.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+            await self._ack_deferred(deferred)
+        finally:
+            if held:
+                writes.release()
+
+    async def _ack_deferred(self, deferred: list[AbstractIncomingMessage]) -> None:
+        if not deferred:
             return
+        self._writes.flush()  # acknowledged means handed to the sockets' transports
+        batch = deferred[:]
+        deferred.clear()
+        last = batch[-1]
+        if len(batch) == 1:
+            await self._settle(last, ack=True, bound=log)
+        elif _channel_of(last) is self._single_ack_channel:
+            for message in batch:
+                await self._settle(message, ack=True, bound=log)
+        else:
+            await self._settle(last, ack=True, bound=log, multiple=True)
+
+    async def _handle(
+        self, message: AbstractIncomingMessage, channel: object | None = None, *, info: bool = True
+    ) -> bool:
+        """Handle one message; ``True`` means it was handed off and the caller must ack it.
+
+        ``channel`` is ``_channel_of(message)`` when the caller has it already.
+        """
+        if channel is None:
+            channel = _channel_of(message)
+        if channel is None or getattr(channel, "is_closed", False):
+            log.debug(
+                "skipping a delivery from a closed channel; the broker redelivers it",
+                **_message_fields(message),
+            )
+            return False
         key = message_key(message.message_id, message.body)
         if message.redelivered and self._dedup.seen(key):
+            self._writes.flush()
+            bound = log.bind(**_message_fields(message))
             metrics.EVENTS_DUPLICATE.inc()
             bound.info("redelivered message already handled; acknowledging without pushing")
             await self._settle(message, ack=True, bound=bound)
-            return
+            return False
         try:
             check_content_headers(message.content_type, message.content_encoding)
             event = parse_event(message.body, max_bytes=self._settings.max_event_bytes)
         except EventValidationError as error:
             metrics.EVENTS_CONSUMED.labels(type=metrics.INVALID).inc()
+            bound = log.bind(**_message_fields(message))
             await self._dead_letter(message, key, error.reason.value, error.detail, bound)
-            return
-        metrics.EVENTS_CONSUMED.labels(type=event.type).inc()
-        bound = bound.bind(**_log_fields(event))
+            return False
+        by_type = self._type_metrics.get(event.type)
+        if by_type is None:
+            by_type = self._type_metrics[event.type] = _TypeMetrics(event.type)
+        by_type.consumed.inc()
         groups = groups_for(event)
-        delivered = await self._hand_off(event, groups, bound)
+        delivered = await self._hand_off(event, groups, message)
         if delivered is None:
+            bound = log.bind(**_message_fields(message), **_log_fields(event))
             detail = f"send_to_groups failed {self._send_attempts} times; see the instance's logs"
             await self._dead_letter(message, key, metrics.SEND_FAILED, detail, bound)
-            return
-        metrics.EVENTS_DELIVERED.labels(type=event.type).inc(delivered)
+            return False
+        by_type.delivered.inc(delivered)
         latency = _latency_seconds(message, event)
         if latency is not None:
-            metrics.EVENT_LATENCY.labels(type=event.type).observe(latency)
+            by_type.latency.observe(latency)
         self._dedup.remember(key)
-        bound.info("event delivered", groups=list(groups), connections=delivered)
-        await self._settle(message, ack=True, bound=bound)
+        if info:
+            log.info(
+                "event delivered",
+                **_message_fields(message),
+                **_log_fields(event),
+                groups=list(groups),
+                connections=delivered,
+            )
+        return True
 
-    async def _hand_off(self, event: Event, groups: Sequence[str], bound: Any) -> int | None:
+    async def _hand_off(
+        self, event: Event, groups: Sequence[str], message: AbstractIncomingMessage
+    ) -> int | None:
         payload = event.to_client_payload()
         for attempt in range(1, self._send_attempts + 1):
             try:
                 return self._sender.send_to_groups(groups, event.type, payload)
-            except Exception as error:  # noqa: BLE001 - the hub is another component; its failure must not lose the event
+            except Exception as error:  # the hub is another component; its failure must not lose the event
                 metrics.SEND_FAILURES.inc()
-                bound.warning(
+                log.warning(
                     "hub send_to_groups failed",
+                    **_message_fields(message),
+                    **_log_fields(event),
                     attempt=attempt,
                     of=self._send_attempts,
                     error=f"{type(error).__name__}: {error}",
@@ -503,6 +602,7 @@ class EventConsumer:
     async def _dead_letter(
         self, message: AbstractIncomingMessage, key: str, reason: str, detail: str, bound: Any
     ) -> None:
+        self._writes.flush()  # nothing handed off waits behind a broker round trip
         bound = bound.bind(reason=reason, error=detail)
         exchange = self._dead_letter_exchange
         outgoing = dead_letter_message(
@@ -535,11 +635,13 @@ class EventConsumer:
         bound.warning("message dead-lettered")
         await self._settle(message, ack=True, bound=bound)
 
-    async def _settle(self, message: AbstractIncomingMessage, *, ack: bool, bound: Any) -> bool:
+    async def _settle(
+        self, message: AbstractIncomingMessage, *, ack: bool, bound: Any, multiple: bool = False
+    ) -> bool:
         """Ack, or reject without requeue; a closed channel means the broker redelivers instead."""
         try:
             if ack:
-                await message.ack()
+                await message.ack(multiple=multiple)
             else:
                 await message.reject(requeue=False)
         except _TRANSIENT as error:
@@ -572,12 +674,58 @@ class EventConsumer:
             log.warning("broker connection did not close cleanly", error=f"{type(error).__name__}: {error}")
 
 
-def _channel_open(message: AbstractIncomingMessage) -> bool:
+class _WriteBatching:
+    """The sender's optional write coalescing (``hold_writes``/``flush_writes``/``release_writes``).
+
+    A hub that has it lets connections receive several events in one socket write while the
+    consumer drains a backlog; any other ``GroupSender`` works unchanged.
+    """
+
+    __slots__ = ("flush", "hold", "release")
+
+    def __init__(self, sender: GroupSender) -> None:
+        self.hold: Callable[[], None] = getattr(sender, "hold_writes", _nothing)
+        self.flush: Callable[[], None] = getattr(sender, "flush_writes", _nothing)
+        self.release: Callable[[], None] = getattr(sender, "release_writes", _nothing)
+
+
+def _nothing() -> None:
+    return None
+
+
+class _TypeMetrics:
+    """The labelled metric children of one event type, looked up once instead of per message."""
+
+    __slots__ = ("consumed", "delivered", "latency")
+
+    def __init__(self, event_type: str) -> None:
+        self.consumed = metrics.EVENTS_CONSUMED.labels(type=event_type)
+        self.delivered = metrics.EVENTS_DELIVERED.labels(type=event_type)
+        self.latency = metrics.EVENT_LATENCY.labels(type=event_type)
+
+
+def _enabled(level: int) -> bool:
+    """Whether the service's logger emits ``level`` (checked once per batch, not per message)."""
     try:
-        channel = message.channel
+        return bool(log.isEnabledFor(level))
+    except AttributeError:  # a structlog configuration without stdlib levels: assume it does
+        return True
+
+
+def _message_fields(message: AbstractIncomingMessage) -> dict[str, Any]:
+    return {
+        "messageId": message.message_id,
+        "deliveryTag": message.delivery_tag,
+        "redelivered": message.redelivered,
+        "routingKey": message.routing_key,
+    }
+
+
+def _channel_of(message: AbstractIncomingMessage) -> object | None:
+    try:
+        return message.channel
     except ChannelInvalidStateError:
-        return False
-    return not channel.is_closed
+        return None
 
 
 def _log_fields(event: Event) -> dict[str, str]:
@@ -599,7 +747,7 @@ def _latency_seconds(message: AbstractIncomingMessage, event: Event) -> float | 
         return None
     if sent_at.tzinfo is None:
         sent_at = sent_at.replace(tzinfo=UTC)
-    return max(0.0, (datetime.now(UTC) - sent_at).total_seconds())
+    return max(0.0, time.time() - sent_at.timestamp())
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
