@@ -24,12 +24,15 @@ from service.auth import Principal
 from service.protocol import TransferFormat, new_connection_id
 
 __all__ = [
+    "WRITE_BATCH",
     "ConnectionApplication",
     "ConnectionManager",
     "ConnectionState",
+    "HeldWrites",
     "HttpConnection",
     "Outgoing",
     "Sink",
+    "WriteBatch",
 ]
 
 log = structlog.get_logger(__name__)
@@ -47,6 +50,54 @@ class Outgoing:
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
         self.ws_frame: bytes | None = None
+
+
+class HeldWrites(Protocol):
+    """A sink that keeps bytes while ``WRITE_BATCH`` is held."""
+
+    def flush_held(self) -> None:
+        """Write what it keeps, as one write."""
+        ...
+
+
+class WriteBatch:
+    """Coalescing of writes under load: one socket write per connection for several group sends.
+
+    While ``held`` (the RabbitMQ consumer holds it while it drains a backlog of events), a sink may
+    keep what it is given in its own bounded buffer and register itself here instead of writing at
+    once; ``flush()`` makes every such sink write its buffer, one write per connection, in order.
+    The holder flushes before it acknowledges anything and when it has nothing more queued, so
+    writes are only ever delayed while more work is already waiting — never at low load. Sinks that
+    do not coalesce simply ignore it.
+    """
+
+    __slots__ = ("_dirty", "held")
+
+    def __init__(self) -> None:
+        self.held = 0
+        self._dirty: list[HeldWrites] = []
+
+    def hold(self) -> None:
+        self.held += 1
+
+    def release(self) -> None:
+        self.held = max(0, self.held - 1)
+        if not self.held:
+            self.flush()
+
+    def defer(self, sink: HeldWrites) -> None:
+        """``sink`` has started keeping bytes: flush it at the next ``flush()``."""
+        self._dirty.append(sink)
+
+    def flush(self) -> None:
+        while self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for sink in dirty:
+                sink.flush_held()
+
+
+WRITE_BATCH = WriteBatch()
+"""The process's one write batch (the event loop is single-threaded, and so is batching)."""
 
 
 class Sink(Protocol):
@@ -259,24 +310,26 @@ class ConnectionManager:
 
     def scan(self) -> None:
         """Heartbeat: dispose connections left without a transport longer than DisconnectTimeout."""
-        deadline = self._clock() - self._disconnect_timeout
+        now = self._clock()
+        deadline = now - self._disconnect_timeout
         for token, (_, sink, closed_at) in list(self._draining.items()):
             if sink.drained or closed_at < deadline:
                 del self._draining[token]
+        active = ConnectionState.ACTIVE
+        # This visits every connection every second: the common case (active, nothing stalled) is
+        # kept to two attribute reads and one call.
         for connection in list(self._by_token.values()):
-            if (
-                connection.state in (ConnectionState.NEGOTIATED, ConnectionState.INACTIVE)
-                and connection.inactive_since < deadline
-            ):
-                log.info(
-                    "connection.expired", connectionId=connection.connection_id, state=connection.state.value
-                )
+            state = connection.state
+            if state is active:
+                attached = connection.sink
+                if attached is None or not attached.is_stalled(now):
+                    continue
+            elif state is ConnectionState.CLOSED or connection.inactive_since >= deadline:
+                continue
+            if state is not active:
+                log.info("connection.expired", connectionId=connection.connection_id, state=state.value)
                 self.dispose(connection)
-            elif (
-                connection.state is ConnectionState.ACTIVE
-                and connection.sink is not None
-                and connection.sink.is_stalled(self._clock())
-            ):
+            else:
                 log.warning(
                     "connection.slow_client", connectionId=connection.connection_id, reason="send_timeout"
                 )

@@ -253,7 +253,8 @@ class HubConnection:
         if replay is not None:
             replay.record_sent(out.payload)
         self.last_written = self._handler.now
-        return self.connection.write(out)
+        sink = self.connection.sink  # HttpConnection.write, inlined: this runs once per member
+        return True if sink is None else sink.write(out)
 
     def _write(self, out: Outgoing) -> bool:
         self.last_written = self._handler.now
@@ -286,15 +287,17 @@ class HubConnection:
     # --- heartbeat ----------------------------------------------------------------------------
 
     def tick(self, now: float, wall_clock: float) -> None:
-        """Called about once a second by the heartbeat."""
+        """Called about once a second by the heartbeat, for every connection: keep the common path short."""
         if self.closed:
             return
         options = self._handler.options
-        if self.protocol is None:
+        protocol = self.protocol
+        if protocol is None:
             if now >= self.handshake_deadline:
                 self._fail_handshake("Handshake was canceled.")
             return
-        if options.close_on_authentication_expiration and wall_clock >= self.principal.expires_at:
+        connection = self.connection
+        if options.close_on_authentication_expiration and wall_clock >= connection.principal.expires_at:
             log.info("connection.token_expired", connectionId=self.connection_id)
             self.close(allow_reconnect=True, reason="token_expired")
             return
@@ -306,7 +309,6 @@ class HubConnection:
                 reason="client_timeout",
             )
             return
-        connection = self.connection
         if connection.sink is None:
             return  # a stateful WebSocket waiting for its resume
         replay = self._replay
@@ -316,11 +318,10 @@ class HubConnection:
                 self.send(AckMessage(sequence_id))
         # Long polling has inherent keep-alive: no Pings (SIGNALR.md §2.5).
         if (
-            connection.transport is not Transport.LONG_POLLING
-            and now - self.last_written >= options.keep_alive
+            now - self.last_written >= options.keep_alive
+            and connection.transport is not Transport.LONG_POLLING
         ):
-            assert self.protocol is not None
-            self._write(self._handler.ping_for(self.protocol))
+            self._write(self._handler.ping_for(protocol))
 
     # --- closing ------------------------------------------------------------------------------
 

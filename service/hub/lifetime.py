@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from service.connections import Outgoing
+from service.connections import WRITE_BATCH, Outgoing
 from service.metrics import GROUP_MEMBERSHIPS, HUB_DELIVERIES, SLOW_CLIENT_DISCONNECTS
-from service.protocol import HubMessage, InvocationMessage
+from service.protocol import HubMessage, HubProtocol, InvocationMessage
 
 if TYPE_CHECKING:
     from service.hub.connection import HubConnection
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["HubLifetimeManager"]
 
 log = structlog.get_logger(__name__)
+
+# HUB_DELIVERIES' child per protocol name, looked up once (labels() takes a lock and validates).
+_DELIVERIES: dict[str, Any] = {}
 
 
 def _group_kind(group: str) -> str:
@@ -91,6 +94,17 @@ class HubLifetimeManager:
 
     # --- sending ------------------------------------------------------------------------------
 
+    def hold_writes(self) -> None:
+        """Under load: let sinks coalesce what the next sends give them (see ``WriteBatch``)."""
+        WRITE_BATCH.hold()
+
+    def flush_writes(self) -> None:
+        """Write everything held so far to the sockets (one write per connection); stay held."""
+        WRITE_BATCH.flush()
+
+    def release_writes(self) -> None:
+        WRITE_BATCH.release()
+
     def send_to_groups(self, groups: Sequence[str], target: str, argument: Any) -> int:
         """Invoke ``target(argument)`` on every member of ``groups``, each connection at most once."""
         if len(groups) == 1:
@@ -116,25 +130,39 @@ class HubLifetimeManager:
         encoded: dict[str, Outgoing] = {}
         delivered: dict[str, int] = {}
         slow: list[HubConnection] = []
+        # Members of a group mostly share one protocol: remember the last one instead of a dict
+        # lookup per member (this loop runs once per recipient).
+        last_protocol: HubProtocol | None = None
+        out: Outgoing | None = None
+        name = ""
+        count = 0
         for member in members:
             protocol = member.protocol
             if protocol is None:
                 continue  # still in its handshake: not a member of anything yet
-            name = protocol.name
-            out = encoded.get(name)
-            if out is None:
-                out = encoded[name] = Outgoing(protocol.write(message))
-                delivered[name] = 0
-            if member.send_outgoing(out):
-                delivered[name] += 1
+            if protocol is not last_protocol:
+                if last_protocol is not None:
+                    delivered[name] = delivered.get(name, 0) + count
+                name = protocol.name
+                out = encoded.get(name)
+                if out is None:
+                    out = encoded[name] = Outgoing(protocol.write(message))
+                last_protocol, count = protocol, 0
+            if member.send_outgoing(out):  # type: ignore[arg-type]  # set together with last_protocol
+                count += 1
             else:
                 slow.append(member)
+        if last_protocol is not None:
+            delivered[name] = delivered.get(name, 0) + count
         for member in slow:
             log.warning("connection.slow_client", connectionId=member.connection_id, reason="buffer_full")
             SLOW_CLIENT_DISCONNECTS.labels("buffer_full").inc()
             member.abort("slow_client")
         total = 0
         for name, count in delivered.items():
-            HUB_DELIVERIES.labels(name).inc(count)
+            counter = _DELIVERIES.get(name)
+            if counter is None:
+                counter = _DELIVERIES[name] = HUB_DELIVERIES.labels(name)
+            counter.inc(count)
             total += count
         return total

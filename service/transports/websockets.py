@@ -7,7 +7,9 @@ format the handshake picked).
 Rule: outbound writes never await. The frame for a group send is built once per protocol and written
 straight to the socket's transport (aiohttp writes uncompressed frames synchronously too, so frames
 never interleave); the transport's own buffer is the outbox, bounded by ``max_buffered`` — beyond
-that, or with no progress for ``send_timeout``, the client is too slow and is dropped.
+that, or with no progress for ``send_timeout``, the client is too slow and is dropped. While the
+consumer holds ``WRITE_BATCH`` (it is draining a backlog), frames wait in the sink, counted against
+the same bound, and go out as one write per socket when it flushes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from config.settings import Transport
-from service.connections import ConnectionManager, HttpConnection, Outgoing
+from service.connections import WRITE_BATCH, ConnectionManager, HttpConnection, Outgoing
 from service.protocol import TransferFormat
 
 __all__ = ["WebSocketSink", "build_frame", "serve_websocket"]
@@ -52,9 +54,12 @@ class WebSocketSink:
     __slots__ = (
         "_connection",
         "_max_buffered",
+        "_pending",
+        "_pending_size",
         "_progress",
         "_send_timeout",
         "_stalled_since",
+        "_transport",
         "_written",
         "ws",
     )
@@ -63,15 +68,20 @@ class WebSocketSink:
         self, ws: web.WebSocketResponse, connection: HttpConnection, *, max_buffered: int, send_timeout: float
     ) -> None:
         self.ws = ws
+        # The socket's transport, looked up once: a group send writes to it once per member.
+        self._transport = ws._req.transport if ws._req is not None else None
         self._connection = connection
         self._max_buffered = max_buffered
         self._send_timeout = send_timeout
         self._written = 0
         self._progress = 0
         self._stalled_since: float | None = None
+        # Frames held back while WRITE_BATCH is held; written as one write by flush_held.
+        self._pending: list[bytes] | None = None
+        self._pending_size = 0
 
     def write(self, out: Outgoing) -> bool:
-        transport = self.ws._req.transport if self.ws._req is not None else None
+        transport = self._transport
         if transport is None or transport.is_closing():
             return True  # going away already; the read loop will notice and clean up
         frame = out.ws_frame
@@ -79,19 +89,47 @@ class WebSocketSink:
             frame = out.ws_frame = build_frame(
                 out.payload, binary=self._connection.transfer_format is TransferFormat.BINARY
             )
-        if transport.get_write_buffer_size() + len(frame) > self._max_buffered:
+        size = len(frame)
+        pending = self._pending
+        if pending is not None:
+            # Bounded as if written: what waits here counts against the same limit.
+            if transport.get_write_buffer_size() + self._pending_size + size > self._max_buffered:
+                return False
+            pending.append(frame)
+            self._pending_size += size
+            return True
+        if transport.get_write_buffer_size() + size > self._max_buffered:
             return False
+        if WRITE_BATCH.held:
+            self._pending = [frame]
+            self._pending_size = size
+            WRITE_BATCH.defer(self)
+            return True
         transport.write(frame)
-        self._written += len(frame)
+        self._written += size
         return True
 
+    def flush_held(self) -> None:
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        self._pending_size = 0
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        transport.write(data)
+        self._written += len(data)
+
     def is_stalled(self, now: float) -> bool:
-        request = self.ws._req
-        if request is None or request.transport is None:
+        transport = self._transport
+        if transport is None:
             return False
-        pending = request.transport.get_write_buffer_size()
+        pending = transport.get_write_buffer_size()
         if pending == 0:
-            self._stalled_since = None
+            if self._stalled_since is not None:
+                self._stalled_since = None
             return False
         drained = self._written - pending
         if drained != self._progress or self._stalled_since is None:
@@ -105,6 +143,7 @@ class WebSocketSink:
         return True
 
     def close(self) -> None:
+        self.flush_held()  # held frames (e.g. a Close message) go out before the close frame
         task = asyncio.ensure_future(self._close())
         _background.add(task)
         task.add_done_callback(_background.discard)
@@ -113,9 +152,8 @@ class WebSocketSink:
         try:
             await asyncio.wait_for(self.ws.close(), _CLOSE_TIMEOUT)
         except (TimeoutError, ConnectionError):
-            request = self.ws._req
-            if request is not None and request.transport is not None:
-                request.transport.abort()
+            if self._transport is not None:
+                self._transport.abort()
 
 
 async def serve_websocket(
