@@ -65,7 +65,7 @@ from consumers.connection import JitteredRobustConnection, amqp_url, connect_wit
 from consumers.dead_letter import dead_letter_message
 from consumers.dedup import RedeliveryFilter, message_key
 from consumers.errors import BrokerConfigurationError
-from consumers.ports import GroupSender
+from consumers.ports import GroupSender, WriteCoalescing
 from consumers.routes import groups_for
 from consumers.topology import DeclaredTopology, Topology, declare_topology
 from schemas import (
@@ -675,18 +675,20 @@ class EventConsumer:
 
 
 class _WriteBatching:
-    """The sender's optional write coalescing (``hold_writes``/``flush_writes``/``release_writes``).
-
-    A hub that has it lets connections receive several events in one socket write while the
-    consumer drains a backlog; any other ``GroupSender`` works unchanged.
-    """
+    """The sender's write coalescing (``ports.WriteCoalescing``) if it has it, else nothing to do."""
 
     __slots__ = ("flush", "hold", "release")
 
     def __init__(self, sender: GroupSender) -> None:
-        self.hold: Callable[[], None] = getattr(sender, "hold_writes", _nothing)
-        self.flush: Callable[[], None] = getattr(sender, "flush_writes", _nothing)
-        self.release: Callable[[], None] = getattr(sender, "release_writes", _nothing)
+        self.hold: Callable[[], None] = _nothing
+        self.flush: Callable[[], None] = _nothing
+        self.release: Callable[[], None] = _nothing
+        if isinstance(sender, WriteCoalescing):
+            self.hold, self.flush, self.release = (
+                sender.hold_writes,
+                sender.flush_writes,
+                sender.release_writes,
+            )
 
 
 def _nothing() -> None:

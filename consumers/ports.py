@@ -7,9 +7,9 @@ structurally.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["GroupSender"]
+__all__ = ["GroupSender", "WriteCoalescing"]
 
 
 class GroupSender(Protocol):
@@ -22,3 +22,20 @@ class GroupSender(Protocol):
         to. ``argument`` must be JSON-compatible (dicts, lists, str, int, float, bool, None).
         """
         ...
+
+
+@runtime_checkable
+class WriteCoalescing(Protocol):
+    """Optional: a sender that can merge a connection's writes while the consumer drains a backlog.
+
+    Between ``hold_writes()`` and ``release_writes()`` the sender may keep what ``send_to_groups``
+    hands a connection and write it later as one write; ``flush_writes()`` writes everything kept.
+    The consumer flushes before it acknowledges anything, so "acked" still means "handed to the
+    sockets". A sender without these methods works unchanged.
+    """
+
+    def hold_writes(self) -> None: ...
+
+    def flush_writes(self) -> None: ...
+
+    def release_writes(self) -> None: ...
