@@ -26,6 +26,7 @@ __all__ = ["AuthComponents", "create_auth"]
 logger = logging.getLogger(__name__)
 
 DEV_JWKS_FILE_NAME = "jwks.json"
+VERIFIED_TOKEN_CACHE_SIZE = 4096  # tokens, each kept until it expires or falls out (LRU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,13 @@ async def create_auth(
         session_factory=session_factory,
     )
     validator = TokenValidator(
-        jwks, issuer=issuer, audience=audience, leeway=settings.auth_leeway_seconds, claims=claim_names
+        jwks,
+        issuer=issuer,
+        audience=audience,
+        leeway=settings.auth_leeway_seconds,
+        claims=claim_names,
+        retain_claims=False,
+        cache_size=VERIFIED_TOKEN_CACHE_SIZE,
     )
     policy = GroupPolicy(
         Roles(

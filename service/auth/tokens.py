@@ -24,6 +24,7 @@ import json
 import math
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -215,6 +216,8 @@ class TokenValidator:
         clock: Callable[[], float] = time.time,
         token_uses: Collection[str] = TOKEN_USES,
         max_token_length: int = MAX_TOKEN_LENGTH,
+        retain_claims: bool = True,
+        cache_size: int = 0,
     ) -> None:
         if not issuer:
             raise ValueError("issuer is required (the user pool's exact issuer URL)")
@@ -233,6 +236,13 @@ class TokenValidator:
         self._clock = clock
         self._token_uses = frozenset(token_uses)
         self._max_token_length = max_token_length
+        # The service keeps a principal per connection for hours: without the raw claims it is ~2 KB
+        # smaller, and nothing after validation reads them.
+        self._retain_claims = retain_claims
+        # A client presents the same token on negotiate, on the transport request and on every long
+        # poll: remember verified tokens (until they expire) instead of verifying RS256 each time.
+        self._cache_size = cache_size
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
 
     @property
     def issuer(self) -> str:
@@ -244,6 +254,21 @@ class TokenValidator:
 
     async def validate(self, token: str) -> Principal:
         """The principal a valid token describes; ``AuthenticationError`` for anything else."""
+        if self._cache_size:
+            cached = self._verified.get(token)
+            if cached is not None:
+                if self._clock() <= cached.expires_at + self._leeway:
+                    self._verified.move_to_end(token)
+                    return cached
+                del self._verified[token]  # expired: the full check below says so, precisely
+        principal = await self._verify(token)
+        if self._cache_size:
+            self._verified[token] = principal
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         header = parse_header(token, max_length=self._max_token_length)
         alg = header.get("alg")
         if alg != ALGORITHM:
@@ -345,7 +370,7 @@ class TokenValidator:
             regions=_regions(claims, names.region),
             contractor_id=canonical_uuid(contractor) or contractor,
             expires_at=exp,
-            claims=claims,
+            claims=claims if self._retain_claims else {},
         )
 
 

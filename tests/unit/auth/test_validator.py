@@ -598,3 +598,51 @@ def test_principal_can_be_built_directly() -> None:
     assert principal == Principal(
         "s", None, "access", frozenset({"Dispatcher"}), frozenset({"north"}), None, 0.0
     )
+
+
+# --- the verified-token cache the service turns on --------------------------------------------------
+
+
+async def test_cache_verifies_a_token_once_until_it_expires(
+    timed_factory: TokenFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jwks = timed_factory.jwks_cache()
+    validator = timed_factory.validator(jwks, clock=clock, cache_size=2, leeway=10, retain_claims=False)
+    verified: list[str] = []
+    real_verify = validator._verify
+
+    async def counting(token: str) -> Principal:
+        verified.append(token)
+        return await real_verify(token)
+
+    monkeypatch.setattr(validator, "_verify", counting)
+    token = timed_factory.dispatcher(ttl_seconds=60)
+    first = await validator.validate(token)
+    assert await validator.validate(token) is first  # negotiate, upgrade, polls: verified once
+    assert verified == [token]
+    assert dict(first.claims) == {}  # the service keeps no raw claims per connection
+
+    clock.advance(60 + 11)  # past exp + leeway: the cache must not keep an expired token alive
+    with pytest.raises(AuthenticationError) as expired:
+        await validator.validate(token)
+    assert expired.value.reason == "expired"
+    await jwks.close()
+
+
+async def test_cache_is_bounded_and_forgets_the_least_recent(
+    token_factory: TokenFactory, jwks: JwksCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    validator = token_factory.validator(jwks, cache_size=2)
+    verified: list[str] = []
+    real_verify = validator._verify
+
+    async def counting(token: str) -> Principal:
+        verified.append(token)
+        return await real_verify(token)
+
+    monkeypatch.setattr(validator, "_verify", counting)
+    a, b, c = (token_factory.dispatcher() for _ in range(3))
+    for token in (a, b, a, c, a, b):
+        await validator.validate(token)
+    assert verified == [a, b, c, b]  # c pushed out b (a was used more recently)
+    assert len(validator._verified) == 2
