@@ -8,6 +8,7 @@ can do.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 from collections import deque
@@ -15,8 +16,11 @@ from collections.abc import Awaitable, Callable
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
 
-__all__ = ["Feed", "add_feed_arguments"]
+from bench.wire import raise_fd_limit
+
+__all__ = ["Feed", "add_feed_arguments", "attach_feed", "run_server"]
 
 Handler = Callable[[bytes], Awaitable[None] | None]
 
@@ -81,3 +85,26 @@ class Feed:
                     await result
             if last is not None:
                 await last.ack(multiple=True)
+
+
+def attach_feed(app: web.Application, feed: Feed) -> None:
+    """Run ``feed`` for the application's lifetime (started on startup, stopped on cleanup)."""
+
+    async def feed_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+        await feed.start()
+        yield
+        await feed.stop()
+
+    app.cleanup_ctx.append(feed_ctx)
+
+
+def run_server(prog: str, build_app: Callable[[argparse.Namespace], web.Application]) -> None:
+    """The common ``main`` of the comparison servers: arguments, fd limit, uvloop, serve."""
+    parser = argparse.ArgumentParser(prog=prog)
+    add_feed_arguments(parser)
+    args = parser.parse_args()
+    raise_fd_limit()
+    import uvloop
+
+    uvloop.install()
+    web.run_app(build_app(args), host=args.host, port=args.port, print=None, access_log=None)

@@ -14,8 +14,7 @@ import orjson
 import socketio
 from aiohttp import web
 
-from bench.servers.feed import Feed, add_feed_arguments
-from bench.wire import raise_fd_limit
+from bench.servers.feed import Feed, attach_feed, run_server
 
 
 def build_app(args: argparse.Namespace) -> web.Application:
@@ -32,26 +31,14 @@ def build_app(args: argparse.Namespace) -> web.Application:
 
     feed = Feed(args.amqp, args.exchange, args.queue, args.prefetch, on_event)
 
-    async def feed_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-        await feed.start()
-        yield
-        await feed.stop()
-
     app = web.Application()
     sio.attach(app)
-    app.cleanup_ctx.append(feed_ctx)
+    attach_feed(app, feed)
     return app
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.servers.socketio_server")
-    add_feed_arguments(parser)
-    args = parser.parse_args()
-    raise_fd_limit()
-    import uvloop
-
-    uvloop.install()
-    web.run_app(build_app(args), host=args.host, port=args.port, print=None, access_log=None)
+    run_server("python -m bench.servers.socketio_server", build_app)
 
 
 if __name__ == "__main__":
