@@ -24,6 +24,7 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from config.settings import Settings, Transport
+from consumers import publish as contract
 from consumers.publish import EventPublisher
 from tests.support.nginx import running_nginx
 from tests.support.server import RunningService, dev_settings, running_service
@@ -49,28 +50,13 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 
 def recommendation_ready(region: str = REGION) -> dict[str, Any]:
-    return {
-        "type": "RecommendationReady",
-        "jobId": str(uuid.uuid4()),
-        "requestId": str(uuid.uuid4()),
-        "region": region,
-        "configVersion": 3,
-        "generatedAt": "2026-11-26T10:00:00.123+01:00",
-    }
+    return contract.recommendation_ready(
+        region=region, configVersion=3, generatedAt="2026-11-26T10:00:00.123+01:00"
+    )
 
 
 def job_assigned(region: str = REGION) -> dict[str, Any]:
-    return {
-        "type": "JobAssigned",
-        "jobId": str(uuid.uuid4()),
-        "contractorId": str(uuid.uuid4()),
-        "assignmentId": str(uuid.uuid4()),
-        "startUtc": "2026-11-27T08:00:00Z",
-        "endUtc": "2026-11-27T10:00:00Z",
-        "region": region,
-        "source": "auto",
-        "auditId": str(uuid.uuid4()),
-    }
+    return contract.job_assigned(region=region, contractor_id=str(uuid.uuid4()))
 
 
 async def publish(service: RunningService, event: dict[str, Any]) -> None:

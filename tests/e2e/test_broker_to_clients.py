@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings
 from consumers.dead_letter import REASON_HEADER
-from consumers.publish import routing_key_for
+from consumers.publish import job_assigned, recommendation_ready, routing_key_for
 from schemas import parse_event
 from tests.support.broker import BrokerAdmin, TcpProxy
 from tests.support.jsclient import NodeDriver
@@ -32,30 +32,21 @@ LISTEN = ("RecommendationReady", "JobAssigned")
 SettingsFactory = Callable[..., Settings]
 
 
-def recommendation(region: str = "north-america", **extra: Any) -> dict[str, Any]:
-    return {
-        "type": "RecommendationReady",
-        "jobId": str(uuid.uuid4()),
-        "requestId": str(uuid.uuid4()),
-        "region": region,
-        "configVersion": 7,
-        "generatedAt": "2026-11-26T10:00:00.250+01:00",
-        **extra,
-    }
+def recommendation(region: str = "north-america", **fields: Any) -> dict[str, Any]:
+    # A timestamp with fraction and offset: clients must get it exactly as published.
+    return recommendation_ready(
+        region=region, configVersion=7, generatedAt="2026-11-26T10:00:00.250+01:00", **fields
+    )
 
 
 def assignment(contractor_id: str, region: str = "north-america") -> dict[str, Any]:
-    return {
-        "type": "JobAssigned",
-        "jobId": str(uuid.uuid4()),
-        "contractorId": contractor_id,
-        "assignmentId": str(uuid.uuid4()),
-        "startUtc": "2026-11-27T08:00:00Z",
-        "endUtc": "2026-11-27T12:30:00.5+00:00",
-        "region": region,
-        "source": "manual",
-        "auditId": str(uuid.uuid4()),
-    }
+    return job_assigned(
+        region=region,
+        contractor_id=contractor_id,
+        startUtc="2026-11-27T08:00:00Z",
+        endUtc="2026-11-27T12:30:00.5+00:00",
+        source="manual",
+    )
 
 
 def hub_and_broker_settings(make: SettingsFactory, tokens: TokenFactory, **overrides: Any) -> Settings:
