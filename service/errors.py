@@ -6,7 +6,7 @@ module holds the ones the hub and transports share. Each names whose fault it is
 
 from __future__ import annotations
 
-__all__ = ["ConnectionGoneError", "HubError", "HubException"]
+__all__ = ["HubError", "HubException"]
 
 
 class HubError(Exception):
@@ -19,7 +19,3 @@ class HubException(HubError):
     Like ASP.NET's ``HubException``: its message reaches the client (prefixed ``HubException: ``)
     even when detailed errors are off; any other exception's message stays on the server.
     """
-
-
-class ConnectionGoneError(HubError):
-    """The connection closed while something was being done for it."""

@@ -18,7 +18,6 @@ Rule: this module is the one place where a refusal becomes an HTTP status; the t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -113,12 +112,6 @@ class HubEndpoint:
         self._options = options
         self._available = options.available_transports()
         self._send_locks: dict[str, asyncio.Lock] = {}
-
-    def routes(self, path: str) -> Sequence[web.AbstractRouteDef]:
-        return [
-            web.route("*", f"{path}/negotiate", self.negotiate),
-            web.route("*", path, self.connect),
-        ]
 
     # --- shared checks --------------------------------------------------------------------------
 
