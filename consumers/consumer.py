@@ -15,7 +15,7 @@ One delivery, start to end (RELIABILITY.md §1.2, STYLE.md flow 2):
    (``consumers.dead_letter``), then acked; if that publish fails, ``reject(requeue=False)`` so
    the broker dead-letters it through the queue's ``x-dead-letter-exchange``. Either way it is
    gone from the queue at once: it cannot loop, block what follows, or stop the worker.
-5. Valid → ``GroupSender.send_to_groups(groups, event.type, payload)`` → ack. Acks of valid events
+5. Valid → ``GroupSender.send_groups(groups, event.type, payload)`` → ack. Acks of valid events
    are batched: the worker drains what the prefetch window has already delivered and acknowledges
    it with one ``basic.ack`` ``multiple=True`` (``_drain``), never before the hand-off. If the hub raises,
    the same message is retried in place ``send_attempts`` times with a short backoff (order is
@@ -106,6 +106,7 @@ class EventConsumer:
         send_attempts: int = 3,
         send_retry_delay_seconds: float = 0.05,
         on_fatal: Callable[[BrokerConfigurationError], None] | None = None,
+        writes: WriteCoalescing | None = None,
     ) -> None:
         if send_attempts < 1:
             raise ValueError("send_attempts must be at least 1")
@@ -136,7 +137,7 @@ class EventConsumer:
 
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._type_metrics: dict[str, _TypeMetrics] = {}
-        self._writes = _WriteBatching(sender)
+        self._writes: WriteCoalescing = writes if writes is not None else _NoCoalescing()
         # The channel on which an unexpected error left a message unacked: no multiple acks there.
         self._single_ack_channel: object | None = None
         self._link_ready = asyncio.Event()
@@ -458,7 +459,7 @@ class EventConsumer:
         prefetch window (so the broker keeps sending), or before the channel changes. Nothing is
         acknowledged before it was handed off and flushed to the sockets.
 
-        While a backlog waits in the inbox, the hub's socket writes are held (``_WriteBatching``), so
+        While a backlog waits in the inbox, the hub's socket writes are held (``WriteCoalescing``), so
         a connection in the groups of several queued events gets them in one write.
         """
         inbox = self._inbox
@@ -559,7 +560,7 @@ class EventConsumer:
         delivered = await self._hand_off(event, groups, message)
         if delivered is None:
             bound = log.bind(**_message_fields(message), **_log_fields(event))
-            detail = f"send_to_groups failed {self._send_attempts} times; see the instance's logs"
+            detail = f"send_groups failed {self._send_attempts} times; see the instance's logs"
             await self._dead_letter(message, key, metrics.SEND_FAILED, detail, bound)
             return False
         by_type.delivered.inc(delivered)
@@ -583,11 +584,11 @@ class EventConsumer:
         payload = event.to_client_payload()
         for attempt in range(1, self._send_attempts + 1):
             try:
-                return self._sender.send_to_groups(groups, event.type, payload)
+                return self._sender.send_groups(groups, event.type, payload)
             except Exception as error:  # the hub is another component; its failure must not lose the event
                 metrics.SEND_FAILURES.inc()
                 log.warning(
-                    "hub send_to_groups failed",
+                    "hub send_groups failed",
                     **_message_fields(message),
                     **_log_fields(event),
                     attempt=attempt,
@@ -674,25 +675,17 @@ class EventConsumer:
             log.warning("broker connection did not close cleanly", error=f"{type(error).__name__}: {error}")
 
 
-class _WriteBatching:
-    """The sender's write coalescing (``ports.WriteCoalescing``) if it has it, else nothing to do."""
+class _NoCoalescing:
+    """Without a write batch every send is written at once: nothing to hold or flush."""
 
-    __slots__ = ("flush", "hold", "release")
+    def hold(self) -> None:
+        return None
 
-    def __init__(self, sender: GroupSender) -> None:
-        self.hold: Callable[[], None] = _nothing
-        self.flush: Callable[[], None] = _nothing
-        self.release: Callable[[], None] = _nothing
-        if isinstance(sender, WriteCoalescing):
-            self.hold, self.flush, self.release = (
-                sender.hold_writes,
-                sender.flush_writes,
-                sender.release_writes,
-            )
+    def flush(self) -> None:
+        return None
 
-
-def _nothing() -> None:
-    return None
+    def release(self) -> None:
+        return None
 
 
 class _TypeMetrics:

@@ -61,7 +61,7 @@ EVENT_LATENCY: Final = Histogram(
 )
 SEND_FAILURES: Final = Counter(
     "realtime_event_send_failures",
-    "Times the hub's send_to_groups raised (each attempt counts).",
+    "Times the hub's send_groups raised (each attempt counts).",
 )
 BROKER_CONNECTED: Final = Gauge(
     "realtime_broker_connected",

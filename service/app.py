@@ -20,12 +20,19 @@ from aiohttp import web
 from config.settings import Settings
 from consumers import EventConsumer
 from consumers.ports import GroupSender
-from service.auth import AuthComponents, GroupPolicy, create_auth
+from service.auth import AuthComponents, create_auth, create_policy
 from service.connections import ConnectionManager
 from service.cors import CorsPolicy
 from service.health import HealthRoutes
-from service.hub import HubConnectionHandler, HubOptions, recommendations_hub
+from service.hub import (
+    HubConnectionHandler,
+    HubMethods,
+    HubOptions,
+    InMemoryHubLifetimeManager,
+    RecommendationsHub,
+)
 from service.transports import EndpointOptions, HubEndpoint
+from service.write_batch import WriteBatch
 
 __all__ = ["HUB", "Consumer", "ConsumerFactory", "HubRuntime", "create_app"]
 
@@ -45,7 +52,7 @@ class Consumer(Protocol):
     async def stop(self) -> None: ...
 
 
-ConsumerFactory = Callable[[Settings, GroupSender], Consumer]
+ConsumerFactory = Callable[[Settings, GroupSender, WriteBatch], Consumer]
 
 
 @dataclass(slots=True)
@@ -54,7 +61,9 @@ class HubRuntime:
 
     settings: Settings
     handler: HubConnectionHandler
+    lifetime: InMemoryHubLifetimeManager
     manager: ConnectionManager
+    batch: WriteBatch
     health: HealthRoutes
     auth: AuthComponents | None = None
     endpoint: HubEndpoint | None = None
@@ -70,7 +79,7 @@ class HubRuntime:
 HUB = web.AppKey("hub", HubRuntime)
 
 
-def _event_consumer(settings: Settings, sender: GroupSender) -> Consumer:
+def _event_consumer(settings: Settings, sender: GroupSender, batch: WriteBatch) -> Consumer:
     def on_fatal(error: Exception) -> None:
         # A configuration the broker refuses (e.g. the queue exists with other arguments): retrying
         # cannot help. Stay up for the hub, report not-ready, and say what to fix.
@@ -83,6 +92,7 @@ def _event_consumer(settings: Settings, sender: GroupSender) -> Consumer:
         reconnect_interval_seconds=settings.broker_reconnect_interval_seconds,
         watchdog_interval_seconds=settings.consumer_watchdog_interval_seconds,
         on_fatal=on_fatal,
+        writes=batch,
     )
 
 
@@ -101,19 +111,22 @@ def create_app(
     endpoint_options = EndpointOptions.from_settings(settings)
     # A POST may batch several records; each record is still held to HUB_MAX_RECEIVE_MESSAGE_SIZE.
     app = web.Application(client_max_size=endpoint_options.max_frame_size)
+    lifetime = InMemoryHubLifetimeManager()
     handler = HubConnectionHandler(
-        recommendations_hub,
+        HubMethods.of(RecommendationsHub(create_policy(settings))),
         options=HubOptions.from_settings(settings),
-        policy=GroupPolicy(),  # replaced by the configured policy once auth is loaded
+        lifetime=lifetime,
     )
     manager = ConnectionManager(
         handler,
         disconnect_timeout=settings.hub_disconnect_timeout,
         max_connections=settings.hub_max_connections,
     )
-    handler.bind(manager)
+    batch = WriteBatch()
     health = HealthRoutes({})
-    runtime = HubRuntime(settings=settings, handler=handler, manager=manager, health=health)
+    runtime = HubRuntime(
+        settings=settings, handler=handler, lifetime=lifetime, manager=manager, batch=batch, health=health
+    )
     app[HUB] = runtime
     health.add_check("accepting_connections", lambda: runtime.accepting)
     app.add_routes(health.routes())
@@ -121,8 +134,7 @@ def create_app(
 
     async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
         runtime.auth = auth = await create_auth(settings)
-        handler.policy = auth.policy
-        runtime.endpoint = HubEndpoint(manager, auth.validator, endpoint_options)
+        runtime.endpoint = HubEndpoint(manager, auth.validator, endpoint_options, batch=batch)
         yield
         await auth.close()
 
@@ -140,7 +152,7 @@ def create_app(
         if factory is None:
             yield
             return
-        consumer = runtime.consumer = factory(settings, handler.lifetime)
+        consumer = runtime.consumer = factory(settings, lifetime, batch)
         health.add_check("broker_connected", lambda: consumer.is_connected)
         await consumer.start()
         yield

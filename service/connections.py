@@ -15,7 +15,8 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Final, Protocol
 
 import structlog
 
@@ -24,15 +25,14 @@ from service.auth import Principal
 from service.protocol import TransferFormat, new_connection_id
 
 __all__ = [
-    "WRITE_BATCH",
+    "NO_CAPABILITIES",
+    "Capabilities",
     "ConnectionApplication",
     "ConnectionManager",
     "ConnectionState",
-    "HeldWrites",
     "HttpConnection",
     "Outgoing",
     "Sink",
-    "WriteBatch",
 ]
 
 log = structlog.get_logger(__name__)
@@ -52,56 +52,31 @@ class Outgoing:
         self.ws_frame: bytes | None = None
 
 
-class HeldWrites(Protocol):
-    """A sink that keeps bytes while ``WRITE_BATCH`` is held."""
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a transport can do, set on the connection when it attaches.
 
-    def flush_held(self) -> None:
-        """Write what it keeps, as one write."""
-        ...
-
-
-class WriteBatch:
-    """Coalescing of writes under load: one socket write per connection for several group sends.
-
-    While ``held`` (the RabbitMQ consumer holds it while it drains a backlog of events), a sink may
-    keep what it is given in its own bounded buffer and register itself here instead of writing at
-    once; ``flush()`` makes every such sink write its buffer, one write per connection, in order.
-    The holder flushes before it acknowledges anything and when it has nothing more queued, so
-    writes are only ever delayed while more work is already waiting — never at low load. Sinks that
-    do not coalesce simply ignore it.
+    The hub decides by these, never by the transport's name: which hub protocols the connection can
+    carry, whether a dropped transport may be resumed (stateful reconnect), and whether the transport
+    needs keep-alive Pings (long polling's polls are themselves the sign of life).
     """
 
-    __slots__ = ("_dirty", "held")
-
-    def __init__(self) -> None:
-        self.held = 0
-        self._dirty: list[HeldWrites] = []
-
-    def hold(self) -> None:
-        self.held += 1
-
-    def release(self) -> None:
-        self.held = max(0, self.held - 1)
-        if not self.held:
-            self.flush()
-
-    def defer(self, sink: HeldWrites) -> None:
-        """``sink`` has started keeping bytes: flush it at the next ``flush()``."""
-        self._dirty.append(sink)
-
-    def flush(self) -> None:
-        while self._dirty:
-            dirty, self._dirty = self._dirty, []
-            for sink in dirty:
-                sink.flush_held()
+    transfer_formats: tuple[TransferFormat, ...]
+    resumable: bool
+    needs_keep_alive: bool
 
 
-WRITE_BATCH = WriteBatch()
-"""The process's one write batch (the event loop is single-threaded, and so is batching)."""
+# Before any transport has attached (never seen by the hub, which starts at attach).
+NO_CAPABILITIES: Final = Capabilities(transfer_formats=(), resumable=False, needs_keep_alive=False)
 
 
 class Sink(Protocol):
     """How one transport delivers bytes to one client."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this transport can do (the connection takes them over when the sink attaches)."""
+        ...
 
     def write(self, out: Outgoing) -> bool:
         """Take ``out`` without waiting; ``False`` means the client cannot keep up (close it)."""
@@ -132,6 +107,9 @@ class HttpConnection:
     """State of one SignalR connection at the HTTP level."""
 
     __slots__ = (
+        "_manager",
+        "capabilities",
+        "close_reason",
         "connection_id",
         "connection_token",
         "early_input",
@@ -155,17 +133,22 @@ class HttpConnection:
         principal: Principal,
         stateful_reconnect: bool,
         now: float,
+        manager: ConnectionManager,
     ) -> None:
+        self._manager = manager
         self.connection_id = connection_id
         self.connection_token = connection_token
         self.negotiate_version = negotiate_version
         self.principal = principal
         # Negotiated with useStatefulReconnect=true; the hub makes it ``resumable`` only if the
-        # handshake then asks for protocol version 2 (SIGNALR.md §5.1).
+        # handshake then asks for protocol version 2 (HubProtocol.md, "Stateful Reconnect").
         self.stateful_reconnect = stateful_reconnect
         self.resumable = False
         self.transport: Transport | None = None
+        self.capabilities = NO_CAPABILITIES
         self.transfer_format = TransferFormat.TEXT
+        # Why it ended, set once by whoever ends it first (``ConnectionManager.dispose``).
+        self.close_reason: str | None = None
         self.sink: Sink | None = None
         self.state = ConnectionState.NEGOTIATED
         self.inactive_since = now
@@ -177,6 +160,10 @@ class HttpConnection:
         """Hand ``out`` to the attached transport; with none attached there is nobody to write to."""
         sink = self.sink
         return True if sink is None else sink.write(out)
+
+    def abort(self, reason: str) -> None:
+        """End this connection for good (ASP.NET's ``ConnectionContext.Abort``); ``reason`` is kept."""
+        self._manager.dispose(self, reason)
 
     def __repr__(self) -> str:
         return f"<HttpConnection {self.connection_id} {self.state.value} {self.transport}>"
@@ -237,6 +224,7 @@ class ConnectionManager:
             principal=principal,
             stateful_reconnect=stateful_reconnect,
             now=self._clock(),
+            manager=self,
         )
         self._by_token[token] = connection
         return connection
@@ -260,6 +248,7 @@ class ConnectionManager:
         """Attach a transport's sink; returns whether this resumes an existing hub connection."""
         resumed = connection.state is ConnectionState.INACTIVE and connection.transport is transport
         connection.transport = transport
+        connection.capabilities = sink.capabilities
         connection.sink = sink
         connection.state = ConnectionState.ACTIVE
         self.application.on_transport_attached(connection, resumed=resumed)
@@ -283,6 +272,10 @@ class ConnectionManager:
             await self.application.on_data(connection, bytes(early))
         return resumed
 
+    async def receive(self, connection: HttpConnection, data: bytes) -> None:
+        """Bytes the client sent on ``connection``'s transport, in order."""
+        await self.application.on_data(connection, data)
+
     def detach(self, connection: HttpConnection, sink: Sink, *, keep_alive: bool) -> None:
         """A transport request ended. ``keep_alive``: the connection may come back (LP, stateful WS)."""
         if connection.sink is not sink or connection.state is ConnectionState.CLOSED:
@@ -295,11 +288,13 @@ class ConnectionManager:
         else:
             self.dispose(connection)
 
-    def dispose(self, connection: HttpConnection) -> None:
-        """End a connection for good. Safe to call more than once."""
+    def dispose(self, connection: HttpConnection, reason: str = "transport_closed") -> None:
+        """End a connection for good. Safe to call more than once; the first ``reason`` is kept."""
         if connection.state is ConnectionState.CLOSED:
             return
         connection.state = ConnectionState.CLOSED
+        if connection.close_reason is None:
+            connection.close_reason = reason
         self._by_token.pop(connection.connection_token, None)
         sink, connection.sink = connection.sink, None
         if sink is not None:
@@ -328,13 +323,13 @@ class ConnectionManager:
                 continue
             if state is not active:
                 log.info("connection.expired", connectionId=connection.connection_id, state=state.value)
-                self.dispose(connection)
+                self.dispose(connection, "expired")
             else:
                 log.warning(
                     "connection.slow_client", connectionId=connection.connection_id, reason="send_timeout"
                 )
-                self.dispose(connection)
+                self.dispose(connection, "slow_client")
 
-    def dispose_all(self) -> None:
+    def dispose_all(self, reason: str = "shutdown") -> None:
         for connection in list(self._by_token.values()):
-            self.dispose(connection)
+            self.dispose(connection, reason)

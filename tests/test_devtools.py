@@ -87,7 +87,7 @@ async def test_dispatcher_token_is_accepted_by_the_hub_for_its_regions_only(
     assert "error" not in await _invoke(client, "JoinDispatchGroup", "europe")
     refused = await _invoke(client, "JoinDispatchGroup", "south-america")
     assert "Not authorized to join dispatch group for region 'south-america'" in refused["error"]
-    lifetime = dev_service.runtime.handler.lifetime
+    lifetime = dev_service.runtime.lifetime
     assert lifetime.group_size("dispatch/north-america") == 1
     assert lifetime.group_size("dispatch/south-america") == 0
     await client.ws.close()

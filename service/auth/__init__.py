@@ -24,7 +24,7 @@ from service.auth.policy import (
     normalize_region,
 )
 from service.auth.principal import Principal, canonical_uuid
-from service.auth.setup import AuthComponents, create_auth
+from service.auth.setup import AuthComponents, create_auth, create_policy
 from service.auth.tokens import ClaimNames, TokenValidator, extract_token, parse_header, www_authenticate
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "canonical_uuid",
     "contractor_group",
     "create_auth",
+    "create_policy",
     "dispatch_group",
     "extract_token",
     "normalize_region",

@@ -21,7 +21,7 @@ from service.auth.jwks import JwksCache
 from service.auth.policy import GroupPolicy, Roles
 from service.auth.tokens import ClaimNames, TokenValidator
 
-__all__ = ["AuthComponents", "create_auth"]
+__all__ = ["AuthComponents", "create_auth", "create_policy"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,14 @@ async def create_auth(
         retain_claims=False,
         cache_size=VERIFIED_TOKEN_CACHE_SIZE,
     )
-    policy = GroupPolicy(
+    await jwks.hydrate()
+    policy = create_policy(settings)
+    return AuthComponents(jwks=jwks, validator=validator, policy=policy, dev_issuer=dev_issuer)
+
+
+def create_policy(settings: Settings) -> GroupPolicy:
+    """The group policy: role names and claim names from the settings (no I/O)."""
+    return GroupPolicy(
         Roles(
             dispatcher=settings.auth_role_dispatcher,
             contractor=settings.auth_role_contractor,
@@ -96,5 +103,3 @@ async def create_auth(
         groups_claim=settings.auth_claim_groups,
         contractor_id_claim=settings.auth_claim_contractor_id,
     )
-    await jwks.hydrate()
-    return AuthComponents(jwks=jwks, validator=validator, policy=policy, dev_issuer=dev_issuer)

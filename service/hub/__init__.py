@@ -1,20 +1,33 @@
-"""Hub core: connection lifecycle, the lifetime manager (connections and groups), method dispatch."""
+"""Hub core: connection lifecycle, the lifetime manager (connections and groups), method dispatch.
+
+``handler`` runs a connection's life; ``connection`` is one connection's protocol state and timers;
+``lifetime`` is the interface of who is in which group and how sends reach them, ``in_memory`` its
+implementation; ``dispatcher`` binds invocations to hub methods; ``methods`` holds the hub's methods.
+"""
 
 from __future__ import annotations
 
-from .connection import HubConnection
-from .dispatcher import CallerContext, HubDispatcher, HubMethods
-from .handler import HubConnectionHandler, HubOptions
-from .lifetime import HubLifetimeManager
-from .methods import recommendations_hub
+from .connection import HubConnection, HubServices
+from .dispatcher import CallerContext, HubDispatcher, HubMethods, hub_method
+from .handler import HubConnectionHandler
+from .in_memory import InMemoryHubLifetimeManager
+from .lifetime import GroupManager, HubLifetimeManager, Recipient
+from .methods import RecommendationsHub
+from .options import HubClock, HubOptions
 
 __all__ = [
     "CallerContext",
+    "GroupManager",
+    "HubClock",
     "HubConnection",
     "HubConnectionHandler",
     "HubDispatcher",
     "HubLifetimeManager",
     "HubMethods",
     "HubOptions",
-    "recommendations_hub",
+    "HubServices",
+    "InMemoryHubLifetimeManager",
+    "Recipient",
+    "RecommendationsHub",
+    "hub_method",
 ]

@@ -5,21 +5,24 @@ hub protocol; then every record is decoded and dispatched in order (``MaximumPar
 is 1); the heartbeat sends Pings, enforces the handshake and client timeouts and token expiry; a
 protocol error closes the connection with a Close message that lets the client reconnect.
 
+Everything a connection needs is given at construction (``HubServices``: options, clock, lifetime
+manager, dispatcher); it never calls back into the handler that created it. What it may do depends
+on what its transport can do (``connection.capabilities``), never on which transport it is.
+
 Rule: this is the one place where a connection-level failure becomes a ``Close`` message.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import structlog
 
-from config.settings import Transport
-from service.auth import GroupPolicy, Principal
 from service.connections import HttpConnection, Outgoing
 from service.metrics import CONNECTIONS, CONNECTIONS_CLOSED, CONNECTIONS_OPENED, PROTOCOL_ERRORS
 from service.protocol import (
     HANDSHAKE_OK,
+    PING,
     AckMessage,
     CancelInvocationMessage,
     CloseMessage,
@@ -35,61 +38,68 @@ from service.protocol import (
     SequenceMessage,
     StreamInvocationMessage,
     StreamItemMessage,
-    TransferFormat,
     handshake_error_response,
     is_trackable,
     parse_handshake_request,
     select_protocol,
 )
 
+from .dispatcher import CallerContext, HubDispatcher
+from .lifetime import HubLifetimeManager
+from .options import HubClock, HubOptions
 from .replay import ReplayBuffer
 
-if TYPE_CHECKING:
-    from .handler import HubConnectionHandler
-
-__all__ = ["HubConnection"]
+__all__ = ["HubConnection", "HubServices"]
 
 log = structlog.get_logger(__name__)
 
 _CLOSED_WITH_ERROR = "Connection closed with an error."
-_BOTH_FORMATS = (TransferFormat.TEXT, TransferFormat.BINARY)
-# Server-Sent Events carry text only (TransportProtocols.md).
-_TRANSFER_FORMATS = {
-    None: _BOTH_FORMATS,
-    Transport.WEBSOCKETS: _BOTH_FORMATS,
-    Transport.LONG_POLLING: _BOTH_FORMATS,
-    Transport.SERVER_SENT_EVENTS: (TransferFormat.TEXT,),
-}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HubServices:
+    """What every connection of one hub uses, shared (one pointer per connection)."""
+
+    options: HubOptions
+    clock: HubClock
+    lifetime: HubLifetimeManager
+    dispatcher: HubDispatcher
+    _pings: dict[str, Outgoing] = field(default_factory=dict)
+
+    def ping(self, protocol: HubProtocol) -> Outgoing:
+        """The Ping record of ``protocol``, serialized once."""
+        ping = self._pings.get(protocol.name)
+        if ping is None:
+            ping = self._pings[protocol.name] = Outgoing(protocol.write(PING))
+        return ping
 
 
 class HubConnection:
-    """The hub's view of one connection; also the ``CallerContext`` hub methods receive."""
+    """The hub's view of one connection: its protocol, timers, and the Close it ends with."""
 
     __slots__ = (
-        "_handler",
         "_handshake_buffer",
         "_reader",
         "_replay",
+        "_services",
         "client_timeout_armed",
         "closed",
         "connection",
-        "groups",
         "handshake_deadline",
         "last_received",
         "last_written",
         "protocol",
     )
 
-    def __init__(self, connection: HttpConnection, handler: HubConnectionHandler) -> None:
+    def __init__(self, connection: HttpConnection, services: HubServices) -> None:
         self.connection = connection
-        self._handler = handler
-        now = handler.now
+        self._services = services
+        now = services.clock.now
         self.protocol: HubProtocol | None = None
         self._reader: MessageReader | None = None
         self._handshake_buffer: bytearray | None = bytearray()
         self._replay: ReplayBuffer | None = None
-        self.groups: set[str] = set()
-        self.handshake_deadline = now + handler.options.handshake_timeout
+        self.handshake_deadline = now + services.options.handshake_timeout
         self.last_received = now
         self.last_written = now
         # HubConnectionContext: the client timeout starts with the client's first Ping, so clients
@@ -97,25 +107,9 @@ class HubConnection:
         self.client_timeout_armed = False
         self.closed = False
 
-    # --- CallerContext ------------------------------------------------------------------------
-
     @property
     def connection_id(self) -> str:
         return self.connection.connection_id
-
-    @property
-    def principal(self) -> Principal:
-        return self.connection.principal
-
-    @property
-    def policy(self) -> GroupPolicy:
-        return self._handler.policy
-
-    def add_to_group(self, group: str) -> None:
-        self._handler.lifetime.add_to_group(self, group)
-
-    def remove_from_group(self, group: str) -> None:
-        self._handler.lifetime.remove_from_group(self, group)
 
     # --- inbound ------------------------------------------------------------------------------
 
@@ -123,7 +117,7 @@ class HubConnection:
         """Process bytes from the transport, in order; frame boundaries mean nothing."""
         if self.closed:
             return
-        self.last_received = self._handler.now
+        self.last_received = self._services.clock.now
         reader = self._reader
         if reader is None:
             remaining = self._receive_handshake(data)
@@ -152,7 +146,7 @@ class HubConnection:
         buffer = self._handshake_buffer
         assert buffer is not None
         buffer += data
-        options = self._handler.options
+        options = self._services.options
         try:
             parsed = parse_handshake_request(buffer, options.max_message_size)
         except HandshakeError as error:
@@ -163,7 +157,7 @@ class HubConnection:
         request, consumed = parsed
         connection = self.connection
         try:
-            protocol = select_protocol(request, transfer_formats=_TRANSFER_FORMATS[connection.transport])
+            protocol = select_protocol(request, transfer_formats=connection.capabilities.transfer_formats)
         except HandshakeError as error:
             self._fail_handshake(error.reply)
             return b""
@@ -173,15 +167,13 @@ class HubConnection:
         self._reader = protocol.new_reader(options.max_message_size)
         # HubConnectionContext.HandshakeAsync: the response goes out in the negotiated transfer format.
         connection.transfer_format = protocol.transfer_format
-        if (
-            connection.stateful_reconnect
-            and request.version >= 2
-            and connection.transport is Transport.WEBSOCKETS
-        ):
+        # HubProtocol.md, stateful reconnect: negotiated with useStatefulReconnect, then a handshake of
+        # version 2 or later, on a transport that can be resumed.
+        if connection.stateful_reconnect and request.version >= 2 and connection.capabilities.resumable:
             connection.resumable = True
             self._replay = ReplayBuffer(options.replay_buffer_size)
         self._write(Outgoing(HANDSHAKE_OK))
-        self._handler.on_handshake_completed(self)
+        self._services.lifetime.on_connected(self)
         transport = connection.transport.value if connection.transport else "none"
         CONNECTIONS.labels(transport, protocol.name).inc()
         CONNECTIONS_OPENED.labels(transport, protocol.name).inc()
@@ -190,7 +182,7 @@ class HubConnection:
             connectionId=self.connection_id,
             transport=transport,
             protocol=protocol.name,
-            subject=self.principal.subject,
+            subject=connection.principal.subject,
             statefulReconnect=connection.resumable,
         )
         return remaining
@@ -206,13 +198,16 @@ class HubConnection:
         if replay is not None and is_trackable(message) and not replay.should_process():
             return  # a message the client replays after a resume that we already processed
         if isinstance(message, InvocationMessage):
-            completion = await self._handler.dispatcher.invoke(self, message)
+            services, connection = self._services, self.connection
+            caller = CallerContext(connection.connection_id, connection.principal, services.lifetime)
+            completion = await services.dispatcher.invoke(caller, message)
             if completion is not None:
                 self.send(completion)
         elif isinstance(message, PingMessage):
             self.client_timeout_armed = True
         elif isinstance(message, CloseMessage):
-            # The client is stopping: answer with Close, then end the transport (SIGNALR.md §3.7).
+            # The client is stopping: answer with Close, then end the transport (ASP.NET's
+            # HubConnectionHandler does the same, so the client sees a clean close).
             log.info("connection.client_closed", connectionId=self.connection_id, error=message.error)
             self.close(reason="client")
         elif isinstance(message, AckMessage):
@@ -222,7 +217,7 @@ class HubConnection:
             if replay is not None:
                 replay.on_sequence(message.sequence_id)
         elif isinstance(message, StreamInvocationMessage):
-            self.send(self._handler.dispatcher.stream_invocation_error(message))
+            self.send(self._services.dispatcher.stream_invocation_error(message))
         elif isinstance(message, StreamItemMessage | CompletionMessage | CancelInvocationMessage):
             # No hub method takes upload streams or asks for client results: ASP.NET ignores items and
             # completions for unknown ids, and cancelling an unknown invocation is a no-op.
@@ -252,12 +247,12 @@ class HubConnection:
         replay = self._replay
         if replay is not None:
             replay.record_sent(out.payload)
-        self.last_written = self._handler.now
+        self.last_written = self._services.clock.now
         sink = self.connection.sink  # HttpConnection.write, inlined: this runs once per member
         return True if sink is None else sink.write(out)
 
     def _write(self, out: Outgoing) -> bool:
-        self.last_written = self._handler.now
+        self.last_written = self._services.clock.now
         return self.connection.write(out)
 
     # --- stateful reconnect -------------------------------------------------------------------
@@ -290,7 +285,7 @@ class HubConnection:
         """Called about once a second by the heartbeat, for every connection: keep the common path short."""
         if self.closed:
             return
-        options = self._handler.options
+        options = self._services.options
         protocol = self.protocol
         if protocol is None:
             if now >= self.handshake_deadline:
@@ -316,12 +311,9 @@ class HubConnection:
             sequence_id = replay.ack_due()
             if sequence_id is not None:
                 self.send(AckMessage(sequence_id))
-        # Long polling has inherent keep-alive: no Pings (SIGNALR.md §2.5).
-        if (
-            now - self.last_written >= options.keep_alive
-            and connection.transport is not Transport.LONG_POLLING
-        ):
-            self._write(self._handler.ping_for(protocol))
+        # TransportProtocols.md: long polling has inherent keep-alive (every poll), so no Pings there.
+        if now - self.last_written >= options.keep_alive and connection.capabilities.needs_keep_alive:
+            self._write(self._services.ping(protocol))
 
     # --- closing ------------------------------------------------------------------------------
 
@@ -343,12 +335,12 @@ class HubConnection:
         if self.closed:
             return
         self.closed = True
-        self._handler.record_close_reason(self, reason)
-        self._handler.dispose(self.connection)
+        self.connection.abort(reason)
 
-    def on_closed(self, reason: str) -> None:
-        """The connection is gone (whoever ended it): leave everything, count it."""
+    def on_closed(self) -> None:
+        """The connection is gone (whoever ended it, for the reason it keeps): count it."""
         self.closed = True
+        reason = self.connection.close_reason or "transport_closed"
         if self.protocol is not None:
             transport = self.connection.transport.value if self.connection.transport else "none"
             CONNECTIONS.labels(transport, self.protocol.name).dec()

@@ -1,8 +1,9 @@
 """Hub method registry and invocation: from an ``InvocationMessage`` to a ``CompletionMessage``.
 
-A hub method is a plain typed ``async def`` whose first parameter is the caller's context and whose
-other parameters are bound from the invocation's arguments, validated with pydantic from their
-annotations. Adding a method is one decorated function (see ``service.hub.methods``).
+A hub is a class whose hub methods are typed ``async def``s marked with ``@hub_method``: the first
+parameter after ``self`` is the ``CallerContext``, the others are bound from the invocation's
+arguments, validated with pydantic from their annotations. Adding a method is one decorated method
+(see ``service.hub.methods``); ``HubMethods.of(hub)`` collects them from an instance.
 
 Rule: this is the one place where a failed invocation becomes ``Completion.error``. Texts follow
 ASP.NET's ``DefaultHubDispatcher``/``ErrorMessageHelper`` so client code written against .NET sees
@@ -15,36 +16,34 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, get_type_hints
+from typing import Any, Final, get_type_hints
 
 import structlog
 from pydantic import TypeAdapter, ValidationError
 
-from service.auth import GroupPolicy, Principal
+from service.auth import Principal
 from service.errors import HubException
 from service.metrics import HUB_INVOCATIONS
 from service.protocol import CompletionMessage, InvocationMessage, StreamInvocationMessage
 
-__all__ = ["CallerContext", "HubDispatcher", "HubMethods"]
+from .lifetime import GroupManager
+
+__all__ = ["CallerContext", "HubDispatcher", "HubMethods", "hub_method"]
 
 log = structlog.get_logger(__name__)
 
 
-class CallerContext(Protocol):
-    """What a hub method may see and do: the caller, its groups, and the authorization policy."""
+@dataclass(frozen=True, slots=True)
+class CallerContext:
+    """What a hub method sees of its caller (ASP.NET's ``HubCallerContext`` plus ``Groups``).
 
-    @property
-    def connection_id(self) -> str: ...
+    ``groups`` changes membership by connection id in one hop:
+    ``caller.groups.add_to_group(caller.connection_id, group)``.
+    """
 
-    @property
-    def principal(self) -> Principal: ...
-
-    @property
-    def policy(self) -> GroupPolicy: ...
-
-    def add_to_group(self, group: str) -> None: ...
-
-    def remove_from_group(self, group: str) -> None: ...
+    connection_id: str
+    principal: Principal
+    groups: GroupManager
 
 
 HubFunction = Callable[..., Awaitable[Any]]
@@ -71,43 +70,57 @@ def _pascal_case(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
+_HUB_METHOD_NAME: Final = "__hub_method_name__"
+
+
+def hub_method(name: str | None = None) -> Callable[[HubFunction], HubFunction]:
+    """Mark ``async def m(self, caller, arg: T, ...)`` as hub method ``name`` (default: PascalCase)."""
+
+    def mark(function: HubFunction) -> HubFunction:
+        if not inspect.iscoroutinefunction(function):
+            raise TypeError(f"hub method {function.__qualname__} must be 'async def'")
+        setattr(function, _HUB_METHOD_NAME, name or _pascal_case(function.__name__))
+        return function
+
+    return mark
+
+
 class HubMethods:
     """A registry of hub methods, matched case-insensitively like ASP.NET's dispatcher."""
 
     def __init__(self) -> None:
         self._methods: dict[str, HubMethod] = {}
 
-    def method(self, name: str | None = None) -> Callable[[HubFunction], HubFunction]:
-        """Register ``async def f(ctx, arg: T, ...)`` as hub method ``name`` (default: PascalCase of f)."""
+    @classmethod
+    def of(cls, hub: object) -> HubMethods:
+        """The ``@hub_method``s of ``hub``, bound to it."""
+        methods = cls()
+        for attribute in dir(type(hub)):
+            name = getattr(getattr(type(hub), attribute), _HUB_METHOD_NAME, None)
+            if name is not None:
+                methods.add(name, getattr(hub, attribute))
+        return methods
 
-        def register(function: HubFunction) -> HubFunction:
-            if not inspect.iscoroutinefunction(function):
-                raise TypeError(f"hub method {function.__qualname__} must be 'async def'")
-            hints = get_type_hints(function)
-            signature = inspect.signature(function)
-            params = list(signature.parameters.values())[1:]  # the first is the caller context
-            for param in params:
-                if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
-                    raise TypeError(f"hub method {function.__qualname__}: only plain positional parameters")
-                if param.name not in hints:
-                    raise TypeError(
-                        f"hub method {function.__qualname__}: parameter {param.name!r} needs a type"
-                    )
-            method_name = name or _pascal_case(function.__name__)
-            key = method_name.lower()
-            if key in self._methods:
-                raise ValueError(
-                    f"hub method {method_name!r} is registered twice (names are case-insensitive)"
-                )
-            self._methods[key] = HubMethod(
-                name=method_name,
-                function=function,
-                parameters=tuple(_Parameter(p.name, TypeAdapter(hints[p.name])) for p in params),
-                returns_value=hints.get("return", type(None)) is not type(None),
-            )
-            return function
-
-        return register
+    def add(self, method_name: str, function: HubFunction) -> None:
+        """Register ``function(caller, arg: T, ...)`` (a bound method, or a plain function)."""
+        if not inspect.iscoroutinefunction(function):
+            raise TypeError(f"hub method {function.__qualname__} must be 'async def'")
+        hints = get_type_hints(function)
+        params = list(inspect.signature(function).parameters.values())[1:]  # the first is the caller
+        for param in params:
+            if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+                raise TypeError(f"hub method {function.__qualname__}: only plain positional parameters")
+            if param.name not in hints:
+                raise TypeError(f"hub method {function.__qualname__}: parameter {param.name!r} needs a type")
+        key = method_name.lower()
+        if key in self._methods:
+            raise ValueError(f"hub method {method_name!r} is registered twice (names are case-insensitive)")
+        self._methods[key] = HubMethod(
+            name=method_name,
+            function=function,
+            parameters=tuple(_Parameter(p.name, TypeAdapter(hints[p.name])) for p in params),
+            returns_value=hints.get("return", type(None)) is not type(None),
+        )
 
     def get(self, name: str) -> HubMethod | None:
         # DefaultHubDispatcher: _methods uses StringComparer.OrdinalIgnoreCase.

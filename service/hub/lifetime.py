@@ -1,168 +1,96 @@
-"""Hub lifetime manager: who is connected, who is in which group, and sending to them.
+"""The hub lifetime manager's interface: who is connected, who is in which group, sending to them.
 
-Like ASP.NET's ``DefaultHubLifetimeManager``: membership lives in memory on the instance that owns
-the connection; group names are case-sensitive; empty groups are deleted; a connection leaves every
-group when it closes.
+ASP.NET's ``HubLifetimeManager``: one method per audience (all, one connection, a group, several
+groups) plus group membership by connection id. The in-memory implementation is
+``service.hub.in_memory.InMemoryHubLifetimeManager``; ``tests/hub/lifetime_conformance.py`` is the
+suite every implementation must pass.
 
-Rule: a send serializes the message once per hub protocol and hands the same bytes to every member
-without awaiting anybody; a member that cannot take them is closed after the loop, so one slow client
-never slows the others or the caller (the RabbitMQ consumer).
+Rules every implementation keeps:
+
+- sends are synchronous and never wait for a client: a message is serialized once per hub protocol
+  and the same bytes are handed to every member; a member that cannot take them is aborted after
+  the loop (``slow_client``), so one slow client never slows the others or the caller;
+- a connection in several of the groups of one ``send_groups`` receives the message once;
+- adding twice is a no-op; adding a connection id it does not know (closing, or never connected)
+  is a no-op; removing a non-member is a no-op; empty groups are forgotten;
+- a connection leaves every group when it disconnects;
+- group names are case-sensitive (ordinal), and an empty group name is refused.
+
+Each send returns how many connections the message was handed to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-import structlog
+from service.connections import Outgoing
+from service.protocol import HubProtocol
 
-from service.connections import WRITE_BATCH, Outgoing
-from service.metrics import GROUP_MEMBERSHIPS, HUB_DELIVERIES, SLOW_CLIENT_DISCONNECTS
-from service.protocol import HubMessage, HubProtocol, InvocationMessage
-
-if TYPE_CHECKING:
-    from service.hub.connection import HubConnection
-
-__all__ = ["HubLifetimeManager"]
-
-log = structlog.get_logger(__name__)
-
-# HUB_DELIVERIES' child per protocol name, looked up once (labels() takes a lock and validates).
-_DELIVERIES: dict[str, Any] = {}
+__all__ = ["GroupManager", "HubLifetimeManager", "Recipient"]
 
 
-def _group_kind(group: str) -> str:
-    kind, _, _ = group.partition("/")
-    return kind or "other"
+class Recipient(Protocol):
+    """A connection as the lifetime manager sees it: an id, its hub protocol, a way to hand it bytes."""
+
+    @property
+    def connection_id(self) -> str: ...
+
+    @property
+    def protocol(self) -> HubProtocol | None: ...
+
+    def send_outgoing(self, out: Outgoing) -> bool:
+        """Take ``out`` (already serialized for this connection's protocol); False: too slow, abort it."""
+        ...
+
+    def abort(self, reason: str) -> None: ...
 
 
-class HubLifetimeManager:
-    """Connections and groups of one hub on this instance."""
+class GroupManager(Protocol):
+    """Group membership by connection id: what hub methods may change (ASP.NET's ``IGroupManager``)."""
 
-    def __init__(self) -> None:
-        self._connections: dict[str, HubConnection] = {}
-        self._groups: dict[str, set[HubConnection]] = {}
+    def add_to_group(self, connection_id: str, group: str) -> None: ...
+
+    def remove_from_group(self, connection_id: str, group: str) -> None: ...
+
+
+class HubLifetimeManager(ABC):
+    """Connections and groups of one hub, and the sends to them."""
 
     # --- connections --------------------------------------------------------------------------
 
-    def add_connection(self, connection: HubConnection) -> None:
-        self._connections[connection.connection_id] = connection
+    @abstractmethod
+    def on_connected(self, connection: Recipient) -> None:
+        """``connection`` completed its handshake: it may now join groups and receive sends."""
 
-    def remove_connection(self, connection: HubConnection) -> None:
-        if self._connections.pop(connection.connection_id, None) is None:
-            return
-        for group in list(connection.groups):
-            self.remove_from_group(connection, group)
-
-    def get(self, connection_id: str) -> HubConnection | None:
-        return self._connections.get(connection_id)
-
-    def __len__(self) -> int:
-        return len(self._connections)
-
-    def __iter__(self) -> Iterator[HubConnection]:
-        return iter(list(self._connections.values()))
+    @abstractmethod
+    def on_disconnected(self, connection: Recipient) -> None:
+        """``connection`` is gone: forget it and every membership it had."""
 
     # --- groups -------------------------------------------------------------------------------
 
-    def add_to_group(self, connection: HubConnection, group: str) -> None:
-        """Adding twice is a no-op; a connection that is closing or unknown is not added."""
-        if self._connections.get(connection.connection_id) is not connection:
-            return
-        if group in connection.groups:
-            return
-        self._groups.setdefault(group, set()).add(connection)
-        connection.groups.add(group)
-        GROUP_MEMBERSHIPS.labels(_group_kind(group)).inc()
+    @abstractmethod
+    def add_to_group(self, connection_id: str, group: str) -> None: ...
 
-    def remove_from_group(self, connection: HubConnection, group: str) -> None:
-        members = self._groups.get(group)
-        if members is None or connection not in members:
-            return
-        members.discard(connection)
-        connection.groups.discard(group)
-        GROUP_MEMBERSHIPS.labels(_group_kind(group)).dec()
-        if not members:
-            del self._groups[group]
+    @abstractmethod
+    def remove_from_group(self, connection_id: str, group: str) -> None: ...
 
-    def group_size(self, group: str) -> int:
-        return len(self._groups.get(group, ()))
-
-    @property
-    def group_count(self) -> int:
-        return len(self._groups)
+    @abstractmethod
+    def groups_of(self, connection_id: str) -> frozenset[str]:
+        """The groups ``connection_id`` is in (empty for an unknown connection)."""
 
     # --- sending ------------------------------------------------------------------------------
 
-    def hold_writes(self) -> None:
-        """Under load: let sinks coalesce what the next sends give them (see ``WriteBatch``)."""
-        WRITE_BATCH.hold()
+    @abstractmethod
+    def send_all(self, target: str, *arguments: Any) -> int: ...
 
-    def flush_writes(self) -> None:
-        """Write everything held so far to the sockets (one write per connection); stay held."""
-        WRITE_BATCH.flush()
+    @abstractmethod
+    def send_connection(self, connection_id: str, target: str, *arguments: Any) -> int: ...
 
-    def release_writes(self) -> None:
-        WRITE_BATCH.release()
+    @abstractmethod
+    def send_group(self, group: str, target: str, *arguments: Any) -> int: ...
 
-    def send_to_groups(self, groups: Sequence[str], target: str, argument: Any) -> int:
-        """Invoke ``target(argument)`` on every member of ``groups``, each connection at most once."""
-        if len(groups) == 1:
-            members: Iterable[HubConnection] = self._groups.get(groups[0], ())
-        else:
-            members = set().union(*(self._groups.get(group, ()) for group in groups))
-        return self._send(members, InvocationMessage(target=target, arguments=(argument,)))
-
-    def send_to_group(self, group: str, target: str, *arguments: Any) -> int:
-        return self._send(self._groups.get(group, ()), InvocationMessage(target=target, arguments=arguments))
-
-    def send_to_all(self, target: str, *arguments: Any) -> int:
-        return self._send(self._connections.values(), InvocationMessage(target=target, arguments=arguments))
-
-    def send_to_connection(self, connection_id: str, target: str, *arguments: Any) -> int:
-        connection = self._connections.get(connection_id)
-        if connection is None:
-            return 0
-        return self._send((connection,), InvocationMessage(target=target, arguments=arguments))
-
-    def _send(self, members: Iterable[HubConnection], message: HubMessage) -> int:
-        # SerializedHubMessage.cs: serialize lazily, once per protocol, on the first member using it.
-        encoded: dict[str, Outgoing] = {}
-        delivered: dict[str, int] = {}
-        slow: list[HubConnection] = []
-        # Members of a group mostly share one protocol: remember the last one instead of a dict
-        # lookup per member (this loop runs once per recipient).
-        last_protocol: HubProtocol | None = None
-        out: Outgoing | None = None
-        name = ""
-        count = 0
-        for member in members:
-            protocol = member.protocol
-            if protocol is None:
-                continue  # still in its handshake: not a member of anything yet
-            if protocol is not last_protocol:
-                if last_protocol is not None:
-                    delivered[name] = delivered.get(name, 0) + count
-                name = protocol.name
-                out = encoded.get(name)
-                if out is None:
-                    out = encoded[name] = Outgoing(protocol.write(message))
-                last_protocol, count = protocol, 0
-            if member.send_outgoing(out):  # type: ignore[arg-type]  # set together with last_protocol
-                count += 1
-            else:
-                slow.append(member)
-        if last_protocol is not None:
-            delivered[name] = delivered.get(name, 0) + count
-        for member in slow:
-            log.warning("connection.slow_client", connectionId=member.connection_id, reason="buffer_full")
-            SLOW_CLIENT_DISCONNECTS.labels("buffer_full").inc()
-            member.abort("slow_client")
-        total = 0
-        for name, count in delivered.items():
-            counter = _DELIVERIES.get(name)
-            if counter is None:
-                counter = _DELIVERIES[name] = HUB_DELIVERIES.labels(name)
-            counter.inc(count)
-            total += count
-        return total
+    @abstractmethod
+    def send_groups(self, groups: Sequence[str], target: str, *arguments: Any) -> int:
+        """Invoke ``target(*arguments)`` on every member of ``groups``, each connection at most once."""

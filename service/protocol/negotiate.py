@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
 from service.protocol.errors import NegotiateError
+from service.protocol.messages import TransferFormat
 
 __all__ = [
     "DEFAULT_TRANSPORTS",
     "LONG_POLLING",
     "MAX_NEGOTIATE_VERSION",
     "SERVER_SENT_EVENTS",
+    "TRANSFER_FORMATS",
     "WEBSOCKETS",
     "AvailableTransport",
     "negotiate_error_response",
@@ -35,7 +37,16 @@ __all__ = [
 # HttpConnectionDispatcher.cs: the newest negotiate protocol version (1: separate connectionToken).
 MAX_NEGOTIATE_VERSION: Final = 1
 
-_TRANSPORT_NAMES: Final = frozenset({"WebSockets", "ServerSentEvents", "LongPolling"})
+_BOTH: Final = (TransferFormat.TEXT, TransferFormat.BINARY)
+# TransportProtocols.md: "the Server-Sent Events transport [...] only supports text"; WebSockets and
+# Long Polling carry both. The one table of which formats each transport carries: negotiate lists it,
+# and the hub refuses a handshake whose protocol the connection's transport cannot carry.
+TRANSFER_FORMATS: Final[Mapping[str, tuple[TransferFormat, ...]]] = {
+    "WebSockets": _BOTH,
+    "ServerSentEvents": (TransferFormat.TEXT,),
+    "LongPolling": _BOTH,
+}
+_TRANSPORT_NAMES: Final = frozenset(TRANSFER_FORMATS)
 _TRANSFER_FORMAT_NAMES: Final = frozenset({"Text", "Binary"})
 
 # .NET int.TryParse with NumberStyles.Integer: optional surrounding white space, an optional sign, ASCII
@@ -99,10 +110,18 @@ class AvailableTransport:
                 f"{sorted(_TRANSFER_FORMAT_NAMES)}, not {self.transfer_formats!r}."
             )
 
+    @classmethod
+    def named(cls, name: str) -> AvailableTransport:
+        """The entry for transport ``name``, with the formats ``TRANSFER_FORMATS`` gives it."""
+        formats = TRANSFER_FORMATS.get(name)
+        if formats is None:
+            raise ValueError(f"Unknown transport name {name!r}; expected one of {sorted(_TRANSPORT_NAMES)}.")
+        return cls(name, tuple(transfer_format.wire_name for transfer_format in formats))
 
-WEBSOCKETS: Final = AvailableTransport("WebSockets", ("Text", "Binary"))
-SERVER_SENT_EVENTS: Final = AvailableTransport("ServerSentEvents", ("Text",))
-LONG_POLLING: Final = AvailableTransport("LongPolling", ("Text", "Binary"))
+
+WEBSOCKETS: Final = AvailableTransport.named("WebSockets")
+SERVER_SENT_EVENTS: Final = AvailableTransport.named("ServerSentEvents")
+LONG_POLLING: Final = AvailableTransport.named("LongPolling")
 # TransportProtocols.md / HttpConnectionDispatcher: listed in preference order WebSockets, SSE, LongPolling.
 DEFAULT_TRANSPORTS: Final = (WEBSOCKETS, SERVER_SENT_EVENTS, LONG_POLLING)
 

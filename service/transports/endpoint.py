@@ -35,6 +35,7 @@ from service.protocol import (
     parse_bool_query,
     parse_negotiate_version,
 )
+from service.write_batch import WriteBatch
 
 from .long_polling import serve_final_poll, serve_poll
 from .sse import serve_server_sent_events
@@ -43,12 +44,6 @@ from .websockets import serve_websocket
 __all__ = ["EndpointOptions", "HubEndpoint"]
 
 log = structlog.get_logger(__name__)
-
-_FORMATS = {
-    Transport.WEBSOCKETS: ("Text", "Binary"),
-    Transport.SERVER_SENT_EVENTS: ("Text",),
-    Transport.LONG_POLLING: ("Text", "Binary"),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +77,7 @@ class EndpointOptions:
         )
 
     def available_transports(self) -> tuple[AvailableTransport, ...]:
-        return tuple(AvailableTransport(t.value, _FORMATS[t]) for t in self.transports)
+        return tuple(AvailableTransport.named(t) for t in self.transports)
 
 
 def _text(status: int, text: str) -> web.Response:
@@ -105,9 +100,15 @@ class HubEndpoint:
     """Negotiate and transport handlers for one hub path."""
 
     def __init__(
-        self, manager: ConnectionManager, validator: TokenValidator, options: EndpointOptions
+        self,
+        manager: ConnectionManager,
+        validator: TokenValidator,
+        options: EndpointOptions,
+        *,
+        batch: WriteBatch,
     ) -> None:
         self._manager = manager
+        self._batch = batch
         self._validator = validator
         self._options = options
         self._available = options.available_transports()
@@ -245,6 +246,7 @@ class HubEndpoint:
                 request,
                 connection,
                 self._manager,
+                batch=self._batch,
                 max_frame_size=options.max_frame_size,
                 max_buffered=options.max_buffered,
                 send_timeout=options.send_timeout,
@@ -286,7 +288,7 @@ class HubEndpoint:
         try:
             async with lock:
                 if connection.state is not ConnectionState.CLOSED:
-                    await self._manager.application.on_data(connection, body)
+                    await self._manager.receive(connection, body)
         finally:
             if not lock.locked() and self._send_locks.get(connection.connection_id) is lock:
                 del self._send_locks[connection.connection_id]
@@ -303,5 +305,5 @@ class HubEndpoint:
         if connection.transport is not Transport.LONG_POLLING:
             return _text(400, "Cannot terminate this connection using the DELETE endpoint.")
         log.info("connection.delete", connectionId=connection.connection_id)
-        self._manager.dispose(connection)
+        self._manager.dispose(connection, "client")
         return web.Response(status=202, content_type="text/plain")

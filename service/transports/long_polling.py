@@ -15,7 +15,8 @@ import time
 from aiohttp import web
 
 from config.settings import Transport
-from service.connections import ConnectionManager, HttpConnection, Outgoing
+from service.connections import Capabilities, ConnectionManager, HttpConnection, Outgoing
+from service.protocol import TRANSFER_FORMATS
 
 from .outbox import Outbox
 
@@ -28,8 +29,15 @@ _NO_CACHE = {
 }
 
 
+CAPABILITIES = Capabilities(
+    transfer_formats=TRANSFER_FORMATS[Transport.LONG_POLLING], resumable=False, needs_keep_alive=False
+)
+
+
 class LongPollingSink:
     __slots__ = ("_disconnect_timeout", "generation", "last_poll_end", "outbox", "polling")
+
+    capabilities = CAPABILITIES
 
     def __init__(self, *, max_buffered: int, disconnect_timeout: float, now: float) -> None:
         self.outbox = Outbox(max_buffered)

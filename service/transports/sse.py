@@ -17,7 +17,8 @@ import time
 from aiohttp import web
 
 from config.settings import Transport
-from service.connections import ConnectionManager, HttpConnection, Outgoing
+from service.connections import Capabilities, ConnectionManager, HttpConnection, Outgoing
+from service.protocol import TRANSFER_FORMATS
 
 from .outbox import Outbox
 
@@ -41,8 +42,15 @@ def format_event(payload: bytes) -> bytes:
     return b"".join(b"data: " + line + b"\r\n" for line in lines) + b"\r\n"
 
 
+CAPABILITIES = Capabilities(
+    transfer_formats=TRANSFER_FORMATS[Transport.SERVER_SENT_EVENTS], resumable=False, needs_keep_alive=True
+)
+
+
 class ServerSentEventsSink:
     __slots__ = ("_send_timeout", "last_progress", "outbox")
+
+    capabilities = CAPABILITIES
 
     def __init__(self, *, max_buffered: int, send_timeout: float, now: float) -> None:
         self.outbox = Outbox(max_buffered)

@@ -8,8 +8,8 @@ Rule: outbound writes never await. The frame for a group send is built once per 
 straight to the socket's transport (aiohttp writes uncompressed frames synchronously too, so frames
 never interleave); the transport's own buffer is the outbox, bounded by ``max_buffered`` — beyond
 that, or with no progress for ``send_timeout``, the client is too slow and is dropped. While the
-consumer holds ``WRITE_BATCH`` (it is draining a backlog), frames wait in the sink, counted against
-the same bound, and go out as one write per socket when it flushes.
+consumer holds the app's ``WriteBatch`` (it is draining a backlog), frames wait in the sink, counted
+against the same bound, and go out as one write per socket when it flushes.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from config.settings import Transport
-from service.connections import WRITE_BATCH, ConnectionManager, HttpConnection, Outgoing
-from service.protocol import TransferFormat
+from service.connections import Capabilities, ConnectionManager, HttpConnection, Outgoing
+from service.protocol import TRANSFER_FORMATS, TransferFormat
+from service.write_batch import WriteBatch
 
 __all__ = ["WebSocketSink", "build_frame", "serve_websocket"]
 
@@ -33,6 +34,10 @@ _TEXT = 0x81  # FIN + text opcode
 _BINARY = 0x82  # FIN + binary opcode
 _CLOSE_TIMEOUT = 5.0  # WebSocketOptions.CloseTimeout
 _background: set[asyncio.Task[None]] = set()
+
+CAPABILITIES = Capabilities(
+    transfer_formats=TRANSFER_FORMATS[Transport.WEBSOCKETS], resumable=True, needs_keep_alive=True
+)
 
 
 def build_frame(payload: bytes, *, binary: bool) -> bytes:
@@ -52,6 +57,7 @@ class WebSocketSink:
     """Writes hub records to one WebSocket."""
 
     __slots__ = (
+        "_batch",
         "_connection",
         "_max_buffered",
         "_pending",
@@ -64,19 +70,30 @@ class WebSocketSink:
         "ws",
     )
 
+    capabilities = CAPABILITIES
+
     def __init__(
-        self, ws: web.WebSocketResponse, connection: HttpConnection, *, max_buffered: int, send_timeout: float
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
+        connection: HttpConnection,
+        *,
+        batch: WriteBatch,
+        max_buffered: int,
+        send_timeout: float,
     ) -> None:
         self.ws = ws
-        # The socket's transport, looked up once: a group send writes to it once per member.
-        self._transport = ws._req.transport if ws._req is not None else None
+        # The socket's transport (``request.transport``), looked up once: a group send writes to it
+        # once per member.
+        self._transport = transport
+        self._batch = batch
         self._connection = connection
         self._max_buffered = max_buffered
         self._send_timeout = send_timeout
         self._written = 0
         self._progress = 0
         self._stalled_since: float | None = None
-        # Frames held back while WRITE_BATCH is held; written as one write by flush_held.
+        # Frames held back while the batch is held; written as one write by flush_held.
         self._pending: list[bytes] | None = None
         self._pending_size = 0
 
@@ -100,10 +117,11 @@ class WebSocketSink:
             return True
         if transport.get_write_buffer_size() + size > self._max_buffered:
             return False
-        if WRITE_BATCH.held:
+        batch = self._batch
+        if batch.held:
             self._pending = [frame]
             self._pending_size = size
-            WRITE_BATCH.defer(self)
+            batch.defer(self)
             return True
         transport.write(frame)
         self._written += size
@@ -142,6 +160,11 @@ class WebSocketSink:
     def drained(self) -> bool:
         return True
 
+    def abort(self) -> None:
+        """Drop the socket without a close frame (what a vanished peer looks like to the client)."""
+        if self._transport is not None:
+            self._transport.abort()
+
     def close(self) -> None:
         self.flush_held()  # held frames (e.g. a Close message) go out before the close frame
         task = asyncio.ensure_future(self._close())
@@ -161,6 +184,7 @@ async def serve_websocket(
     connection: HttpConnection,
     manager: ConnectionManager,
     *,
+    batch: WriteBatch,
     max_frame_size: int,
     max_buffered: int,
     send_timeout: float,
@@ -175,7 +199,14 @@ async def serve_websocket(
         timeout=_CLOSE_TIMEOUT,
     )
     await ws.prepare(request)
-    sink = WebSocketSink(ws, connection, max_buffered=max_buffered, send_timeout=send_timeout)
+    sink = WebSocketSink(
+        ws,
+        request.transport,
+        connection,
+        batch=batch,
+        max_buffered=max_buffered,
+        send_timeout=send_timeout,
+    )
     await manager.attach_and_deliver(connection, Transport.WEBSOCKETS, sink)
     graceful = False
     try:
@@ -183,9 +214,9 @@ async def serve_websocket(
             message = await ws.receive()
             kind = message.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-                await manager.application.on_data(connection, message.data)
+                await manager.receive(connection, message.data)
             elif kind is WSMsgType.CLOSE:
-                graceful = True  # the client said goodbye: no stateful resume (SIGNALR.md §5.4)
+                graceful = True  # a close frame: the client said goodbye, so no stateful resume
                 break
             else:
                 break  # CLOSED / ERROR: the socket dropped

@@ -70,7 +70,7 @@ def push_through_hub(service: RunningService, event: dict[str, Any]) -> None:
     groups = [f"dispatch/{event['region']}"]
     if event["type"] == "JobAssigned":
         groups.append(f"contractor/{event['contractorId']}")
-    service.runtime.handler.lifetime.send_to_groups(groups, event["type"], event)
+    service.runtime.lifetime.send_groups(groups, event["type"], event)
 
 
 # --- fixtures -------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ async def test_dispatcher_sees_events_live(service: RunningService, page: Page) 
     connection_id, transport = server_transport(service)
     assert transport is Transport.WEBSOCKETS
     await expect(page.get_by_test_id("connection-id")).to_have_text(connection_id)
-    assert service.runtime.handler.lifetime.group_size(f"dispatch/{REGION}") == 1
+    assert service.runtime.lifetime.group_size(f"dispatch/{REGION}") == 1
 
     ready, assigned = recommendation_ready(), job_assigned()
     await publish(service, ready)
@@ -244,7 +244,7 @@ async def test_refused_join_is_shown_and_the_connection_stays(service: RunningSe
     await expect(error).to_contain_text("Not authorized to join dispatch group for region 'south-america'")
     await expect(page.get_by_test_id("groups")).to_have_text(f"dispatch/{REGION}")
     await expect(page.get_by_test_id("state")).to_have_attribute("data-state", "connected")
-    assert service.runtime.handler.lifetime.group_size("dispatch/south-america") == 0
+    assert service.runtime.lifetime.group_size("dispatch/south-america") == 0
 
     event = recommendation_ready()
     await publish(service, event)
@@ -313,7 +313,7 @@ async def test_groups_are_rejoined_after_a_reconnect(service: RunningService, pa
     second_id, _ = server_transport(service)
     assert second_id != first_id
     await expect(page.get_by_test_id("connection-id")).to_have_text(second_id)
-    assert service.runtime.handler.lifetime.group_size(f"dispatch/{REGION}") == 1
+    assert service.runtime.lifetime.group_size(f"dispatch/{REGION}") == 1
     assert await page.evaluate("window.seenStates") == ["reconnecting", "connected"]
 
     event = recommendation_ready()

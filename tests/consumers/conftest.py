@@ -27,7 +27,7 @@ class Sent:
 
 
 class RecordingSender:
-    """Records every ``send_to_groups`` call; ``hook`` runs first and may raise or inject faults."""
+    """Records every ``send_groups`` call; ``hook`` runs first and may raise or inject faults."""
 
     def __init__(self) -> None:
         self.sent: list[Sent] = []
@@ -35,7 +35,8 @@ class RecordingSender:
         self.calls = 0
         self._waiters: list[tuple[Callable[[list[Sent]], bool], asyncio.Future[None]]] = []
 
-    def send_to_groups(self, groups: Sequence[str], target: str, argument: Any) -> int:
+    def send_groups(self, groups: Sequence[str], target: str, *arguments: Any) -> int:
+        (argument,) = arguments
         sent = Sent(tuple(groups), target, argument)
         self.calls += 1
         if self.hook is not None:

@@ -55,13 +55,13 @@ def _server_connection(service: RunningService, connection_id: str | None) -> ob
 async def test_connect_join_receive_leave_stop(
     service: RunningService, js: NodeDriver, token_factory: TokenFactory, transport: str, protocol: str
 ) -> None:
-    lifetime = service.runtime.handler.lifetime
+    lifetime = service.runtime.lifetime
     client = await js.connect(
         service.hub_url, token_factory.dispatcher(), transport=transport, protocol=protocol, listen=LISTEN
     )
     server_side = _server_connection(service, client.connection_id)
     assert server_side.transport is Transport(transport)  # type: ignore[attr-defined]
-    hub_connection = lifetime.get(client.connection_id or "")
+    hub_connection = service.runtime.handler.get(client.connection_id or "")
     assert hub_connection is not None
     assert hub_connection.protocol is not None
     assert hub_connection.protocol.name == protocol
@@ -69,13 +69,13 @@ async def test_connect_join_receive_leave_stop(
     await client.invoke("JoinDispatchGroup", "north-america")
     sent = [_event(i) for i in range(5)]
     for event in sent:
-        assert lifetime.send_to_groups(["dispatch/north-america"], "JobAssigned", event) == 1
+        assert lifetime.send_groups(["dispatch/north-america"], "JobAssigned", event) == 1
     received = [(await client.next_message("JobAssigned"))["args"] for _ in sent]
     assert received == [[event] for event in sent]  # payload intact, order kept
 
     await client.invoke("LeaveDispatchGroup", "north-america")
-    assert lifetime.send_to_groups(["dispatch/north-america"], "JobAssigned", _event()) == 0
-    lifetime.send_to_connection(client.connection_id or "", "Marker", "end")
+    assert lifetime.send_groups(["dispatch/north-america"], "JobAssigned", _event()) == 0
+    lifetime.send_connection(client.connection_id or "", "Marker", "end")
     assert (await client.next_message())["target"] == "Marker"
 
     await client.stop()
@@ -116,10 +116,7 @@ async def test_automatic_reconnect_after_server_restart(
         assert reconnected["connectionId"] not in (None, old_id)  # a new connection: groups are rejoined
         await client.invoke("JoinDispatchGroup", "north-america")  # what onreconnected does in an app
         event = _event(42)
-        assert (
-            second.runtime.handler.lifetime.send_to_groups(["dispatch/north-america"], "JobAssigned", event)
-            == 1
-        )
+        assert second.runtime.lifetime.send_groups(["dispatch/north-america"], "JobAssigned", event) == 1
         assert (await client.next_message("JobAssigned"))["args"] == [event]
         await client.stop()
     finally:
@@ -130,7 +127,7 @@ async def test_automatic_reconnect_after_server_restart(
 async def test_stateful_reconnect_resumes_same_connection_without_loss(
     service: RunningService, js: NodeDriver, token_factory: TokenFactory, protocol: str
 ) -> None:
-    lifetime = service.runtime.handler.lifetime
+    lifetime = service.runtime.lifetime
     client = await js.connect(
         service.hub_url, token_factory.dispatcher(), protocol=protocol, statefulReconnect=True, listen=LISTEN
     )
@@ -139,19 +136,16 @@ async def test_stateful_reconnect_resumes_same_connection_without_loss(
     assert connection.resumable  # type: ignore[attr-defined]
 
     for index in range(3):
-        lifetime.send_to_groups(["dispatch/north-america"], "JobAssigned", _event(index))
+        lifetime.send_groups(["dispatch/north-america"], "JobAssigned", _event(index))
     for index in range(3):
         assert (await client.next_message("JobAssigned"))["args"][0]["seq"] == index
 
     # Drop the socket the hard way (no close frame), then keep sending while it is gone.
     sink = connection.sink  # type: ignore[attr-defined]
     assert isinstance(sink, WebSocketSink)
-    request = sink.ws._req
-    assert request is not None
-    assert request.transport is not None
-    request.transport.abort()
+    sink.abort()
     for index in range(3, 10):
-        lifetime.send_to_groups(["dispatch/north-america"], "JobAssigned", _event(index))
+        lifetime.send_groups(["dispatch/north-america"], "JobAssigned", _event(index))
 
     for index in range(3, 10):
         message = await client.next_message("JobAssigned", timeout=20)
@@ -159,7 +153,7 @@ async def test_stateful_reconnect_resumes_same_connection_without_loss(
     assert connection.sink is not sink  # type: ignore[attr-defined]  # a new socket …
     assert (await client.state())["connectionId"] == client.connection_id  # … for the same connection
     assert lifetime.group_size("dispatch/north-america") == 1  # with its groups
-    lifetime.send_to_groups(["dispatch/north-america"], "JobAssigned", _event(10))
+    lifetime.send_groups(["dispatch/north-america"], "JobAssigned", _event(10))
     assert (await client.next_message("JobAssigned"))["args"][0]["seq"] == 10
     assert not [e for e in client.received() if e["event"] in ("close", "reconnecting")]
 

@@ -31,21 +31,21 @@ LISTEN = ("RecommendationReady", "JobAssigned", "Marker")
 async def test_dispatcher_joins_receives_leaves_and_stops(
     service: RunningService, js: NodeDriver, token_factory: TokenFactory
 ) -> None:
-    lifetime = service.runtime.handler.lifetime
+    lifetime = service.runtime.lifetime
     client = await js.connect(service.hub_url, token_factory.dispatcher(["north-america"]), listen=LISTEN)
     assert client.connection_id
 
     assert await client.invoke("JoinDispatchGroup", "north-america") is None
     assert lifetime.group_size("dispatch/north-america") == 1
 
-    assert lifetime.send_to_groups(["dispatch/north-america"], "RecommendationReady", EVENT) == 1
+    assert lifetime.send_groups(["dispatch/north-america"], "RecommendationReady", EVENT) == 1
     message = await client.next_message("RecommendationReady")
     assert message["args"] == [EVENT]
 
     assert await client.invoke("LeaveDispatchGroup", "north-america") is None
     assert lifetime.group_size("dispatch/north-america") == 0
-    assert lifetime.send_to_groups(["dispatch/north-america"], "RecommendationReady", EVENT) == 0
-    lifetime.send_to_connection(client.connection_id, "Marker", 1)
+    assert lifetime.send_groups(["dispatch/north-america"], "RecommendationReady", EVENT) == 0
+    lifetime.send_connection(client.connection_id, "Marker", 1)
     assert (await client.next_message())["target"] == "Marker"
 
     await client.stop()
@@ -58,7 +58,7 @@ async def test_group_send_reaches_only_members_and_each_once(
     service: RunningService, js: NodeDriver, token_factory: TokenFactory
 ) -> None:
     contractor_id = str(uuid.uuid4())
-    lifetime = service.runtime.handler.lifetime
+    lifetime = service.runtime.lifetime
     north = await js.connect(service.hub_url, token_factory.dispatcher(["north-america"]), listen=LISTEN)
     south = await js.connect(service.hub_url, token_factory.dispatcher(["south-america"]), listen=LISTEN)
     admin = await js.connect(service.hub_url, token_factory.admin(), listen=LISTEN)
@@ -68,12 +68,12 @@ async def test_group_send_reaches_only_members_and_each_once(
     await admin.invoke("JoinContractorGroup", contractor_id.upper())  # canonicalised to lower case
 
     groups = ["dispatch/north-america", f"contractor/{contractor_id}"]
-    assert lifetime.send_to_groups(groups, "JobAssigned", {"n": 1}) == 2  # admin is in both: once
+    assert lifetime.send_groups(groups, "JobAssigned", {"n": 1}) == 2  # admin is in both: once
     assert (await north.next_message())["args"] == [{"n": 1}]
     assert (await admin.next_message())["args"] == [{"n": 1}]
 
     for client in (north, south, admin):
-        lifetime.send_to_connection(client.connection_id, "Marker", 2)
+        lifetime.send_connection(client.connection_id, "Marker", 2)
     assert (await admin.next_message())["target"] == "Marker"  # not a second JobAssigned
     assert (await south.next_message())["target"] == "Marker"  # south got nothing
     assert (await north.next_message())["target"] == "Marker"
@@ -82,7 +82,7 @@ async def test_group_send_reaches_only_members_and_each_once(
 async def test_refused_joins_change_nothing_and_keep_the_connection(
     service: RunningService, js: NodeDriver, token_factory: TokenFactory
 ) -> None:
-    lifetime = service.runtime.handler.lifetime
+    lifetime = service.runtime.lifetime
     own_id, other_id = str(uuid.uuid4()), str(uuid.uuid4())
     dispatcher = await js.connect(service.hub_url, token_factory.dispatcher(["north-america"]), listen=LISTEN)
     contractor = await js.connect(service.hub_url, token_factory.contractor(own_id), listen=LISTEN)
@@ -129,7 +129,7 @@ async def test_bad_invocations_complete_with_errors_and_connection_lives(
     await client.send("NoSuchMethod", 1)
     # Method names match case-insensitively, as on ASP.NET.
     assert await client.invoke("joindispatchgroup", "north-america") is None
-    assert service.runtime.handler.lifetime.group_size("dispatch/north-america") == 1
+    assert service.runtime.lifetime.group_size("dispatch/north-america") == 1
     assert not [e for e in client.received() if e["event"] != "message"]
 
 
@@ -168,5 +168,5 @@ async def test_skip_negotiation_websocket(
     )
     assert client.connection_id is None  # the JS client cannot know it without negotiate
     await client.invoke("JoinDispatchGroup", "north-america")
-    service.runtime.handler.lifetime.send_to_groups(["dispatch/north-america"], "RecommendationReady", EVENT)
+    service.runtime.lifetime.send_groups(["dispatch/north-america"], "RecommendationReady", EVENT)
     assert (await client.next_message("RecommendationReady"))["args"] == [EVENT]

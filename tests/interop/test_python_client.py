@@ -53,9 +53,7 @@ async def test_pysignalr_joins_and_receives(service: RunningService, token_facto
         completion = await asyncio.wait_for(joined, 10)
         assert completion.error is None
         assert (
-            service.runtime.handler.lifetime.send_to_groups(
-                ["dispatch/north-america"], "RecommendationReady", EVENT
-            )
+            service.runtime.lifetime.send_groups(["dispatch/north-america"], "RecommendationReady", EVENT)
             == 1
         )
         assert await asyncio.wait_for(received, 10) == [EVENT]
@@ -109,10 +107,8 @@ async def _signalrcore_round_trip(
             connection.send, "JoinDispatchGroup", ["north-america"], lambda _: joined.set()
         )
         assert await asyncio.to_thread(joined.wait, 10)
-        assert service.runtime.handler.lifetime.group_size("dispatch/north-america") == 1
-        service.runtime.handler.lifetime.send_to_groups(
-            ["dispatch/north-america"], "RecommendationReady", EVENT
-        )
+        assert service.runtime.lifetime.group_size("dispatch/north-america") == 1
+        service.runtime.lifetime.send_groups(["dispatch/north-america"], "RecommendationReady", EVENT)
         assert await asyncio.to_thread(received.wait, 10)
         assert payloads == [[EVENT]]
     finally:

@@ -228,7 +228,7 @@ async def test_pipelined_batched_and_split_records(
         "error": "Failed to invoke 'Nope' due to an error on the server. "
         "HubException: Method does not exist.",
     }
-    assert service.runtime.handler.lifetime.group_size("dispatch/north-america") == 1
+    assert service.runtime.lifetime.group_size("dispatch/north-america") == 1
     await client.send({"type": 7})
     assert await client.next_record() == {"type": 7}
     assert await client.wait_closed() == 1000
@@ -253,9 +253,7 @@ async def test_oversized_message_closes_only_that_connection(
         assert close["error"].startswith("Connection closed with an error.")
         assert "The maximum message size of 4096B was exceeded" in close["error"]
         await big.wait_closed()
-        service.runtime.handler.lifetime.send_to_groups(
-            ["dispatch/north-america"], "RecommendationReady", {"ok": 1}
-        )
+        service.runtime.lifetime.send_groups(["dispatch/north-america"], "RecommendationReady", {"ok": 1})
         assert (await small.next_of_type(1))["arguments"] == [{"ok": 1}]
 
 
@@ -327,7 +325,7 @@ async def test_slow_client_is_dropped_and_others_get_everything(
 ) -> None:
     settings = hub_settings(token_factory, hub_max_buffered_bytes=65_536)
     async with running_service(settings) as service:
-        lifetime = service.runtime.handler.lifetime
+        lifetime = service.runtime.lifetime
         fast, _ = await RawHubClient.connect(session, service.hub_url, token_factory.dispatcher())
         await fast.send(
             {"type": 1, "target": "JoinDispatchGroup", "arguments": ["north-america"], "invocationId": "0"}
@@ -342,7 +340,7 @@ async def test_slow_client_is_dropped_and_others_get_everything(
             sent = 0
             received = 0
             for index in range(3000):
-                lifetime.send_to_groups(
+                lifetime.send_groups(
                     ["dispatch/north-america"], "RecommendationReady", {"i": index, **payload}
                 )
                 sent += 1

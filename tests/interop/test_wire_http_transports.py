@@ -80,9 +80,7 @@ async def test_long_polling_lifecycle(token_factory: TokenFactory, session: aioh
         await eventually(lambda: sink.polling, what="the first poll to arrive")  # type: ignore[union-attr]
         newer = asyncio.create_task(poller.poll())
         assert (await older)[0] == 204
-        service.runtime.handler.lifetime.send_to_groups(
-            ["dispatch/north-america"], "RecommendationReady", {"a": 1}
-        )
+        service.runtime.lifetime.send_groups(["dispatch/north-america"], "RecommendationReady", {"a": 1})
         status, body, _ = await newer
         assert _records(body) == [{"type": 1, "target": "RecommendationReady", "arguments": [{"a": 1}]}]
 
@@ -90,7 +88,7 @@ async def test_long_polling_lifecycle(token_factory: TokenFactory, session: aioh
         assert await poller.delete() == 202
         assert (await poller.poll())[0] in (204, 404)
         assert len(service.runtime.handler) == 0
-        assert service.runtime.handler.lifetime.group_size("dispatch/north-america") == 0
+        assert service.runtime.lifetime.group_size("dispatch/north-america") == 0
 
 
 async def test_long_polling_client_that_stops_polling_is_cleaned_up(
@@ -105,9 +103,9 @@ async def test_long_polling_client_that_stops_polling_is_cleaned_up(
         await poller.post(HANDSHAKE + JOIN.encode() + RS)
         _, body, _ = await poller.poll()
         assert len(_records(body)) == 2
-        assert service.runtime.handler.lifetime.group_size("dispatch/north-america") == 1
+        assert service.runtime.lifetime.group_size("dispatch/north-america") == 1
         assert await service.next_closed() == negotiated["connectionId"]  # the heartbeat: nobody polls
-        assert service.runtime.handler.lifetime.group_size("dispatch/north-america") == 0
+        assert service.runtime.lifetime.group_size("dispatch/north-america") == 0
         assert (await poller.poll())[0] == 404
 
 
@@ -163,7 +161,7 @@ async def test_server_sent_events(
     # Dropping the stream ends the connection and its memberships.
     assert await service.next_closed() == negotiated["connectionId"]
     assert len(service.runtime.handler) == 0
-    assert service.runtime.handler.lifetime.group_size("dispatch/north-america") == 0
+    assert service.runtime.lifetime.group_size("dispatch/north-america") == 0
 
 
 async def test_messagepack_is_refused_on_server_sent_events(

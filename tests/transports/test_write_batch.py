@@ -1,4 +1,4 @@
-"""Write coalescing under load (``service.connections.WriteBatch`` with ``WebSocketSink``).
+"""Write coalescing under load (``service.write_batch.WriteBatch`` with ``WebSocketSink``).
 
 While the consumer holds the batch, a WebSocket sink keeps frames and writes them as one write per
 socket on flush; bytes and order are exactly those of unbatched writes, the buffered bytes count
@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from service.connections import WRITE_BATCH, Outgoing
+from service.connections import Outgoing
 from service.protocol import TransferFormat
 from service.transports.websockets import WebSocketSink, build_frame
+from service.write_batch import WriteBatch
 
 
 class FakeTransport:
@@ -34,17 +35,22 @@ class FakeTransport:
         self.writes.append(bytes(data))
 
 
+BATCH = WriteBatch()
+
+
 def _sink(transport: FakeTransport, *, max_buffered: int = 1 << 20) -> WebSocketSink:
-    ws: Any = SimpleNamespace(_req=SimpleNamespace(transport=transport))
     connection: Any = SimpleNamespace(transfer_format=TransferFormat.TEXT)
-    return WebSocketSink(ws, connection, max_buffered=max_buffered, send_timeout=10.0)
+    fake: Any = transport
+    return WebSocketSink(
+        SimpleNamespace(), fake, connection, batch=BATCH, max_buffered=max_buffered, send_timeout=10.0
+    )
 
 
 @pytest.fixture(autouse=True)
 def _released() -> Iterator[None]:
     yield
-    while WRITE_BATCH.held:
-        WRITE_BATCH.release()
+    while BATCH.held:
+        BATCH.release()
 
 
 def test_not_held_writes_go_straight_to_the_transport() -> None:
@@ -58,17 +64,17 @@ def test_held_writes_are_one_write_per_socket_in_order_on_flush() -> None:
     first, second = FakeTransport(), FakeTransport()
     sinks = [_sink(first), _sink(second)]
     messages = [Outgoing(f"event {n}\x1e".encode()) for n in range(3)]
-    WRITE_BATCH.hold()
+    BATCH.hold()
     for out in messages:
         for sink in sinks:
             assert sink.write(out)
     assert first.writes == second.writes == []
-    WRITE_BATCH.flush()
+    BATCH.flush()
     expected = b"".join(build_frame(out.payload, binary=False) for out in messages)
     assert first.writes == second.writes == [expected]
-    assert WRITE_BATCH.held  # flush writes, and the batch stays held until released
+    assert BATCH.held  # flush writes, and the batch stays held until released
     assert sinks[0].write(Outgoing(b"later\x1e"))
-    WRITE_BATCH.release()
+    BATCH.release()
     assert first.writes[-1] == build_frame(b"later\x1e", binary=False)
 
 
@@ -76,18 +82,18 @@ def test_held_bytes_count_against_the_slow_client_bound() -> None:
     transport = FakeTransport()
     frame_size = len(build_frame(b"x" * 90, binary=False))
     sink = _sink(transport, max_buffered=2 * frame_size)
-    WRITE_BATCH.hold()
+    BATCH.hold()
     assert sink.write(Outgoing(b"x" * 90))
     assert sink.write(Outgoing(b"x" * 90))
     assert not sink.write(Outgoing(b"x" * 90))  # a third would exceed the bound: too slow
-    WRITE_BATCH.release()
+    BATCH.release()
     assert len(transport.writes) == 1
 
 
 def test_close_flushes_held_frames_first() -> None:
     transport = FakeTransport()
     sink = _sink(transport)
-    WRITE_BATCH.hold()
+    BATCH.hold()
     assert sink.write(Outgoing(b"goodbye\x1e"))
     sink.flush_held()  # what close() does before the close frame
     assert transport.writes == [build_frame(b"goodbye\x1e", binary=False)]
@@ -96,8 +102,8 @@ def test_close_flushes_held_frames_first() -> None:
 def test_a_closing_transport_gets_nothing() -> None:
     transport = FakeTransport()
     sink = _sink(transport)
-    WRITE_BATCH.hold()
+    BATCH.hold()
     assert sink.write(Outgoing(b"lost\x1e"))
     transport.closing = True
-    WRITE_BATCH.release()
+    BATCH.release()
     assert transport.writes == []

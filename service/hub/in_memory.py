@@ -1,0 +1,175 @@
+"""The lifetime manager of one instance: connections and groups in memory (ASP.NET's
+``DefaultHubLifetimeManager``).
+
+Membership lives on the instance that owns the connection. A send builds its Invocation once,
+serializes it lazily once per hub protocol (``SerializedHubMessage.cs``), and hands the same
+``Outgoing`` to every member without awaiting anybody.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import structlog
+
+from service.connections import Outgoing
+from service.metrics import GROUP_MEMBERSHIPS, HUB_DELIVERIES, SLOW_CLIENT_DISCONNECTS
+from service.protocol import HubMessage, HubProtocol, InvocationMessage
+
+from .lifetime import HubLifetimeManager, Recipient
+
+__all__ = ["InMemoryHubLifetimeManager"]
+
+log = structlog.get_logger(__name__)
+
+# HUB_DELIVERIES' child per protocol name, looked up once (labels() takes a lock and validates).
+_DELIVERIES: dict[str, Any] = {}
+
+
+def _group_kind(group: str) -> str:
+    kind, _, _ = group.partition("/")
+    return kind or "other"
+
+
+def _check_group(group: str) -> None:
+    # DefaultHubLifetimeManager: "Cannot send to an empty group name."
+    if not group:
+        raise ValueError("A group name must not be empty.")
+
+
+class InMemoryHubLifetimeManager(HubLifetimeManager):
+    __slots__ = ("_connections", "_groups", "_memberships")
+
+    def __init__(self) -> None:
+        self._connections: dict[str, Recipient] = {}
+        self._groups: dict[str, set[Recipient]] = {}
+        # connection id -> its groups; only for connections that joined one (most of ours do).
+        self._memberships: dict[str, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    # --- connections --------------------------------------------------------------------------
+
+    def on_connected(self, connection: Recipient) -> None:
+        self._connections[connection.connection_id] = connection
+
+    def on_disconnected(self, connection: Recipient) -> None:
+        connection_id = connection.connection_id
+        if self._connections.get(connection_id) is not connection:
+            return
+        del self._connections[connection_id]
+        for group in self._memberships.pop(connection_id, ()):
+            self._leave(connection, group)
+
+    # --- groups -------------------------------------------------------------------------------
+
+    def add_to_group(self, connection_id: str, group: str) -> None:
+        _check_group(group)
+        connection = self._connections.get(connection_id)
+        if connection is None:
+            return
+        joined = self._memberships.get(connection_id)
+        if joined is None:
+            joined = self._memberships[connection_id] = set()
+        elif group in joined:
+            return
+        joined.add(group)
+        self._groups.setdefault(group, set()).add(connection)
+        GROUP_MEMBERSHIPS.labels(_group_kind(group)).inc()
+
+    def remove_from_group(self, connection_id: str, group: str) -> None:
+        _check_group(group)
+        joined = self._memberships.get(connection_id)
+        if joined is None or group not in joined:
+            return
+        joined.discard(group)
+        if not joined:
+            del self._memberships[connection_id]
+        self._leave(self._connections[connection_id], group)
+
+    def _leave(self, connection: Recipient, group: str) -> None:
+        members = self._groups.get(group)
+        if members is None:
+            return
+        members.discard(connection)
+        GROUP_MEMBERSHIPS.labels(_group_kind(group)).dec()
+        if not members:
+            del self._groups[group]
+
+    def groups_of(self, connection_id: str) -> frozenset[str]:
+        return frozenset(self._memberships.get(connection_id, ()))
+
+    def group_size(self, group: str) -> int:
+        return len(self._groups.get(group, ()))
+
+    @property
+    def group_count(self) -> int:
+        return len(self._groups)
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def send_all(self, target: str, *arguments: Any) -> int:
+        return self._send(self._connections.values(), InvocationMessage(target=target, arguments=arguments))
+
+    def send_connection(self, connection_id: str, target: str, *arguments: Any) -> int:
+        connection = self._connections.get(connection_id)
+        if connection is None:
+            return 0
+        return self._send((connection,), InvocationMessage(target=target, arguments=arguments))
+
+    def send_group(self, group: str, target: str, *arguments: Any) -> int:
+        _check_group(group)
+        return self._send(self._groups.get(group, ()), InvocationMessage(target=target, arguments=arguments))
+
+    def send_groups(self, groups: Sequence[str], target: str, *arguments: Any) -> int:
+        for group in groups:
+            _check_group(group)
+        if len(groups) == 1:
+            members: Iterable[Recipient] = self._groups.get(groups[0], ())
+        else:
+            members = set().union(*(self._groups.get(group, ()) for group in groups))
+        return self._send(members, InvocationMessage(target=target, arguments=arguments))
+
+    def _send(self, members: Iterable[Recipient], message: HubMessage) -> int:
+        # SerializedHubMessage.cs: serialize lazily, once per protocol, on the first member using it.
+        encoded: dict[str, Outgoing] = {}
+        delivered: dict[str, int] = {}
+        slow: list[Recipient] = []
+        # Members of a group mostly share one protocol: remember the last one instead of a dict
+        # lookup per member (this loop runs once per recipient).
+        last_protocol: HubProtocol | None = None
+        out: Outgoing | None = None
+        name = ""
+        count = 0
+        for member in members:
+            protocol = member.protocol
+            if protocol is None:
+                continue  # still in its handshake: not a member of anything yet
+            if protocol is not last_protocol:
+                if last_protocol is not None:
+                    delivered[name] = delivered.get(name, 0) + count
+                name = protocol.name
+                out = encoded.get(name)
+                if out is None:
+                    out = encoded[name] = Outgoing(protocol.write(message))
+                last_protocol, count = protocol, 0
+            if member.send_outgoing(out):  # type: ignore[arg-type]  # set together with last_protocol
+                count += 1
+            else:
+                slow.append(member)
+        if last_protocol is not None:
+            delivered[name] = delivered.get(name, 0) + count
+        for member in slow:
+            log.warning("connection.slow_client", connectionId=member.connection_id, reason="buffer_full")
+            SLOW_CLIENT_DISCONNECTS.labels("buffer_full").inc()
+            member.abort("slow_client")
+        total = 0
+        for name, count in delivered.items():
+            counter = _DELIVERIES.get(name)
+            if counter is None:
+                counter = _DELIVERIES[name] = HUB_DELIVERIES.labels(name)
+            counter.inc(count)
+            total += count
+        return total
