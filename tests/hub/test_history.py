@@ -1,0 +1,153 @@
+"""The in-memory history of the log: bounds, lookups over offset gaps, and replays against a model."""
+
+from __future__ import annotations
+
+import hypothesis.strategies as st
+from hypothesis import given, settings
+
+from schemas.log import LogRecord, Position
+from service.hub.history import History, Miss, ReplayMiss
+
+GROUPS = ("dispatch/a", "dispatch/b", "contractor/x")
+
+
+def _record(offset: int, *, groups: tuple[str, ...] = ("dispatch/a",), target: str | None = "E") -> LogRecord:
+    return LogRecord(
+        offset=offset,
+        check=f"{offset:08x}",
+        target=target,
+        groups=groups if target else (),
+        payload={"n": offset} if target else None,
+    )
+
+
+def _history(**bounds: float) -> History:
+    clock = [1000.0]
+    history = History(
+        max_entries=int(bounds.get("max_entries", 1000)),
+        max_bytes=int(bounds.get("max_bytes", 1 << 20)),
+        max_age_seconds=bounds.get("max_age_seconds", 3600.0),
+        clock=lambda: clock[0],
+    )
+    history.clock = clock  # type: ignore[attr-defined]
+    return history
+
+
+def test_append_keeps_offset_order_and_refuses_going_back() -> None:
+    history = _history()
+    history.append(_record(1))
+    history.append(_record(3))
+    assert history.head is not None
+    assert history.head.offset == 3
+    try:
+        history.append(_record(3))
+    except ValueError as error:
+        assert "not after the head" in str(error)
+    else:
+        raise AssertionError("a repeated offset must be refused")
+
+
+def test_lookups_work_across_offset_gaps() -> None:
+    history = _history()
+    for offset in (0, 1, 2, 4, 5, 9, 10):  # streams skip offsets at segment boundaries
+        history.append(_record(offset))
+    assert [history.get(o).offset for o in (0, 4, 9, 10)] == [0, 4, 9, 10]  # type: ignore[union-attr]
+    assert history.get(3) is None
+    assert history.get(11) is None
+    assert history.matches(Position(5, "00000005"))
+    assert not history.matches(Position(5, "deadbeef"))
+
+
+def test_bounds_drop_the_oldest_but_keep_the_head() -> None:
+    by_count = _history(max_entries=3)
+    for offset in range(10):
+        by_count.append(_record(offset))
+    assert [by_count.get(o) is not None for o in (6, 7, 8, 9)] == [False, True, True, True]
+
+    by_bytes = _history(max_bytes=400)
+    for offset in range(10):
+        by_bytes.append(_record(offset))
+    assert by_bytes.size_bytes <= 400
+    assert len(by_bytes) < 10
+    assert by_bytes.head is not None
+    assert by_bytes.head.offset == 9
+
+    by_age = _history(max_age_seconds=10)
+    by_age.append(_record(0))
+    by_age.clock[0] += 11  # type: ignore[attr-defined]
+    by_age.append(_record(1))
+    assert by_age.get(0) is None
+    by_age.clock[0] += 100  # type: ignore[attr-defined]
+    by_age.expire()
+    assert len(by_age) == 1  # the head stays: checkpoints point at it
+
+
+def test_replay_returns_the_groups_events_after_the_position_up_to_through() -> None:
+    history = _history()
+    history.append(_record(0))
+    history.append(_record(1, groups=("dispatch/b",)))
+    history.append(_record(2, target=None))  # an entry that is not an event (invalid, duplicate)
+    history.append(_record(3, groups=("dispatch/a", "contractor/x")))
+    history.append(_record(4))
+    replay = history.replay(Position(0, "00000000"), through=3, groups={"dispatch/a", "contractor/x"}, cap=10)
+    assert not isinstance(replay, ReplayMiss)
+    assert [entry.offset for entry in replay] == [3]
+    assert replay[0].load_payload() == {"n": 3}
+
+
+def test_replay_misses_say_why() -> None:
+    history = _history(max_entries=5)
+    for offset in range(10):
+        history.append(_record(offset))
+    groups = {"dispatch/a"}
+    assert history.replay(Position(2, "00000002"), through=9, groups=groups, cap=10) == ReplayMiss(Miss.WINDOW)
+    assert history.replay(Position(6, "ffffffff"), through=9, groups=groups, cap=10) == ReplayMiss(Miss.EPOCH)
+    assert history.replay(Position(8, "00000008"), through=7, groups=groups, cap=10) == ReplayMiss(Miss.AHEAD)
+    assert history.replay(Position(5, "00000005"), through=9, groups=groups, cap=3) == ReplayMiss(Miss.CAP)
+    assert history.replay(Position(5, "00000005"), through=9, groups=groups, cap=4) != ReplayMiss(Miss.CAP)
+    assert _history().replay(Position(0, "00000000"), through=0, groups=groups, cap=1) == ReplayMiss(Miss.WINDOW)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(1, 3), st.sampled_from([*GROUPS, None]), st.sampled_from(GROUPS)), max_size=60
+    ),
+    start=st.integers(0, 59),
+    through=st.integers(0, 200),
+    wanted=st.sets(st.sampled_from(GROUPS), min_size=1),
+    cap=st.integers(0, 70),
+)
+def test_replay_matches_a_model(
+    steps: list[tuple[int, str | None, str]], start: int, through: int, wanted: set[str], cap: int
+) -> None:
+    history = _history()
+    model: list[LogRecord] = []
+    offset = -1
+    for gap, first_group, second_group in steps:
+        offset += gap
+        record = (
+            _record(offset, target=None)
+            if first_group is None
+            else _record(offset, groups=tuple(dict.fromkeys((first_group, second_group))))
+        )
+        history.append(record)
+        model.append(record)
+    if not model:
+        return
+    anchor = model[min(start, len(model) - 1)]
+    result = history.replay(anchor.position, through=through, groups=wanted, cap=cap)
+    if anchor.offset > through:
+        assert result == ReplayMiss(Miss.AHEAD)
+        return
+    expected = [
+        r.offset
+        for r in model
+        if anchor.offset < r.offset <= through and r.target is not None and not wanted.isdisjoint(r.groups)
+    ]
+    if len(expected) > cap:
+        assert result == ReplayMiss(Miss.CAP)
+    else:
+        assert not isinstance(result, ReplayMiss)
+        assert [entry.offset for entry in result] == expected
+        assert [entry.load_payload() for entry in result] == [{"n": o} for o in expected]
