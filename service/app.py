@@ -25,7 +25,7 @@ from service.connections import ConnectionManager
 from service.cors import CorsPolicy
 from service.health import HealthRoutes
 from service.hub import HubConnectionHandler, HubOptions, recommendations_hub
-from service.transports import EndpointOptions, HubEndpoint
+from service.transports import EndpointOptions, HubEndpoint, refusal_middleware
 
 __all__ = ["HUB", "Consumer", "ConsumerFactory", "HubRuntime", "create_app"]
 
@@ -100,7 +100,7 @@ def create_app(
 
     endpoint_options = EndpointOptions.from_settings(settings)
     # A POST may batch several records; each record is still held to HUB_MAX_RECEIVE_MESSAGE_SIZE.
-    app = web.Application(client_max_size=endpoint_options.max_frame_size)
+    app = web.Application(client_max_size=endpoint_options.max_frame_size, middlewares=[refusal_middleware])
     handler = HubConnectionHandler(
         recommendations_hub,
         options=HubOptions.from_settings(settings),

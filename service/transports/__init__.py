@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .endpoint import EndpointOptions, HubEndpoint
+from .errors import HubHttpError, refusal_middleware
 
-__all__ = ["EndpointOptions", "HubEndpoint"]
+__all__ = ["EndpointOptions", "HubEndpoint", "HubHttpError", "refusal_middleware"]
