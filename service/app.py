@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 from aiohttp import web
@@ -20,54 +18,23 @@ from aiohttp import web
 from config.settings import Settings
 from consumers import EventConsumer
 from consumers.ports import GroupSender
-from service.auth import AuthComponents, GroupPolicy, create_auth
+from service.auth import build_auth
 from service.connections import ConnectionManager
 from service.cors import CorsPolicy
+from service.devtools import install_dev_routes
 from service.health import HealthRoutes
 from service.hub import HubConnectionHandler, HubOptions, recommendations_hub
+from service.runtime import HUB, Consumer, HubRuntime
 from service.transports import EndpointOptions, HubEndpoint, refusal_middleware
 
-__all__ = ["HUB", "Consumer", "ConsumerFactory", "HubRuntime", "create_app"]
+__all__ = ["ConsumerFactory", "create_app"]
 
 log = structlog.get_logger(__name__)
 
 _HEARTBEAT_INTERVAL = 1.0  # HttpConnectionManager._heartbeatTickRate
 
 
-class Consumer(Protocol):
-    """What the app needs from a broker consumer (``consumers.EventConsumer`` provides it)."""
-
-    @property
-    def is_connected(self) -> bool: ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
 ConsumerFactory = Callable[[Settings, GroupSender], Consumer]
-
-
-@dataclass(slots=True)
-class HubRuntime:
-    """The live objects of one app, for the entry point, tests and the dev console."""
-
-    settings: Settings
-    handler: HubConnectionHandler
-    manager: ConnectionManager
-    health: HealthRoutes
-    auth: AuthComponents | None = None
-    endpoint: HubEndpoint | None = None
-    consumer: Consumer | None = None
-    accepting: bool = False
-
-    def require_endpoint(self) -> HubEndpoint:
-        if self.endpoint is None:
-            raise web.HTTPServiceUnavailable(text="starting up")
-        return self.endpoint
-
-
-HUB = web.AppKey("hub", HubRuntime)
 
 
 def _event_consumer(settings: Settings, sender: GroupSender) -> Consumer:
@@ -101,10 +68,10 @@ def create_app(
     endpoint_options = EndpointOptions.from_settings(settings)
     # A POST may batch several records; each record is still held to HUB_MAX_RECEIVE_MESSAGE_SIZE.
     app = web.Application(client_max_size=endpoint_options.max_frame_size, middlewares=[refusal_middleware])
+    # Built now, loaded at startup (auth_ctx): no request ever sees auth or the endpoint missing.
+    auth = build_auth(settings)
     handler = HubConnectionHandler(
-        recommendations_hub,
-        options=HubOptions.from_settings(settings),
-        policy=GroupPolicy(),  # replaced by the configured policy once auth is loaded
+        recommendations_hub, options=HubOptions.from_settings(settings), policy=auth.policy
     )
     manager = ConnectionManager(
         handler,
@@ -112,17 +79,18 @@ def create_app(
         max_connections=settings.hub_max_connections,
     )
     handler.bind(manager)
+    endpoint = HubEndpoint(manager, auth.validator, endpoint_options)
     health = HealthRoutes({})
-    runtime = HubRuntime(settings=settings, handler=handler, manager=manager, health=health)
+    runtime = HubRuntime(
+        settings=settings, auth=auth, handler=handler, manager=manager, endpoint=endpoint, health=health
+    )
     app[HUB] = runtime
     health.add_check("accepting_connections", lambda: runtime.accepting)
     app.add_routes(health.routes())
     CorsPolicy(frozenset(settings.cors_origins)).install(app)
 
     async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
-        runtime.auth = auth = await create_auth(settings)
-        handler.policy = auth.policy
-        runtime.endpoint = HubEndpoint(manager, auth.validator, endpoint_options)
+        await auth.start()
         yield
         await auth.close()
 
@@ -153,22 +121,14 @@ def create_app(
         log.info("shutdown.closing_connections", connections=len(handler))
         handler.close_all(allow_reconnect=True, reason="shutdown")
 
-    async def negotiate(request: web.Request) -> web.StreamResponse:
-        return await runtime.require_endpoint().negotiate(request)
-
-    async def connect(request: web.Request) -> web.StreamResponse:
-        return await runtime.require_endpoint().connect(request)
-
-    app.router.add_route("*", f"{settings.hub_path}/negotiate", negotiate)
-    app.router.add_route("*", settings.hub_path, connect)
+    app.router.add_route("*", f"{settings.hub_path}/negotiate", endpoint.negotiate)
+    app.router.add_route("*", settings.hub_path, endpoint.connect)
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(heartbeat_ctx)
     app.cleanup_ctx.append(consumer_ctx)
     app.on_shutdown.append(on_shutdown)
-    if settings.auth_dev_mode:  # dev JWKS, dev tokens and the console; in production these are 404
-        from service.devtools import install_dev_routes
-
-        install_dev_routes(app, runtime)
+    if auth.dev_keys is not None:  # dev JWKS, dev tokens and the console; in production these are 404
+        install_dev_routes(app, settings, auth.dev_keys)
     return app
 
 

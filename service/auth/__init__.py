@@ -6,7 +6,7 @@ may use aiohttp's *client* to fetch the JWKS; it never imports ``aiohttp.web``.
 
 from __future__ import annotations
 
-from service.auth.dev import DevIssuer, DevKeyError
+from service.auth.dev import DevIssuer, DevKeyError, DevKeys
 from service.auth.errors import (
     AuthenticationError,
     AuthFailureReason,
@@ -24,7 +24,7 @@ from service.auth.policy import (
     normalize_region,
 )
 from service.auth.principal import Principal, canonical_uuid
-from service.auth.setup import AuthComponents, create_auth
+from service.auth.setup import AuthComponents, build_auth
 from service.auth.tokens import ClaimNames, TokenValidator, extract_token, parse_header, www_authenticate
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "ClaimNames",
     "DevIssuer",
     "DevKeyError",
+    "DevKeys",
     "GroupPolicy",
     "InvalidGroupKeyError",
     "JwksCache",
@@ -43,9 +44,9 @@ __all__ = [
     "Principal",
     "Roles",
     "TokenValidator",
+    "build_auth",
     "canonical_uuid",
     "contractor_group",
-    "create_auth",
     "dispatch_group",
     "extract_token",
     "normalize_region",
