@@ -28,7 +28,8 @@ from typing import Final
 from aiohttp import hdrs, web
 
 from config.settings import Settings
-from service.auth import DevKeys, InvalidGroupKeyError, canonical_uuid, normalize_region
+from schemas import InvalidGroupKeyError, canonical_uuid, normalize_region
+from service.auth import DevKeys
 
 __all__ = ["CONSOLE_PATH", "STATIC_DIR", "install_dev_routes"]
 

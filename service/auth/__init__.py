@@ -15,15 +15,8 @@ from service.auth.errors import (
     MissingTokenError,
 )
 from service.auth.jwks import JwksCache
-from service.auth.policy import (
-    GroupPolicy,
-    InvalidGroupKeyError,
-    Roles,
-    contractor_group,
-    dispatch_group,
-    normalize_region,
-)
-from service.auth.principal import Principal, canonical_uuid
+from service.auth.policy import GroupPolicy, Roles
+from service.auth.principal import Principal
 from service.auth.setup import AuthComponents, build_auth
 from service.auth.tokens import ClaimNames, TokenValidator, extract_token, parse_header, www_authenticate
 
@@ -37,7 +30,6 @@ __all__ = [
     "DevKeyError",
     "DevKeys",
     "GroupPolicy",
-    "InvalidGroupKeyError",
     "JwksCache",
     "JwksError",
     "MissingTokenError",
@@ -45,11 +37,7 @@ __all__ = [
     "Roles",
     "TokenValidator",
     "build_auth",
-    "canonical_uuid",
-    "contractor_group",
-    "dispatch_group",
     "extract_token",
-    "normalize_region",
     "parse_header",
     "www_authenticate",
 ]

@@ -33,9 +33,10 @@ from typing import Any, NoReturn
 import jwt
 from jwt import exceptions as jwt_errors
 
+from schemas.groups import canonical_uuid
 from service.auth.errors import AuthenticationError, AuthFailureReason, MissingTokenError
 from service.auth.jwks import JwksCache
-from service.auth.principal import Principal, canonical_uuid
+from service.auth.principal import Principal
 
 __all__ = [
     "ALGORITHM",

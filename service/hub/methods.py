@@ -8,8 +8,8 @@ A refused join fails that invocation and changes nothing; the connection stays o
 
 from __future__ import annotations
 
-from service.auth import AuthorizationError, InvalidGroupKeyError, dispatch_group
-from service.auth.policy import contractor_group
+from schemas import InvalidGroupKeyError, contractor_group, dispatch_group
+from service.auth import AuthorizationError
 from service.errors import HubException
 from service.hub.dispatcher import CallerContext, HubMethods
 
