@@ -121,9 +121,9 @@ def _describe(error: BaseException) -> str:
 def _log_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
     log.warning(
-        "broker connect failed; retrying",
+        "broker.connect_failed",
         attempt=state.attempt_number,
-        retry_in_seconds=round(state.upcoming_sleep, 2),
+        retryInSeconds=round(state.upcoming_sleep, 2),
         error=f"{type(error).__name__}: {error}",
     )
 

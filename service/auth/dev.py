@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import logging
 import os
 import stat
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jwt
+import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -42,7 +42,7 @@ __all__ = [
     "jwk_thumbprint",
 ]
 
-logger = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 DEV_ISSUER = "http://localhost:5004/dev"
 DEV_AUDIENCE = "smartscheduler-dev"
@@ -83,7 +83,7 @@ def _load_or_create_key(key_dir: Path) -> rsa.RSAPrivateKey:
         return _create_key(path)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        logger.warning("development signing key %s is readable by others (mode %o); chmod 600 it", path, mode)
+        log.warning("auth.dev_key_readable_by_others", keyPath=str(path), mode=f"{mode:o}", fix="chmod 600")
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as error:
@@ -115,7 +115,7 @@ def _create_key(path: Path) -> rsa.RSAPrivateKey:
         return _load_or_create_key(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
-    logger.info("created development signing key %s", path)
+    log.info("auth.dev_key_created", keyPath=str(path))
     return key
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import structlog
 from aiohttp import hdrs, web
+from structlog.contextvars import bound_contextvars
 
 from config.settings import Settings, Transport
 from service.auth import AuthenticationError, Principal, TokenValidator, extract_token, www_authenticate
@@ -213,9 +214,8 @@ class HubEndpoint:
         return connection
 
     async def _get(self, request: web.Request, principal: Principal, token: str | None) -> web.StreamResponse:
-        options = self._options
         transport = self._transport_of(request)
-        if transport not in options.transports:
+        if transport not in self._options.transports:
             raise TransportNotSupportedError(transport.value)
         if token is None:
             if transport is not Transport.WEBSOCKETS:
@@ -234,17 +234,30 @@ class HubEndpoint:
                 if draining is not None and transport is Transport.LONG_POLLING:
                     return serve_final_poll(self._manager, token, draining[1])
                 raise
-            if connection.transport is not None and connection.transport is not transport:
-                raise TransportChangeError()
-            if connection.state is ConnectionState.ACTIVE and transport is not Transport.LONG_POLLING:
-                if not (transport is Transport.WEBSOCKETS and connection.resumable):
-                    raise TransportConflictError()
-                # Stateful reconnect while the old socket still looks open: it loses (CancelPreviousPoll).
-                old = connection.sink
-                assert old is not None
-                self._manager.detach(connection, old, keep_alive=True)
-                old.close()
-            connection.principal = principal  # a fresher token extends the connection's authentication
+        # Logs of this request (and of the hub handling what it carries) name the connection.
+        with bound_contextvars(connectionId=connection.connection_id):
+            if token is not None:
+                self._continue(connection, principal, transport)
+            return await self._serve(request, connection, transport)
+
+    def _continue(self, connection: HttpConnection, principal: Principal, transport: Transport) -> None:
+        """A transport request for an existing connection: same transport, one at a time."""
+        if connection.transport is not None and connection.transport is not transport:
+            raise TransportChangeError()
+        if connection.state is ConnectionState.ACTIVE and transport is not Transport.LONG_POLLING:
+            if not (transport is Transport.WEBSOCKETS and connection.resumable):
+                raise TransportConflictError()
+            # Stateful reconnect while the old socket still looks open: it loses (CancelPreviousPoll).
+            old = connection.sink
+            assert old is not None
+            self._manager.detach(connection, old, keep_alive=True)
+            old.close()
+        connection.principal = principal  # a fresher token extends the connection's authentication
+
+    async def _serve(
+        self, request: web.Request, connection: HttpConnection, transport: Transport
+    ) -> web.StreamResponse:
+        options = self._options
         if transport is Transport.WEBSOCKETS:
             return await serve_websocket(
                 request,
@@ -288,7 +301,8 @@ class HubEndpoint:
         try:
             async with lock:
                 if connection.state is not ConnectionState.CLOSED:
-                    await self._manager.application.on_data(connection, body)
+                    with bound_contextvars(connectionId=connection.connection_id):
+                        await self._manager.application.on_data(connection, body)
         finally:
             if not lock.locked() and self._send_locks.get(connection.connection_id) is lock:
                 del self._send_locks[connection.connection_id]
@@ -304,6 +318,7 @@ class HubEndpoint:
             return web.Response(status=202, content_type="text/plain")
         if connection.transport is not Transport.LONG_POLLING:
             raise DeleteNotSupportedError()
-        log.info("connection.delete", connectionId=connection.connection_id)
-        self._manager.dispose(connection)
+        with bound_contextvars(connectionId=connection.connection_id):
+            log.info("connection.delete")
+            self._manager.dispose(connection)
         return web.Response(status=202, content_type="text/plain")

@@ -79,7 +79,7 @@ def test_loose_key_file_mode_is_warned(tmp_path: Path, caplog: pytest.LogCapture
     os.chmod(tmp_path / KEY_FILE_NAME, 0o644)
     caplog.set_level(logging.WARNING)
     DevIssuer(tmp_path)
-    assert "readable by others" in caplog.text
+    assert "auth.dev_key_readable_by_others" in caplog.text
 
 
 def test_unusable_key_file_is_an_actionable_error(tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ async def test_missing_file_is_logged_at_hydrate_and_unavailable_later(
 ) -> None:
     cache = JwksCache((tmp_path / "absent.json").as_uri())
     await cache.hydrate()  # must not raise: the service starts, tokens fail until keys appear
-    assert "JWKS not loaded at startup" in caplog.text
+    assert "jwks.not_loaded_at_startup" in caplog.text
     assert await reason_of(lambda: cache.get_key("any")) == "jwks_unavailable"
     with pytest.raises(JwksError, match="cannot read"):
         await cache.refresh(force=True)
