@@ -1,6 +1,6 @@
 """EventConsumer: the instance queue → validated events → hub groups, acknowledged only after hand-off.
 
-One delivery, start to end (RELIABILITY.md §1.2, STYLE.md flow 2):
+One delivery, start to end (acknowledgement semantics: https://www.rabbitmq.com/docs/confirms):
 
 1. aio-pika calls ``_on_delivery``, which only appends the message to an in-memory inbox. A single
    worker takes messages from it one at a time, so they are handled strictly in queue order
@@ -203,7 +203,7 @@ class EventConsumer:
     async def stop(self) -> None:
         """Stop gracefully within ``SHUTDOWN_TIMEOUT_SECONDS``.
 
-        Order (RELIABILITY.md §2.3): stop re-establishing; cancel the consumer (no new deliveries);
+        Order: stop re-establishing; cancel the consumer (no new deliveries);
         let the message being handled finish and be acked; close the channels and the connection.
         Messages received but not yet handled are not acked — closing the channel returns them to
         the queue, where this instance (after a restart) finds them.

@@ -1,9 +1,9 @@
 """``create_app(settings)``: wiring only — routes, shared objects, and resources with a lifetime.
 
 Resources live in ``cleanup_ctx`` (started in order, stopped in reverse): auth keys, the heartbeat,
-the RabbitMQ consumer. Shutdown follows the issue's order: stop consuming and finish in-flight
-messages, tell every client to reconnect elsewhere (SignalR Close with ``allowReconnect``), then close
-the broker connection.
+the RabbitMQ consumer. Shutdown: stop consuming and finish in-flight messages (nothing is acked that
+was not handed off), tell every client to reconnect elsewhere (a SignalR ``Close`` with
+``allowReconnect``, HubProtocol.md), then close the broker connection.
 """
 
 from __future__ import annotations

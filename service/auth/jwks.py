@@ -1,6 +1,6 @@
 """The signing keys of the token issuer: an in-memory ``kid → RSA public key`` map fed from a JWKS URL.
 
-Rules (RELIABILITY.md §3.2, after aws-jwt-verify and the fixes for CVE-2026-48524 in PyJWT 2.13):
+Rules (after aws-jwt-verify's JWKS cache and the fixes for CVE-2026-48524 in PyJWT 2.13):
 
 * Keys are served from memory. An unknown ``kid`` triggers a refetch, but at most one fetch starts per
   ``min_refresh_interval`` and concurrent callers share it (single flight). Until the next allowed

@@ -168,7 +168,7 @@ def test_contractor_role_can_be_required() -> None:
     assert strict.authorize_contractor(principal(roles={"Contractor"}, contractor_id=OWN), OWN)
     with pytest.raises(AuthorizationError, match="'Contractor' or 'Admin'"):
         strict.authorize_contractor(principal(roles={"Dispatcher"}, contractor_id=OWN), OWN)
-    # The default follows the brief: owning the id is enough.
+    # By default owning the id is enough (the README's hub contract).
     assert POLICY.authorize_contractor(principal(roles=set(), contractor_id=OWN), OWN)
 
 

@@ -44,7 +44,7 @@ def test_incomplete_handshake_returns_none() -> None:
 
 
 def test_handshake_followed_by_hub_messages_in_the_same_buffer() -> None:
-    # SIGNALR.md §9.1: handshake and first messages may arrive together; only the handshake is consumed.
+    # Clients may send the handshake and their first messages together; only the handshake is consumed.
     handshake = b'{"protocol":"json","version":1}\x1e'
     rest = b'{"type":6}\x1e{"target":"Echo","arguments":["hi"],"invocationId":"0","type":1}\x1e{"ty'
     parsed = parse_handshake_request(handshake + rest, 32768)
