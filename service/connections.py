@@ -161,7 +161,7 @@ class HttpConnection:
         self.negotiate_version = negotiate_version
         self.principal = principal
         # Negotiated with useStatefulReconnect=true; the hub makes it ``resumable`` only if the
-        # handshake then asks for protocol version 2 (SIGNALR.md §5.1).
+        # handshake then asks for protocol version 2 (HubProtocol.md, "Stateful Reconnect").
         self.stateful_reconnect = stateful_reconnect
         self.resumable = False
         self.transport: Transport | None = None

@@ -211,7 +211,7 @@ class HubConnection:
         elif isinstance(message, PingMessage):
             self.client_timeout_armed = True
         elif isinstance(message, CloseMessage):
-            # The client is stopping: answer with Close, then end the transport (SIGNALR.md §3.7).
+            # The client is stopping: answer with Close, then end the transport (HubProtocol.md, "Close").
             log.info("connection.client_closed", error=message.error)
             self.close(reason="client")
         elif isinstance(message, AckMessage):
@@ -311,7 +311,7 @@ class HubConnection:
             sequence_id = replay.ack_due()
             if sequence_id is not None:
                 self.send(AckMessage(sequence_id))
-        # Long polling has inherent keep-alive: no Pings (SIGNALR.md §2.5).
+        # Long polling has inherent keep-alive: no Pings (ASP.NET's IConnectionInherentKeepAliveFeature).
         if (
             now - self.last_written >= options.keep_alive
             and connection.transport is not Transport.LONG_POLLING

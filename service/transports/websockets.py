@@ -185,7 +185,7 @@ async def serve_websocket(
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                 await manager.application.on_data(connection, message.data)
             elif kind is WSMsgType.CLOSE:
-                graceful = True  # the client said goodbye: no stateful resume (SIGNALR.md §5.4)
+                graceful = True  # a Close frame is a deliberate goodbye: only a dropped socket may resume
                 break
             else:
                 break  # CLOSED / ERROR: the socket dropped
