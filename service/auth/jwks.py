@@ -150,7 +150,6 @@ class JwksCache:
         if fetch_timeout <= 0:
             raise ValueError("fetch_timeout must be > 0")
         self._url = url
-        self._scheme = scheme
         self._file = _file_path(url) if scheme == "file" else None
         self._min_refresh_interval = min_refresh_interval
         self._fetch_timeout = fetch_timeout

@@ -108,19 +108,3 @@ class GroupPolicy:
                 f"{refused}: it is not the contractor id in your token ({self._contractor_id_claim})"
             )
         return group
-
-    def groups_for(self, principal: Principal) -> frozenset[str]:
-        """Every group the principal's own claims entitle it to (what a hub joins at connect).
-
-        Dispatchers get their regions' dispatch groups, contractors their own contractor group; claim
-        values that are not valid keys are skipped. Admin adds nothing implicit: an admin joins
-        specific groups through ``authorize_*``, never "all".
-        """
-        groups: set[str] = set()
-        if principal.has_role(self._roles.dispatcher):
-            groups.update(dispatch_group(region) for region in _principal_regions(principal))
-        if principal.has_role(self._roles.contractor) and principal.contractor_id:
-            own = canonical_uuid(principal.contractor_id)
-            if own is not None:
-                groups.add(contractor_group(own))
-        return frozenset(groups)

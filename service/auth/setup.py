@@ -13,10 +13,8 @@ startup so it cannot be on by accident unnoticed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 import structlog
 
 from config.settings import Settings
@@ -60,9 +58,7 @@ class AuthComponents:
         await self.jwks.close()
 
 
-def build_auth(
-    settings: Settings, *, session_factory: Callable[[], aiohttp.ClientSession] | None = None
-) -> AuthComponents:
+def build_auth(settings: Settings) -> AuthComponents:
     """The auth components for ``settings``, not loaded yet (``await start()`` before validating)."""
     claim_names = ClaimNames(
         groups=settings.auth_claim_groups,
@@ -83,7 +79,6 @@ def build_auth(
         jwks_url,
         min_refresh_interval=settings.auth_jwks_min_refresh_seconds,
         fetch_timeout=settings.auth_jwks_fetch_timeout_seconds,
-        session_factory=session_factory,
     )
     validator = TokenValidator(
         jwks,

@@ -19,7 +19,7 @@ turns it into the response. Handlers here return only successful responses.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import hdrs, web
@@ -79,7 +79,6 @@ class EndpointOptions:
     poll_timeout: float = 90.0
     disconnect_timeout: float = 15.0
     websocket_compression: bool = False
-    available: tuple[AvailableTransport, ...] = field(default=())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EndpointOptions:

@@ -172,18 +172,6 @@ def test_contractor_role_can_be_required() -> None:
     assert POLICY.authorize_contractor(principal(roles=set(), contractor_id=OWN), OWN)
 
 
-# --- groups derived at connect ----------------------------------------------------------------
-
-
-def test_groups_for() -> None:
-    both = principal(
-        roles={"Dispatcher", "Contractor"}, regions={"North", "south", "bad region"}, contractor_id=OWN
-    )
-    assert POLICY.groups_for(both) == {"dispatch/north", "dispatch/south", f"contractor/{OWN}"}
-    assert POLICY.groups_for(principal(roles={"Admin"}, regions={"north"}, contractor_id=OWN)) == frozenset()
-    assert POLICY.groups_for(principal(roles={"Contractor"}, contractor_id="legacy")) == frozenset()
-
-
 # --- end to end: token -> principal -> decision ---------------------------------------------
 
 

@@ -128,14 +128,19 @@ async def hub(token_factory: TokenFactory) -> AsyncIterator[TestClient[web.Reque
         yield client
 
 
+PATH = "/hub/recommendations"
+
+
+def _bearer(token_factory: TokenFactory, **claims: Any) -> dict[str, str]:
+    return {hdrs.AUTHORIZATION: f"Bearer {token_factory.dispatcher(**claims)}"}
+
+
 def _auth_failures(reason: str) -> float:
     return REGISTRY.get_sample_value("realtime_auth_failures_total", {"reason": reason}) or 0.0
 
 
 async def _negotiate(hub: TestClient[web.Request, web.Application], headers: dict[str, str]) -> str:
-    async with hub.post(
-        "/hub/recommendations/negotiate", params={"negotiateVersion": "1"}, headers=headers
-    ) as response:
+    async with hub.post(f"{PATH}/negotiate", params={"negotiateVersion": "1"}, headers=headers) as response:
         assert response.status == 200
         token: str = (await response.json())["connectionToken"]
         return token
@@ -154,8 +159,7 @@ async def _expect(request: Awaitable[ClientResponse], status: int, text: str) ->
 async def test_endpoint_refusals(
     hub: TestClient[web.Request, web.Application], token_factory: TokenFactory
 ) -> None:
-    path = "/hub/recommendations"
-    auth = {hdrs.AUTHORIZATION: f"Bearer {token_factory.dispatcher()}"}
+    path, auth = PATH, _bearer(token_factory)
     await _expect(hub.get(f"{path}/negotiate", headers=auth), 405, "Method Not Allowed")
     await _expect(hub.put(path, headers=auth), 405, "Method Not Allowed")
     await _expect(
@@ -174,7 +178,7 @@ async def test_endpoint_refusals(
         400,
         "Cannot terminate this connection using the DELETE endpoint.",
     )
-    other = {hdrs.AUTHORIZATION: f"Bearer {token_factory.dispatcher(subject='someone-else')}"}
+    other = _bearer(token_factory, subject="someone-else")
     await _expect(
         hub.post(path, params={"id": token}, headers=other), 403, "This connection belongs to another user."
     )
@@ -198,8 +202,7 @@ async def test_endpoint_refusals(
 async def test_endpoint_refusals_of_transport_requests(
     hub: TestClient[web.Request, web.Application], token_factory: TokenFactory
 ) -> None:
-    path = "/hub/recommendations"
-    auth = {hdrs.AUTHORIZATION: f"Bearer {token_factory.dispatcher()}"}
+    path, auth = PATH, _bearer(token_factory)
     sse = {**auth, hdrs.ACCEPT: "text/event-stream"}
 
     polled = await _negotiate(hub, auth)
@@ -223,8 +226,7 @@ async def test_endpoint_refusals_of_transport_requests(
 async def test_endpoint_refuses_posts_for_websocket_connections(
     hub: TestClient[web.Request, web.Application], token_factory: TokenFactory
 ) -> None:
-    path = "/hub/recommendations"
-    auth = {hdrs.AUTHORIZATION: f"Bearer {token_factory.dispatcher()}"}
+    path, auth = PATH, _bearer(token_factory)
     token = await _negotiate(hub, auth)
     ws = await hub.ws_connect(path, params={"id": token}, headers=auth)
     try:
@@ -238,15 +240,15 @@ async def test_endpoint_refuses_posts_for_websocket_connections(
 
 
 async def test_endpoint_refuses_transports_it_does_not_offer(token_factory: TokenFactory) -> None:
-    auth = {hdrs.AUTHORIZATION: f"Bearer {token_factory.dispatcher()}"}
+    auth = _bearer(token_factory)
     async with _hub(_settings(token_factory, hub_transports=["LongPolling"])) as hub:
         await _expect(
-            hub.get("/hub/recommendations", headers={**auth, hdrs.ACCEPT: "text/event-stream"}),
+            hub.get(PATH, headers={**auth, hdrs.ACCEPT: "text/event-stream"}),
             404,
             "ServerSentEvents transport not supported by this end point type",
         )
         await _expect(
-            hub.get("/hub/recommendations", headers={**auth, hdrs.UPGRADE: "websocket"}),
+            hub.get(PATH, headers={**auth, hdrs.UPGRADE: "websocket"}),
             404,
             "WebSockets transport not supported by this end point type",
         )
@@ -268,7 +270,7 @@ async def test_endpoint_unauthorized_is_empty_with_its_challenge_and_counted(
     hub: TestClient[web.Request, web.Application], headers: dict[str, str], reason: str, challenge: str
 ) -> None:
     before = _auth_failures(reason)
-    async with hub.post("/hub/recommendations/negotiate", headers=headers) as response:
+    async with hub.post(f"{PATH}/negotiate", headers=headers) as response:
         assert response.status == 401
         assert await response.read() == b""
         assert response.headers[hdrs.WWW_AUTHENTICATE] == challenge
