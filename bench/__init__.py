@@ -1,4 +1,4 @@
-"""Fan-out benchmark: this service against python-socketio and a raw aiohttp floor (issue 5).
+"""Fan-out benchmark: this service against python-socketio and a raw aiohttp floor.
 
 ``python -m bench`` (``make bench``) starts each server in its own process, connects a load generator
 process full of raw WebSocket clients, publishes ``RecommendationReady`` events to RabbitMQ and measures

@@ -587,7 +587,11 @@ async def _main(options: Options, argv: list[str], workdir: Path) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
+    from config.settings import LogFormat
+    from service.logs import configure_logging
+
     options, raw_argv = parse_args(argv)
+    configure_logging("WARNING", LogFormat.CONSOLE)  # library log lines on stderr, only when they matter
     raise_fd_limit()
     try:
         import uvloop

@@ -112,7 +112,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets for this service's JSON row, where the run has what they need."""
+    """The benchmark's targets (README, "Benchmark") for this service's JSON row, where the run has them."""
     by = {(row["server"], row["workload"]): row for row in rows}
     checks: list[dict[str, Any]] = []
 

@@ -1,8 +1,7 @@
 """Opening the AMQP connection: URL parameters, jittered robust reconnects, a retried first connect.
 
-RELIABILITY.md §2.1/§2.4: aio-pika's ``RobustConnection`` reconnects by itself once it has
-connected, but at a fixed interval (replicas hammer a recovering broker in lockstep) and its
-*first* connect fails fast. So:
+aio-pika's ``RobustConnection`` reconnects by itself once it has connected, but at a fixed interval
+(replicas would hammer a recovering broker in lockstep) and its *first* connect fails fast. So:
 
 - the first connect is retried here with tenacity — ``wait_random_exponential`` (jitter), only on
   transient errors, each window bounded by ``BROKER_CONNECT_TIMEOUT_SECONDS``, every retry logged;
@@ -10,7 +9,7 @@ connected, but at a fixed interval (replicas hammer a recovering broker in locks
   serving while the broker is down;
 - later reconnects are aio-pika's, with the pause jittered by ``JitteredRobustConnection``;
 - the AMQP heartbeat is set (default 20 s) so a dead peer is noticed in ~2 heartbeats rather than
-  after the kernel's TCP timeout (~11 min, RELIABILITY.md §1.1).
+  after the kernel's TCP timeout (~11 min; https://www.rabbitmq.com/docs/heartbeats).
 
 Rule: errors that retrying cannot fix (credentials, vhost, a port that does not speak AMQP)
 become ``BrokerConfigurationError`` at once; everything else is retried.
@@ -121,9 +120,9 @@ def _describe(error: BaseException) -> str:
 def _log_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome else None
     log.warning(
-        "broker connect failed; retrying",
+        "broker.connect_failed",
         attempt=state.attempt_number,
-        retry_in_seconds=round(state.upcoming_sleep, 2),
+        retryInSeconds=round(state.upcoming_sleep, 2),
         error=f"{type(error).__name__}: {error}",
     )
 

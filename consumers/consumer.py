@@ -1,6 +1,6 @@
 """EventConsumer: the instance queue → validated events → hub groups, acknowledged only after hand-off.
 
-One delivery, start to end (RELIABILITY.md §1.2, STYLE.md flow 2):
+One delivery, start to end (acknowledgement semantics: https://www.rabbitmq.com/docs/confirms):
 
 1. aio-pika calls ``_on_delivery``, which only appends the message to an in-memory inbox. A single
    worker takes messages from it one at a time, so they are handled strictly in queue order
@@ -194,7 +194,7 @@ class EventConsumer:
         self._worker_task = asyncio.create_task(self._work(), name="event-consumer-worker")
         self._main_task = asyncio.create_task(self._run(), name="event-consumer-supervisor")
         log.info(
-            "event consumer starting",
+            "consumer.starting",
             broker=redact(self._url),
             queue=self._topology.queue,
             graceSeconds=self._settings.consume_grace_seconds,
@@ -204,7 +204,7 @@ class EventConsumer:
     async def stop(self) -> None:
         """Stop gracefully within ``SHUTDOWN_TIMEOUT_SECONDS``.
 
-        Order (RELIABILITY.md §2.3): stop re-establishing; cancel the consumer (no new deliveries);
+        Order: stop re-establishing; cancel the consumer (no new deliveries);
         let the message being handled finish and be acked; close the channels and the connection.
         Messages received but not yet handled are not acked — closing the channel returns them to
         the queue, where this instance (after a restart) finds them.
@@ -232,7 +232,7 @@ class EventConsumer:
         self._link_ready.clear()
         self._set_consuming(False)
         metrics.BROKER_CONNECTED.set(0)
-        log.info("event consumer stopped", unhandled=self._inbox.qsize())
+        log.info("consumer.stopped", unhandled=self._inbox.qsize())
 
     # --- supervisor: connect, then keep exactly one consumer ---------------------------------
 
@@ -259,7 +259,7 @@ class EventConsumer:
                 )
             except _TRANSIENT as error:
                 log.error(
-                    "broker unreachable; the hub keeps serving and the consumer keeps trying",
+                    "broker.unreachable",
                     broker=redact(self._url),
                     unreachableForSeconds=window,
                     error=f"{type(error).__name__}: {error}",
@@ -278,7 +278,7 @@ class EventConsumer:
                 continue
             if self._consumer_tag is not None:
                 lost_cause = self._wake_cause
-                log.warning("consumer lost; re-establishing it", cause=lost_cause, queue=self._topology.queue)
+                log.warning("consumer.lost", cause=lost_cause, queue=self._topology.queue)
                 self._consumer_tag = None
                 self._consumer_channel = None
                 self._set_consuming(False)
@@ -293,7 +293,7 @@ class EventConsumer:
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
                 log.warning(
-                    "could not start consuming; retrying",
+                    "consumer.start_failed",
                     attempt=failures,
                     retryInSeconds=round(delay, 2),
                     error=f"{type(error).__name__}: {error}",
@@ -331,7 +331,7 @@ class EventConsumer:
         self._consumer_tag = await declared.queue.consume(self._on_delivery, timeout=timeout, robust=False)
         self._consumer_channel = underlay
         self._set_consuming(True)
-        log.info("consuming", queue=self._topology.queue, consumerTag=self._consumer_tag)
+        log.info("consumer.consuming", queue=self._topology.queue, consumerTag=self._consumer_tag)
 
     async def _ensure_channel(
         self, current: AbstractRobustChannel | None, *, publisher_confirms: bool
@@ -367,7 +367,7 @@ class EventConsumer:
         loop = asyncio.get_running_loop()
         remaining = self._started_at + self._settings.consume_grace_seconds - loop.time()
         if remaining > 0:
-            log.info("waiting for clients to rejoin before consuming", seconds=round(remaining, 2))
+            log.info("consumer.grace_wait", seconds=round(remaining, 2))
             await asyncio.sleep(remaining)
         self._grace_over = True
 
@@ -378,7 +378,7 @@ class EventConsumer:
     async def _fail(self, error: BrokerConfigurationError) -> None:
         self._fatal = error
         self._accepting = False
-        log.error("broker configuration error; the consumer has stopped", error=str(error))
+        log.error("consumer.stopped_by_configuration_error", error=str(error))
         await self._close_connection(timeout=self._operation_timeout)
         self._set_link(up=False)
         self._set_consuming(False)
@@ -390,13 +390,13 @@ class EventConsumer:
     def _on_connection_closed(self, _: object, error: BaseException | None) -> None:
         if self._stopping or self._fatal is not None:
             return
-        log.warning("broker connection lost; reconnecting", error=f"{type(error).__name__}: {error}")
+        log.warning("broker.connection_lost", error=f"{type(error).__name__}: {error}")
         self._set_link(up=False)
         self._set_consuming(False)
         self._poke("reconnected")
 
     def _on_reconnected(self, _: object) -> None:
-        log.info("broker connection re-established")
+        log.info("broker.reconnected")
         self._set_link(up=True)
         self._poke("reconnected")
 
@@ -405,12 +405,12 @@ class EventConsumer:
         # here; a channel closed along with its connection is handled by _on_connection_closed,
         # and a channel we closed ourselves carries no error.
         if isinstance(error, aiormq.exceptions.AMQPChannelError) and not self._stopping:
-            log.warning("broker closed a channel", error=f"{type(error).__name__}: {error}")
+            log.warning("broker.channel_closed", error=f"{type(error).__name__}: {error}")
             self._poke("channel_closed")
 
     def _on_consumer_cancelled(self, frame: spec.Basic.Cancel) -> None:
         if frame.consumer_tag == self._consumer_tag and not self._stopping:
-            log.warning("broker cancelled our consumer (queue deleted?)", consumerTag=frame.consumer_tag)
+            log.warning("broker.consumer_cancelled", consumerTag=frame.consumer_tag)
             self._set_consuming(False)
             self._poke("cancelled")
 
@@ -475,7 +475,7 @@ class EventConsumer:
                 try:
                     handed_off = await self._handle(message, channel, info=info)
                 except Exception:
-                    log.exception("unexpected error handling a message; it will be redelivered")
+                    log.exception("message.handling_failed")
                     # A later multiple ack on this channel would cover it: from now on ack one by one.
                     self._single_ack_channel = channel
                     handed_off = False
@@ -532,7 +532,7 @@ class EventConsumer:
             channel = _channel_of(message)
         if channel is None or getattr(channel, "is_closed", False):
             log.debug(
-                "skipping a delivery from a closed channel; the broker redelivers it",
+                "message.skipped_closed_channel",
                 **_message_fields(message),
             )
             return False
@@ -541,7 +541,7 @@ class EventConsumer:
             self._writes.flush()
             bound = log.bind(**_message_fields(message))
             metrics.EVENTS_DUPLICATE.inc()
-            bound.info("redelivered message already handled; acknowledging without pushing")
+            bound.info("message.duplicate_acked")
             await self._settle(message, ack=True, bound=bound)
             return False
         try:
@@ -570,7 +570,7 @@ class EventConsumer:
         self._dedup.remember(key)
         if info:
             log.info(
-                "event delivered",
+                "event.delivered",
                 **_message_fields(message),
                 **_log_fields(event),
                 groups=list(groups),
@@ -588,7 +588,7 @@ class EventConsumer:
             except Exception as error:  # the hub is another component; its failure must not lose the event
                 metrics.SEND_FAILURES.inc()
                 log.warning(
-                    "hub send_groups failed",
+                    "event.send_failed",
                     **_message_fields(message),
                     **_log_fields(event),
                     attempt=attempt,
@@ -625,7 +625,7 @@ class EventConsumer:
         except _TRANSIENT as error:
             # The queue's own x-dead-letter-exchange takes it; only RabbitMQ's x-death says why.
             bound.warning(
-                "dead-letter publish failed; rejecting to the queue's dead-letter exchange",
+                "message.dead_letter_publish_failed",
                 publishError=f"{type(error).__name__}: {error}",
             )
             if await self._settle(message, ack=False, bound=bound):
@@ -633,7 +633,7 @@ class EventConsumer:
             return
         metrics.EVENTS_DEAD_LETTERED.labels(reason=reason).inc()
         self._dedup.remember(key)
-        bound.warning("message dead-lettered")
+        bound.warning("message.dead_lettered")
         await self._settle(message, ack=True, bound=bound)
 
     async def _settle(
@@ -647,7 +647,7 @@ class EventConsumer:
                 await message.reject(requeue=False)
         except _TRANSIENT as error:
             bound.info(
-                "could not settle the message; the broker will redeliver it",
+                "message.settle_failed",
                 error=f"{type(error).__name__}: {error}",
             )
             return False
@@ -663,7 +663,7 @@ class EventConsumer:
         try:
             await asyncio.wait_for(declared.queue.cancel(tag), timeout=timeout)
         except _TRANSIENT as error:
-            log.info("could not cancel the consumer cleanly", error=f"{type(error).__name__}: {error}")
+            log.info("consumer.cancel_failed", error=f"{type(error).__name__}: {error}")
 
     async def _close_connection(self, *, timeout: float) -> None:
         connection = self._connection
@@ -672,7 +672,7 @@ class EventConsumer:
         try:
             await asyncio.wait_for(connection.close(), timeout=max(timeout, 0.1))
         except _TRANSIENT as error:
-            log.warning("broker connection did not close cleanly", error=f"{type(error).__name__}: {error}")
+            log.warning("broker.close_failed", error=f"{type(error).__name__}: {error}")
 
 
 class _NoCoalescing:
@@ -752,4 +752,4 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
     task.cancel()
     await asyncio.wait([task])
     if not task.cancelled() and task.exception() is not None:
-        log.error("background task failed", task=task.get_name(), exc_info=task.exception())
+        log.error("consumer.task_failed", task=task.get_name(), exc_info=task.exception())

@@ -2,8 +2,8 @@
 
 RabbitMQ redelivers every unacknowledged message after a connection or channel loss, flagged
 ``redelivered``. If we had already handed it to the hub (the ack was lost with the connection),
-pushing it again would show clients a duplicate. RELIABILITY.md §1.1: the flag is only a hint
-("may have been seen"), so we only *look up* messages that carry it, and decide by key.
+pushing it again would show clients a duplicate. The flag is only a hint ("may have been seen",
+https://www.rabbitmq.com/docs/confirms), so we only *look up* messages that carry it, and decide by key.
 
 Rule: bounded memory. At most ``max_entries`` keys, each forgotten ``window_seconds`` after it was
 handled (oldest first when full). ``max_entries == 0`` or ``window_seconds == 0`` disables it.

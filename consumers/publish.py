@@ -8,7 +8,8 @@ Common options (before or after the event name): ``--url`` (default: ``RABBITMQ_
 settings), ``--count N``. Fields not given are generated (fresh UUIDs, "now"). Each published
 message is printed as one JSON line. Exit status: 0 published; 1 invalid or not published.
 
-Rule (RELIABILITY.md §1.3): every message is validated against the contract before it leaves
+Rule (publisher confirms: https://www.rabbitmq.com/docs/confirms): every message is validated against
+the contract before it leaves
 (unless ``validate=False``, which exists to exercise the dead-letter path), published as
 persistent with ``content_type=application/json``, a ``message_id`` and a ``timestamp``, on a
 channel with publisher confirms and ``mandatory`` — a publish returns only once the broker has
@@ -82,7 +83,10 @@ class Published:
 
 
 def routing_key_for(event: Event) -> str:
-    """Issue 3: ``recommendation.ready.{region}`` / ``job.assigned.{region}`` (advisory: bound with ``#``)."""
+    """``recommendation.ready.{region}`` / ``job.assigned.{region}`` (the README's broker contract).
+
+    Advisory: the instance queue is bound with ``#``.
+    """
     match event:
         case RecommendationReady():
             return f"recommendation.ready.{event.region.lower()}"

@@ -1,6 +1,6 @@
 """Which hub groups an event goes to.
 
-Issue 3, "Routing": ``RecommendationReady`` → ``dispatch/{region}``; ``JobAssigned`` →
+The README's hub contract: ``RecommendationReady`` → ``dispatch/{region}``; ``JobAssigned`` →
 ``dispatch/{region}`` and ``contractor/{contractorId}``.
 
 Rule: an event goes to exactly the groups named here and never to "everyone": there is no

@@ -1,6 +1,6 @@
 """The broker entities this service owns, and declaring them idempotently.
 
-Topology (issue 3, "The broker contract"):
+Topology (the README's "Broker contract"):
 
 - ``RECOMMENDATIONS_EXCHANGE`` and ``ASSIGNMENTS_EXCHANGE``: durable **topic** exchanges. Producers
   publish ``RecommendationReady`` with routing keys ``recommendation.ready.{region}`` and

@@ -17,8 +17,10 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from config.settings import LogFormat
 from devkit.local_broker import PrivateBroker, port_open
 from service.auth import DevIssuer
+from service.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -56,6 +58,7 @@ def _broker() -> tuple[str, PrivateBroker | None]:
 def main() -> int:
     port = os.environ.get("HTTP_PORT", "5004")
     key_dir = Path(os.environ.get("AUTH_DEV_KEY_DIR", ROOT / ".dev"))
+    configure_logging("INFO", LogFormat.CONSOLE)  # this launcher's own log lines, on stderr
     url, node = _broker()
     issuer = DevIssuer(key_dir)
     contractor_id = str(uuid.uuid4())

@@ -15,7 +15,14 @@ from schemas.events import (
     JobAssigned,
     RecommendationReady,
 )
-from schemas.groups import contractor_group, dispatch_group
+from schemas.groups import (
+    InvalidGroupKeyError,
+    canonical_contractor_id,
+    canonical_uuid,
+    contractor_group,
+    dispatch_group,
+    normalize_region,
+)
 from schemas.parsing import JSON_CONTENT_TYPE, check_content_headers, parse_event
 
 __all__ = [
@@ -25,11 +32,15 @@ __all__ = [
     "Event",
     "EventEnvelope",
     "EventValidationError",
+    "InvalidGroupKeyError",
     "JobAssigned",
     "Reason",
     "RecommendationReady",
+    "canonical_contractor_id",
+    "canonical_uuid",
     "check_content_headers",
     "contractor_group",
     "dispatch_group",
+    "normalize_region",
     "parse_event",
 ]

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_EVENT_BYTES: Final = 2048
-"""Issue 3: "bodies over 2 KB refused". The service's limit is the ``MAX_EVENT_BYTES`` setting."""
+"""Bodies over 2 KiB are refused (README, "Broker contract"); the service's limit is ``MAX_EVENT_BYTES``."""
 
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 """Largest integer a JavaScript client reads exactly (``Number.MAX_SAFE_INTEGER``)."""
@@ -155,7 +155,7 @@ class JobAssigned(_EventModel):
 
     @model_validator(mode="after")
     def _end_after_start(self) -> JobAssigned:
-        # Issue 3: "`endUtc` after `startUtc`" — strictly after; offsets may differ.
+        # The contract: `endUtc` after `startUtc` — strictly after; offsets may differ.
         if parse_timestamp(self.end_utc) <= parse_timestamp(self.start_utc):
             raise ValueError("endUtc must be after startUtc")
         return self

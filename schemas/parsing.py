@@ -29,7 +29,7 @@ _MAX_ECHO: Final = 40
 def check_content_headers(content_type: str | None, content_encoding: str | None = None) -> None:
     """Refuse AMQP ``content_type``/``content_encoding`` other than plain JSON.
 
-    Issue 3: the body is "UTF-8, ``content_type`` ``application/json``". A missing content type is
+    The contract: the body is UTF-8 with ``content_type`` ``application/json``. A missing content type is
     accepted (many producers omit it; the body is validated anyway); a ``charset`` parameter must be
     UTF-8.
     """

@@ -1,9 +1,9 @@
 """``create_app(settings)``: wiring only — routes, shared objects, and resources with a lifetime.
 
 Resources live in ``cleanup_ctx`` (started in order, stopped in reverse): auth keys, the heartbeat,
-the RabbitMQ consumer. Shutdown follows the issue's order: stop consuming and finish in-flight
-messages, tell every client to reconnect elsewhere (SignalR Close with ``allowReconnect``), then close
-the broker connection.
+the RabbitMQ consumer. Shutdown: stop consuming and finish in-flight messages (nothing is acked that
+was not handed off), tell every client to reconnect elsewhere (a SignalR ``Close`` with
+``allowReconnect``, HubProtocol.md), then close the broker connection.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 from aiohttp import web
@@ -20,9 +18,10 @@ from aiohttp import web
 from config.settings import Settings
 from consumers import EventConsumer
 from consumers.ports import GroupSender
-from service.auth import AuthComponents, create_auth, create_policy
+from service.auth import build_auth
 from service.connections import ConnectionManager
 from service.cors import CorsPolicy
+from service.devtools import install_dev_routes
 from service.health import HealthRoutes
 from service.hub import (
     HubConnectionHandler,
@@ -31,52 +30,18 @@ from service.hub import (
     InMemoryHubLifetimeManager,
     RecommendationsHub,
 )
-from service.transports import EndpointOptions, HubEndpoint
+from service.runtime import HUB, Consumer, HubRuntime
+from service.transports import EndpointOptions, HubEndpoint, refusal_middleware
 from service.write_batch import WriteBatch
 
-__all__ = ["HUB", "Consumer", "ConsumerFactory", "HubRuntime", "create_app"]
+__all__ = ["ConsumerFactory", "create_app"]
 
 log = structlog.get_logger(__name__)
 
 _HEARTBEAT_INTERVAL = 1.0  # HttpConnectionManager._heartbeatTickRate
 
 
-class Consumer(Protocol):
-    """What the app needs from a broker consumer (``consumers.EventConsumer`` provides it)."""
-
-    @property
-    def is_connected(self) -> bool: ...
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
 ConsumerFactory = Callable[[Settings, GroupSender, WriteBatch], Consumer]
-
-
-@dataclass(slots=True)
-class HubRuntime:
-    """The live objects of one app, for the entry point, tests and the dev console."""
-
-    settings: Settings
-    handler: HubConnectionHandler
-    lifetime: InMemoryHubLifetimeManager
-    manager: ConnectionManager
-    batch: WriteBatch
-    health: HealthRoutes
-    auth: AuthComponents | None = None
-    endpoint: HubEndpoint | None = None
-    consumer: Consumer | None = None
-    accepting: bool = False
-
-    def require_endpoint(self) -> HubEndpoint:
-        if self.endpoint is None:
-            raise web.HTTPServiceUnavailable(text="starting up")
-        return self.endpoint
-
-
-HUB = web.AppKey("hub", HubRuntime)
 
 
 def _event_consumer(settings: Settings, sender: GroupSender, batch: WriteBatch) -> Consumer:
@@ -110,10 +75,12 @@ def create_app(
 
     endpoint_options = EndpointOptions.from_settings(settings)
     # A POST may batch several records; each record is still held to HUB_MAX_RECEIVE_MESSAGE_SIZE.
-    app = web.Application(client_max_size=endpoint_options.max_frame_size)
+    app = web.Application(client_max_size=endpoint_options.max_frame_size, middlewares=[refusal_middleware])
+    # Built now, loaded at startup (auth_ctx): no request ever sees auth or the endpoint missing.
+    auth = build_auth(settings)
     lifetime = InMemoryHubLifetimeManager()
     handler = HubConnectionHandler(
-        HubMethods.of(RecommendationsHub(create_policy(settings))),
+        HubMethods.of(RecommendationsHub(auth.policy)),
         options=HubOptions.from_settings(settings),
         lifetime=lifetime,
     )
@@ -122,10 +89,18 @@ def create_app(
         disconnect_timeout=settings.hub_disconnect_timeout,
         max_connections=settings.hub_max_connections,
     )
-    batch = WriteBatch()
+    batch = WriteBatch()  # the consumer holds it while it drains a backlog; WebSocket sinks defer into it
+    endpoint = HubEndpoint(manager, auth.validator, endpoint_options, batch=batch)
     health = HealthRoutes({})
     runtime = HubRuntime(
-        settings=settings, handler=handler, lifetime=lifetime, manager=manager, batch=batch, health=health
+        settings=settings,
+        auth=auth,
+        handler=handler,
+        lifetime=lifetime,
+        manager=manager,
+        batch=batch,
+        endpoint=endpoint,
+        health=health,
     )
     app[HUB] = runtime
     health.add_check("accepting_connections", lambda: runtime.accepting)
@@ -133,8 +108,7 @@ def create_app(
     CorsPolicy(frozenset(settings.cors_origins)).install(app)
 
     async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
-        runtime.auth = auth = await create_auth(settings)
-        runtime.endpoint = HubEndpoint(manager, auth.validator, endpoint_options, batch=batch)
+        await auth.start()
         yield
         await auth.close()
 
@@ -165,22 +139,14 @@ def create_app(
         log.info("shutdown.closing_connections", connections=len(handler))
         handler.close_all(allow_reconnect=True, reason="shutdown")
 
-    async def negotiate(request: web.Request) -> web.StreamResponse:
-        return await runtime.require_endpoint().negotiate(request)
-
-    async def connect(request: web.Request) -> web.StreamResponse:
-        return await runtime.require_endpoint().connect(request)
-
-    app.router.add_route("*", f"{settings.hub_path}/negotiate", negotiate)
-    app.router.add_route("*", settings.hub_path, connect)
+    app.router.add_route("*", f"{settings.hub_path}/negotiate", endpoint.negotiate)
+    app.router.add_route("*", settings.hub_path, endpoint.connect)
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(heartbeat_ctx)
     app.cleanup_ctx.append(consumer_ctx)
     app.on_shutdown.append(on_shutdown)
-    if settings.auth_dev_mode:  # dev JWKS, dev tokens and the console; in production these are 404
-        from service.devtools import install_dev_routes
-
-        install_dev_routes(app, runtime)
+    if auth.dev_keys is not None:  # dev JWKS, dev tokens and the console; in production these are 404
+        install_dev_routes(app, settings, auth.dev_keys)
     return app
 
 

@@ -64,7 +64,10 @@ def dev_token(settings: Settings, args: argparse.Namespace) -> int:
     import uuid
 
     from service.auth import ClaimNames, DevIssuer
+    from service.logs import configure_logging
 
+    # Log lines (e.g. auth.dev_key_created) go to stderr: stdout carries only the token.
+    configure_logging(settings.log_level, settings.log_format)
     if not settings.auth_dev_mode:
         print(
             "configuration error: AUTH_DEV_MODE: dev-token only works with AUTH_DEV_MODE=true "

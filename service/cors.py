@@ -1,6 +1,6 @@
 """CORS for the browser SignalR client, which sends credentials (``withCredentials`` defaults to true).
 
-Rules (RELIABILITY.md §4.3): only the configured origins, echoed exactly, with
+Rules (the Fetch standard's CORS protocol with credentials): only the configured origins, echoed exactly, with
 ``Access-Control-Allow-Credentials: true`` and ``Vary: Origin``; never ``*`` and never ``null``.
 Headers are added in ``on_response_prepare`` so that streaming responses (SSE) carry them too.
 Written by hand rather than with aiohttp-cors because that library reflects any origin when
@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 __all__ = ["CorsPolicy"]
 
 _ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
-# What @microsoft/signalr sends from a browser (FetchHttpClient/XhrHttpClient, SIGNALR.md §1.1).
+# What @microsoft/signalr sends from a browser (its FetchHttpClient.ts / XhrHttpClient.ts).
 _ALLOWED_HEADERS = "authorization, content-type, x-requested-with, x-signalr-user-agent"
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -23,14 +23,13 @@ import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from aiohttp import hdrs, web
 
-from service.auth import DevIssuer, InvalidGroupKeyError, canonical_uuid, normalize_region
-
-if TYPE_CHECKING:
-    from service.app import HubRuntime
+from config.settings import Settings
+from schemas import InvalidGroupKeyError, canonical_uuid, normalize_region
+from service.auth import DevKeys
 
 __all__ = ["CONSOLE_PATH", "STATIC_DIR", "install_dev_routes"]
 
@@ -49,9 +48,12 @@ _CONSOLE_CSP: Final = (
 _NO_STORE: Final = {hdrs.CACHE_CONTROL: "no-store"}
 
 
-def install_dev_routes(app: web.Application, runtime: HubRuntime) -> None:
-    """Add the development routes to ``app`` (call only in development auth mode)."""
-    routes = _DevRoutes(runtime)
+def install_dev_routes(app: web.Application, settings: Settings, keys: DevKeys) -> None:
+    """Add the development routes to ``app`` (call only in development auth mode).
+
+    ``keys`` is the app's development issuer; the app loads it at startup, before any request.
+    """
+    routes = _DevRoutes(settings, keys)
     app.router.add_get("/", routes.root)
     app.router.add_get("/dev/jwks.json", routes.jwks)
     app.router.add_get("/dev/token", routes.token)
@@ -67,17 +69,9 @@ def _bad_request(message: str) -> web.HTTPBadRequest:
 
 
 class _DevRoutes:
-    def __init__(self, runtime: HubRuntime) -> None:
-        self._runtime = runtime
-
-    def _issuer(self) -> DevIssuer:
-        # runtime.auth is built in cleanup_ctx at startup: resolve it per request, never at install time.
-        auth = self._runtime.auth
-        if auth is None:
-            raise web.HTTPServiceUnavailable(text="starting up")
-        if auth.dev_issuer is None:  # create_auth makes an issuer whenever dev mode is on
-            raise web.HTTPNotFound()
-        return auth.dev_issuer
+    def __init__(self, settings: Settings, keys: DevKeys) -> None:
+        self._settings = settings
+        self._keys = keys
 
     async def root(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound(CONSOLE_PATH)
@@ -87,11 +81,11 @@ class _DevRoutes:
         return web.FileResponse(STATIC_DIR / "console" / "index.html", headers=headers)
 
     async def jwks(self, request: web.Request) -> web.Response:
-        return web.json_response(self._issuer().jwks(), headers={hdrs.CACHE_CONTROL: "max-age=60"})
+        return web.json_response(self._keys.issuer.jwks(), headers={hdrs.CACHE_CONTROL: "max-age=60"})
 
     async def token(self, request: web.Request) -> web.Response:
-        issuer = self._issuer()
-        settings = self._runtime.settings
+        issuer = self._keys.issuer
+        settings = self._settings
         query = request.query
         role = query.get("role", "")
         ttl = _ttl(query.get("ttl"))

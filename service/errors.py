@@ -6,14 +6,10 @@ module holds the ones the hub and transports share. Each names whose fault it is
 
 from __future__ import annotations
 
-__all__ = ["HubError", "HubException"]
+__all__ = ["HubException"]
 
 
-class HubError(Exception):
-    """Base of the hub's own errors."""
-
-
-class HubException(HubError):
+class HubException(Exception):
     """Raised by a hub method to fail one invocation with a message the caller may read.
 
     Like ASP.NET's ``HubException``: its message reaches the client (prefixed ``HubException: ``)

@@ -142,7 +142,7 @@ def test_dev_token_is_refused_outside_development_mode(token_factory: TokenFacto
 
 
 def test_dev_token_mints_a_token_the_dev_service_accepts(tmp_path: Path) -> None:
-    from service.auth import create_auth
+    from service.auth import build_auth
     from tests.support.server import dev_settings
 
     env = _env(AUTH_DEV_MODE="true", AUTH_DEV_KEY_DIR=str(tmp_path / "keys"))
@@ -167,7 +167,8 @@ def test_dev_token_mints_a_token_the_dev_service_accepts(tmp_path: Path) -> None
     token = result.stdout.strip()
 
     async def validate() -> object:
-        auth = await create_auth(dev_settings(tmp_path / "keys"))
+        auth = build_auth(dev_settings(tmp_path / "keys"))
+        await auth.start()
         try:
             return await auth.validator.validate(token)
         finally:

@@ -6,7 +6,7 @@ may use aiohttp's *client* to fetch the JWKS; it never imports ``aiohttp.web``.
 
 from __future__ import annotations
 
-from service.auth.dev import DevIssuer, DevKeyError
+from service.auth.dev import DevIssuer, DevKeyError, DevKeys
 from service.auth.errors import (
     AuthenticationError,
     AuthFailureReason,
@@ -15,16 +15,9 @@ from service.auth.errors import (
     MissingTokenError,
 )
 from service.auth.jwks import JwksCache
-from service.auth.policy import (
-    GroupPolicy,
-    InvalidGroupKeyError,
-    Roles,
-    contractor_group,
-    dispatch_group,
-    normalize_region,
-)
-from service.auth.principal import Principal, canonical_uuid
-from service.auth.setup import AuthComponents, create_auth, create_policy
+from service.auth.policy import GroupPolicy, Roles
+from service.auth.principal import Principal
+from service.auth.setup import AuthComponents, build_auth
 from service.auth.tokens import ClaimNames, TokenValidator, extract_token, parse_header, www_authenticate
 
 __all__ = [
@@ -35,21 +28,16 @@ __all__ = [
     "ClaimNames",
     "DevIssuer",
     "DevKeyError",
+    "DevKeys",
     "GroupPolicy",
-    "InvalidGroupKeyError",
     "JwksCache",
     "JwksError",
     "MissingTokenError",
     "Principal",
     "Roles",
     "TokenValidator",
-    "canonical_uuid",
-    "contractor_group",
-    "create_auth",
-    "create_policy",
-    "dispatch_group",
+    "build_auth",
     "extract_token",
-    "normalize_region",
     "parse_header",
     "www_authenticate",
 ]

@@ -5,8 +5,9 @@ Rule: this exists only for ``AUTH_DEV_MODE=true`` and tests. Dev tokens go throu
 development never exercises a weaker code path. The private key lives in ``key_dir`` (mode 0600,
 git-ignored ``.dev/``) and is created on first use; the same key directory always gives the same ``kid``.
 
-Construction reads or generates a key (blocking, ~0.1 s for a new key): build it at startup or through
-``asyncio.to_thread``, not inside a request handler.
+Constructing a ``DevIssuer`` reads or generates a key (blocking, ~0.1 s for a new key). A service
+names its issuer with ``DevKeys`` when the app is built and loads the key at startup (in a worker
+thread), never inside a request handler.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import logging
 import os
 import stat
 import time
@@ -24,19 +24,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jwt
+import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service.auth.jwks import MIN_RSA_KEY_BITS
 from service.auth.tokens import ClaimNames
 
-__all__ = ["DEV_AUDIENCE", "DEV_ISSUER", "KEY_FILE_NAME", "DevIssuer", "DevKeyError", "jwk_thumbprint"]
+__all__ = [
+    "DEV_AUDIENCE",
+    "DEV_ISSUER",
+    "DEV_JWKS_FILE_NAME",
+    "KEY_FILE_NAME",
+    "DevIssuer",
+    "DevKeyError",
+    "DevKeys",
+    "jwk_thumbprint",
+]
 
-logger = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 DEV_ISSUER = "http://localhost:5004/dev"
 DEV_AUDIENCE = "smartscheduler-dev"
 KEY_FILE_NAME = "dev-signing-key.pem"
+DEV_JWKS_FILE_NAME = "jwks.json"
 _RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 _DEFAULT_CLAIM_NAMES = ClaimNames()
 
@@ -72,7 +83,7 @@ def _load_or_create_key(key_dir: Path) -> rsa.RSAPrivateKey:
         return _create_key(path)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        logger.warning("development signing key %s is readable by others (mode %o); chmod 600 it", path, mode)
+        log.warning("auth.dev_key_readable_by_others", keyPath=str(path), mode=f"{mode:o}", fix="chmod 600")
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as error:
@@ -104,7 +115,7 @@ def _create_key(path: Path) -> rsa.RSAPrivateKey:
         return _load_or_create_key(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
-    logger.info("created development signing key %s", path)
+    log.info("auth.dev_key_created", keyPath=str(path))
     return key
 
 
@@ -279,3 +290,36 @@ class DevIssuer:
                 extra_claims=extra_claims,
             )
         )
+
+
+class DevKeys:
+    """The development issuer of a service: named when the app is built, its key loaded at startup.
+
+    ``jwks_url`` is known at once (the validator is built on it); ``load`` reads or creates the key in
+    ``key_dir`` and writes the JWKS there (blocking file I/O and key generation: run it in a worker
+    thread). ``issuer`` is the loaded ``DevIssuer``.
+    """
+
+    def __init__(self, key_dir: Path, *, claims: ClaimNames = _DEFAULT_CLAIM_NAMES) -> None:
+        self.key_dir = Path(key_dir)
+        self.jwks_path = (self.key_dir / DEV_JWKS_FILE_NAME).absolute()
+        self._claims = claims
+        self._issuer: DevIssuer | None = None
+
+    @property
+    def jwks_url(self) -> str:
+        return self.jwks_path.as_uri()
+
+    def load(self) -> DevIssuer:
+        """Read (or create) the signing key and publish its JWKS at ``jwks_path``."""
+        issuer = DevIssuer(self.key_dir, claims=self._claims)
+        issuer.write_jwks(self.jwks_path)
+        self._issuer = issuer
+        return issuer
+
+    @property
+    def issuer(self) -> DevIssuer:
+        if self._issuer is None:
+            # A programming error: the app loads the key before it serves any request.
+            raise RuntimeError("DevKeys.load() has not run; the app loads the key at startup")
+        return self._issuer

@@ -1,6 +1,6 @@
 """The signing keys of the token issuer: an in-memory ``kid → RSA public key`` map fed from a JWKS URL.
 
-Rules (RELIABILITY.md §3.2, after aws-jwt-verify and the fixes for CVE-2026-48524 in PyJWT 2.13):
+Rules (after aws-jwt-verify's JWKS cache and the fixes for CVE-2026-48524 in PyJWT 2.13):
 
 * Keys are served from memory. An unknown ``kid`` triggers a refetch, but at most one fetch starts per
   ``min_refresh_interval`` and concurrent callers share it (single flight). Until the next allowed
@@ -21,7 +21,6 @@ import base64
 import binascii
 import contextlib
 import json
-import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,13 +28,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
+import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
 from service.auth.errors import AuthenticationError, JwksError
 
 __all__ = ["MAX_JWKS_BYTES", "MIN_RSA_KEY_BITS", "JwksCache", "parse_jwks"]
 
-logger = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 # A Cognito JWKS is about 1 KiB; anything near this size is not a key set.
 MAX_JWKS_BYTES = 256 * 1024
@@ -75,30 +75,30 @@ def parse_jwks(document: Any) -> dict[str, RSAPublicKey]:
     keys: dict[str, RSAPublicKey] = {}
     for index, jwk in enumerate(document["keys"]):
         if not isinstance(jwk, Mapping):
-            logger.debug("JWKS entry %d skipped: not an object", index)
+            log.debug("jwks.key_skipped", index=index, reason="not_an_object")
             continue
         kid = jwk.get("kid")
         if not isinstance(kid, str) or not kid:
-            logger.debug("JWKS entry %d skipped: no kid", index)
+            log.debug("jwks.key_skipped", index=index, reason="no_kid")
             continue
         if jwk.get("kty") != "RSA":
-            logger.debug("JWKS key %r skipped: kty %r is not RSA", kid, jwk.get("kty"))
+            log.debug("jwks.key_skipped", kid=kid, reason="kty_not_rsa", kty=jwk.get("kty"))
             continue
         if jwk.get("use", "sig") != "sig":
-            logger.debug("JWKS key %r skipped: use %r is not sig", kid, jwk.get("use"))
+            log.debug("jwks.key_skipped", kid=kid, reason="use_not_sig", use=jwk.get("use"))
             continue
         if jwk.get("alg", "RS256") != "RS256":
-            logger.debug("JWKS key %r skipped: alg %r is not RS256", kid, jwk.get("alg"))
+            log.debug("jwks.key_skipped", kid=kid, reason="alg_not_rs256", alg=jwk.get("alg"))
             continue
         if kid in keys:
             # RFC 7517 §4.5: kids should be unique within a set; with two candidates we keep the first
             # rather than let the order of a later fetch decide silently.
-            logger.warning("JWKS key %r appears more than once; keeping the first", kid)
+            log.warning("jwks.duplicate_kid", kid=kid, kept="first")
             continue
         try:
             keys[kid] = _rsa_key(jwk)
         except ValueError as error:
-            logger.debug("JWKS key %r skipped: %s", kid, error)
+            log.debug("jwks.key_skipped", kid=kid, reason="unusable_key", error=str(error))
     if not keys:
         raise JwksError("the JWKS has no usable RS256 signing key (kty RSA, use sig, >= 2048 bits)")
     return keys
@@ -150,7 +150,6 @@ class JwksCache:
         if fetch_timeout <= 0:
             raise ValueError("fetch_timeout must be > 0")
         self._url = url
-        self._scheme = scheme
         self._file = _file_path(url) if scheme == "file" else None
         self._min_refresh_interval = min_refresh_interval
         self._fetch_timeout = fetch_timeout
@@ -210,7 +209,7 @@ class JwksCache:
         try:
             await self._refresh(force=True)
         except JwksError as error:
-            logger.warning("JWKS not loaded at startup from %s: %s", self.url, error)
+            log.warning("jwks.not_loaded_at_startup", url=self.url, error=str(error))
 
     async def close(self) -> None:
         """Cancel a fetch in flight and close the HTTP session this cache created."""
@@ -269,20 +268,12 @@ class JwksCache:
         self._keys = keys
         self._last_error = None
         if added or removed:
-            logger.info(
-                "JWKS loaded from %s: %d keys (%d new, %d removed)",
-                self.url,
-                len(keys),
-                len(added),
-                len(removed),
-            )
+            log.info("jwks.loaded", url=self.url, keys=len(keys), added=len(added), removed=len(removed))
 
     def _fail(self, error: JwksError) -> None:
         self._last_error = error
         # Keep whatever keys we had: a bad fetch says nothing about keys that verified yesterday.
-        logger.warning(
-            "JWKS refresh from %s failed (%d cached keys kept): %s", self.url, len(self._keys), error
-        )
+        log.warning("jwks.refresh_failed", url=self.url, cachedKeys=len(self._keys), error=str(error))
 
     async def _fetch(self) -> bytes:
         if self._file is not None:

@@ -2,29 +2,17 @@
 
 Rule: a ``Principal`` is only ever built from a token whose signature, issuer, audience and times were
 checked (``TokenValidator``) or by tests. It is immutable, and ``claims`` is a read-only copy, so
-code that holds a principal cannot widen it. Group names are *not* derived here; ``policy`` does that.
+code that holds a principal cannot widen it. Group names are *not* derived here (``schemas.groups``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["Principal", "canonical_uuid"]
-
-# Only the RFC 4122 hyphenated form ("8-4-4-4-12" hex), any case. ``uuid.UUID`` would also take
-# braces, "urn:uuid:" and bare hex; refusing those keeps one spelling per id on the wire and in logs.
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def canonical_uuid(value: str) -> str | None:
-    """The lower-case hyphenated UUID ``value`` spells, or ``None`` when it is not one."""
-    if _UUID.fullmatch(value) is None:
-        return None
-    return value.lower()
+__all__ = ["Principal"]
 
 
 def _freeze(value: Any) -> Any:
@@ -41,9 +29,9 @@ class Principal:
     """Who is calling, as a verified token states it.
 
     ``contractor_id`` is ``custom:contractorId`` (else ``sub``), in canonical lower case when it is a
-    UUID. ``regions`` keep the spelling of the claim; compare them through ``policy``, which
-    normalizes. ``claims`` is excluded from ``repr`` (it carries personal data such as e-mail) and
-    from equality/hash.
+    UUID. ``regions`` keep the spelling of the claim; ``policy`` compares them in canonical form.
+    ``claims`` is excluded from ``repr`` (it carries personal data such as e-mail) and from
+    equality/hash.
     """
 
     subject: str

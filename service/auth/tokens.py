@@ -1,6 +1,7 @@
 """Bearer token in, ``Principal`` out: the Cognito JWT rules, in the order they are checked.
 
-Rules (RELIABILITY.md §3, RFC 8725, aws-jwt-verify):
+Rules (RFC 7519, RFC 8725 "JSON Web Token Best Current Practices", Cognito's token verification guide,
+aws-jwt-verify):
 
 1. The header is parsed without being trusted: exactly three base64url segments, a JSON object header
    with no duplicate names. Anything else is ``malformed``.
@@ -33,9 +34,10 @@ from typing import Any, NoReturn
 import jwt
 from jwt import exceptions as jwt_errors
 
+from schemas.groups import canonical_uuid
 from service.auth.errors import AuthenticationError, AuthFailureReason, MissingTokenError
 from service.auth.jwks import JwksCache
-from service.auth.principal import Principal, canonical_uuid
+from service.auth.principal import Principal
 
 __all__ = [
     "ALGORITHM",
@@ -378,7 +380,8 @@ def extract_token(authorization: str | None, query_access_token: str | None) -> 
     """The bearer token of a request: ``Authorization: Bearer`` wins, else the ``access_token`` query.
 
     Browsers cannot set headers on WebSocket/EventSource requests, so the SignalR JS client sends the
-    token as ``?access_token=`` there (RELIABILITY.md §4.1). Raises ``MissingTokenError`` when neither
+    token as ``?access_token=`` there (ASP.NET Core docs, "Authentication and authorization in ASP.NET
+    Core SignalR", built-in JWT authentication). Raises ``MissingTokenError`` when neither
     is present and ``AuthenticationError(error="invalid_request")`` for a malformed header or value.
     """
     if authorization is not None:

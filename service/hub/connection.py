@@ -135,7 +135,7 @@ class HubConnection:
         except ProtocolError as error:
             kind = "too_large" if isinstance(error, MessageTooLargeError) else "invalid_message"
             PROTOCOL_ERRORS.labels(kind).inc()
-            log.info("connection.protocol_error", connectionId=self.connection_id, error=str(error))
+            log.info("connection.protocol_error", error=str(error))
             self.close(
                 error=f"{_CLOSED_WITH_ERROR} InvalidDataException: {error}",
                 allow_reconnect=True,
@@ -179,7 +179,6 @@ class HubConnection:
         CONNECTIONS_OPENED.labels(transport, protocol.name).inc()
         log.info(
             "connection.connected",
-            connectionId=self.connection_id,
             transport=transport,
             protocol=protocol.name,
             subject=connection.principal.subject,
@@ -206,9 +205,8 @@ class HubConnection:
         elif isinstance(message, PingMessage):
             self.client_timeout_armed = True
         elif isinstance(message, CloseMessage):
-            # The client is stopping: answer with Close, then end the transport (ASP.NET's
-            # HubConnectionHandler does the same, so the client sees a clean close).
-            log.info("connection.client_closed", connectionId=self.connection_id, error=message.error)
+            # The client is stopping: answer with Close, then end the transport (HubProtocol.md, "Close").
+            log.info("connection.client_closed", error=message.error)
             self.close(reason="client")
         elif isinstance(message, AckMessage):
             if replay is not None:
@@ -221,9 +219,7 @@ class HubConnection:
         elif isinstance(message, StreamItemMessage | CompletionMessage | CancelInvocationMessage):
             # No hub method takes upload streams or asks for client results: ASP.NET ignores items and
             # completions for unknown ids, and cancelling an unknown invocation is a no-op.
-            log.debug(
-                "connection.ignored_message", connectionId=self.connection_id, type=type(message).__name__
-            )
+            log.debug("connection.ignored_message", type=type(message).__name__)
 
     # --- outbound -----------------------------------------------------------------------------
 
@@ -264,9 +260,7 @@ class HubConnection:
         if replay is None or protocol is None:
             return
         if replay.lossy:
-            log.info(
-                "connection.resume_refused", connectionId=self.connection_id, reason="replay_buffer_overflow"
-            )
+            log.info("connection.resume_refused", reason="replay_buffer_overflow")
             self.close(
                 error=f"{_CLOSED_WITH_ERROR} Messages were dropped while the connection was away.",
                 allow_reconnect=True,
@@ -274,7 +268,7 @@ class HubConnection:
             )
             return
         first, payloads = replay.resend()
-        log.info("connection.resumed", connectionId=self.connection_id, replayed=len(payloads))
+        log.info("connection.resumed", replayed=len(payloads))
         self._write(Outgoing(protocol.write(SequenceMessage(first))))
         for payload in payloads:
             self._write(Outgoing(payload))
@@ -311,7 +305,7 @@ class HubConnection:
             sequence_id = replay.ack_due()
             if sequence_id is not None:
                 self.send(AckMessage(sequence_id))
-        # TransportProtocols.md: long polling has inherent keep-alive (every poll), so no Pings there.
+        # Long polling has inherent keep-alive: no Pings (ASP.NET's IConnectionInherentKeepAliveFeature).
         if now - self.last_written >= options.keep_alive and connection.capabilities.needs_keep_alive:
             self._write(self._services.ping(protocol))
 

@@ -187,7 +187,7 @@ class HubDispatcher:
                 f"An unexpected error occurred invoking '{target}' on the server. HubException: {error}",
             )
         except Exception as error:
-            log.exception("hub.invocation_failed", connectionId=context.connection_id, method=method.name)
+            log.exception("hub.invocation_failed", method=method.name)
             HUB_INVOCATIONS.labels(method.name, "error").inc()
             text = f"An unexpected error occurred invoking '{target}' on the server."
             if self._detailed_errors:
@@ -221,7 +221,6 @@ class HubDispatcher:
     def _log_failure(context: CallerContext, method: str, outcome: str, detail: str | None = None) -> None:
         log.info(
             "hub.invocation_refused",
-            connectionId=context.connection_id,
             method=method,
             outcome=outcome,
             detail=detail,

@@ -65,7 +65,7 @@ class HubConnectionHandler:
             await hub_connection.receive(data)
 
     def on_transport_lost(self, connection: HttpConnection) -> None:
-        log.info("connection.transport_lost", connectionId=connection.connection_id, waitingForResume=True)
+        log.info("connection.transport_lost", waitingForResume=True)
 
     def on_closed(self, connection: HttpConnection) -> None:
         hub_connection = self._connections.pop(connection.connection_id, None)

@@ -9,8 +9,8 @@ nothing; the connection stays open.
 
 from __future__ import annotations
 
-from service.auth import AuthorizationError, GroupPolicy, InvalidGroupKeyError, dispatch_group
-from service.auth.policy import contractor_group
+from schemas import InvalidGroupKeyError, contractor_group, dispatch_group
+from service.auth import AuthorizationError, GroupPolicy
 from service.errors import HubException
 
 from .dispatcher import CallerContext, hub_method

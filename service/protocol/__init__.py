@@ -3,6 +3,11 @@
 Rule: no I/O, no asyncio, no aiohttp -- only stdlib, orjson and msgpack. Everything here turns bytes into
 typed values and typed values into bytes; transports move the bytes and the hub decides what to do.
 Malformed input from a peer only ever raises a `ProtocolError` subclass.
+
+Specifications: ASP.NET Core SignalR's ``HubProtocol.md`` and ``TransportProtocols.md``
+(https://github.com/dotnet/aspnetcore/tree/main/src/SignalR/docs/specs); where they are silent, the
+behaviour of ASP.NET's own sources (``JsonHubProtocol.cs``, ``HandshakeProtocol.cs``, ...), named
+where it matters.
 """
 
 from __future__ import annotations

@@ -5,14 +5,11 @@ Rule: every error in this module means "the client sent something invalid" and d
 a Close message (or a handshake/negotiate error reply). Bugs on our own side (an argument that cannot be
 serialized, an impossible message) are *not* protocol errors; they stay plain `TypeError`/`ValueError`.
 
-Each error carries what the server should send back: `str(error)` is a message someone can act on, and
-`dotnet_type_name` is the .NET exception name that ASP.NET appends to detailed errors
-(``"Connection closed with an error. InvalidDataException: <message>"``).
+Each error carries what the server should send back: `str(error)` is a message someone can act on (a
+handshake error's `reply` is the text of the ``{"error": ...}`` handshake response).
 """
 
 from __future__ import annotations
-
-from typing import ClassVar
 
 __all__ = [
     "HandshakeCanceledError",
@@ -28,14 +25,6 @@ __all__ = [
 
 class ProtocolError(Exception):
     """The remote peer sent something invalid; the connection cannot continue on this input."""
-
-    # The .NET exception type ASP.NET would report for this failure when detailed errors are on.
-    dotnet_type_name: ClassVar[str] = "InvalidDataException"
-
-    @property
-    def detailed_message(self) -> str:
-        """``"<.NET type name>: <message>"``: what ASP.NET appends to errors when detailed errors are on."""
-        return f"{self.dotnet_type_name}: {self}"
 
 
 class InvalidMessageError(ProtocolError):
@@ -55,21 +44,11 @@ class MessageTooLargeError(ProtocolError):
 
 
 class HandshakeError(ProtocolError):
-    """The handshake failed; `reply` is the text for the ``{"error": ...}`` handshake response.
+    """The handshake failed; `reply` is the text for the ``{"error": ...}`` handshake response."""
 
-    `detail` (optional) is the ``"<.NET type>: <message>"`` text ASP.NET appends to `reply` after a space
-    when detailed errors are enabled; `detailed_reply` is that combination.
-    """
-
-    def __init__(self, reply: str, *, detail: str | None = None) -> None:
-        super().__init__(reply if detail is None else f"{reply} {detail}")
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
         self.reply = reply
-        self.detail = detail
-
-    @property
-    def detailed_reply(self) -> str:
-        """`reply` with `detail` appended, for servers that run with detailed errors."""
-        return self.reply if self.detail is None else f"{self.reply} {self.detail}"
 
 
 class HandshakeCanceledError(HandshakeError):
@@ -81,13 +60,13 @@ class HandshakeCanceledError(HandshakeError):
 
 
 class InvalidHandshakeError(HandshakeError):
-    """The first record is not a valid handshake request (bad JSON, missing or mistyped properties)."""
+    """The first record is not a valid handshake request (bad JSON, missing or mistyped properties).
+
+    The client gets ASP.NET's generic reply; `problem` says what was wrong, for the server's side.
+    """
 
     def __init__(self, problem: str) -> None:
-        super().__init__(
-            "An unexpected error occurred during connection handshake.",
-            detail=f"InvalidDataException: {problem}",
-        )
+        super().__init__("An unexpected error occurred during connection handshake.")
         self.problem = problem
 
 

@@ -29,8 +29,8 @@ __all__ = [
     "select_protocol",
 ]
 
-# HandshakeProtocol.cs: the success response is an empty object. SIGNALR.md §9.13: it must not contain a
-# `type` property (the JS client rejects it) and must be a complete record.
+# HandshakeProtocol.cs: the success response is an empty object. It must not contain a `type` property
+# (the JS client's HandshakeProtocol.ts rejects it) and must be a complete record.
 HANDSHAKE_OK: Final = b"{}" + RECORD_SEPARATOR
 
 _INT32_MIN: Final = -(2**31)

@@ -103,7 +103,7 @@ def _stream_ids(obj: JsonObject) -> tuple[str, ...]:
         return ()
     if type(stream_ids) is not list:
         raise InvalidMessageError("Expected 'streamIds' to be of type Array.")
-    # SIGNALR.md §9.6: Java and pysignalr send "streamIds": [] -- an empty array is fine.
+    # The Java client and pysignalr send "streamIds": [] -- an empty array is fine.
     if not all(type(stream_id) is str for stream_id in stream_ids):
         raise InvalidMessageError("Expected 'streamIds' to contain only strings.")
     return tuple(stream_ids)
@@ -136,7 +136,7 @@ def _sequence_id(obj: JsonObject) -> int:
 
 
 def _read_invocation(obj: JsonObject) -> InvocationMessage:
-    # SIGNALR.md §3.3: "`invocationId` that is missing, `null` or `""` on an Invocation means non-blocking."
+    # HubProtocol.md, "Non-Blocking Invocations"; JsonHubProtocol.cs also reads `null` and `""` as absent.
     invocation_id = _optional_string(obj, "invocationId") or None
     return InvocationMessage(_target(obj), _arguments(obj), invocation_id, _headers(obj), _stream_ids(obj))
 
@@ -158,7 +158,7 @@ def _read_stream_item(obj: JsonObject) -> StreamItemMessage:
 
 def _read_completion(obj: JsonObject) -> CompletionMessage:
     invocation_id = _required_invocation_id(obj)
-    # SIGNALR.md §3.3: "`"error": null` is treated as no error" (signalrcore sends it on every completion).
+    # JsonHubProtocol.cs treats `"error": null` as no error (signalrcore sends it on every completion).
     error = _optional_string(obj, "error")
     # JsonHubProtocol.cs: hasResult is set whenever the property is present, even as `null`.
     has_result = "result" in obj
@@ -215,8 +215,8 @@ def parse_json_payload(payload: bytes) -> HubMessage | None:
         raise InvalidMessageError(f"Error reading JSON: {exc}") from exc
     if type(obj) is not dict:
         raise InvalidMessageError("Expected a JSON object.")
-    # SIGNALR.md §3.3: "Property order is not guaranteed. The JS client writes `type` last" -- orjson has
-    # already parsed the whole object, so we simply look the properties up.
+    # Property order is not guaranteed (the JS client writes `type` last; JsonHubProtocol.cs reads any
+    # order) -- orjson has already parsed the whole object, so we simply look the properties up.
     message_type = obj.get("type", _MISSING)
     if message_type is _MISSING:
         raise InvalidMessageError("Missing required property 'type'.")

@@ -11,17 +11,19 @@ body and ``WWW-Authenticate``, before any upgrade), its ``Origin`` checked (403)
 | POST                              | client → server bytes (SSE, LP)          |
 | DELETE                            | graceful close (LP only)                 |
 
-Rule: this module is the one place where a refusal becomes an HTTP status; the texts are .NET's
-(TransportProtocols.md; SIGNALR.md §2.1).
+Rule: a refusal is raised as one of the ``HubHttpError`` exceptions of ``errors.py`` (statuses and
+texts are those of ASP.NET Core's ``HttpConnectionDispatcher.cs``); the app's ``refusal_middleware``
+turns it into the response. Handlers here return only successful responses.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import hdrs, web
+from structlog.contextvars import bound_contextvars
 
 from config.settings import Settings, Transport
 from service.auth import AuthenticationError, Principal, TokenValidator, extract_token, www_authenticate
@@ -37,6 +39,21 @@ from service.protocol import (
 )
 from service.write_batch import WriteBatch
 
+from .errors import (
+    AtCapacityError,
+    ConnectionIdRequiredError,
+    ConnectionNotFoundError,
+    ConnectionOfAnotherUserError,
+    DeleteNotSupportedError,
+    EarlyInputTooLargeError,
+    MethodNotAllowedError,
+    OriginNotAllowedError,
+    PostToWebSocketError,
+    TransportChangeError,
+    TransportConflictError,
+    TransportNotSupportedError,
+    UnauthorizedError,
+)
 from .long_polling import serve_final_poll, serve_poll
 from .sse import serve_server_sent_events
 from .websockets import serve_websocket
@@ -57,7 +74,6 @@ class EndpointOptions:
     poll_timeout: float = 90.0
     disconnect_timeout: float = 15.0
     websocket_compression: bool = False
-    available: tuple[AvailableTransport, ...] = field(default=())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EndpointOptions:
@@ -78,10 +94,6 @@ class EndpointOptions:
 
     def available_transports(self) -> tuple[AvailableTransport, ...]:
         return tuple(AvailableTransport.named(t) for t in self.transports)
-
-
-def _text(status: int, text: str) -> web.Response:
-    return web.Response(status=status, text=text, content_type="text/plain")
 
 
 def _query(request: web.Request, name: str) -> str | None:
@@ -127,36 +139,31 @@ class HubEndpoint:
         host = request.host.lower()
         return origin in (f"http://{host}", f"https://{host}")  # same origin (the dev console)
 
-    async def _authenticate(self, request: web.Request) -> Principal:
-        token = extract_token(request.headers.get(hdrs.AUTHORIZATION), request.query.get("access_token"))
-        return await self._validator.validate(token)
-
-    async def _guard(self, request: web.Request) -> Principal | web.Response:
+    async def _guard(self, request: web.Request) -> Principal:
+        """The caller, if its origin is allowed (else 403) and its token valid (else 401)."""
         if not self._origin_allowed(request):
             log.info("request.origin_refused", origin=request.headers.get(hdrs.ORIGIN), path=request.path)
-            return _text(403, "Origin not allowed")
+            raise OriginNotAllowedError()
         try:
-            return await self._authenticate(request)
+            token = extract_token(request.headers.get(hdrs.AUTHORIZATION), request.query.get("access_token"))
+            return await self._validator.validate(token)
         except AuthenticationError as error:
             AUTH_FAILURES.labels(error.reason).inc()
             log.info("request.unauthorized", reason=error.reason, detail=error.description, path=request.path)
-            # Empty body on purpose: the JS client's message then reads "Unauthorized: Status code '401'".
-            return web.Response(status=401, headers={hdrs.WWW_AUTHENTICATE: www_authenticate(error)})
+            raise UnauthorizedError(www_authenticate(error)) from None
 
     # --- negotiate --------------------------------------------------------------------------------
 
     async def negotiate(self, request: web.Request) -> web.StreamResponse:
         if request.method != hdrs.METH_POST:
-            return _text(405, "Method Not Allowed")
+            raise MethodNotAllowedError()
         principal = await self._guard(request)
-        if isinstance(principal, web.Response):
-            return principal
         try:
             version = parse_negotiate_version(_query(request, "negotiateVersion"))
         except NegotiateError as error:
             return web.Response(body=negotiate_error_response(str(error)), content_type="application/json")
         if self._manager.at_capacity:
-            return _text(503, "The server has reached its connection limit; try again later.")
+            raise AtCapacityError()
         stateful = self._options.stateful_reconnect and parse_bool_query(
             _query(request, "useStatefulReconnect")
         )
@@ -178,15 +185,13 @@ class HubEndpoint:
     async def connect(self, request: web.Request) -> web.StreamResponse:
         method = request.method
         if method not in (hdrs.METH_GET, hdrs.METH_POST, hdrs.METH_DELETE):
-            return _text(405, "Method Not Allowed")
+            raise MethodNotAllowedError()
         principal = await self._guard(request)
-        if isinstance(principal, web.Response):
-            return principal
         token = _query(request, "id")
         if method == hdrs.METH_GET:
             return await self._get(request, principal, token)
         if token is None:
-            return _text(400, "Connection ID required")
+            raise ConnectionIdRequiredError()
         if method == hdrs.METH_POST:
             return await self._send(request, principal, token)
         return self._delete(principal, token)
@@ -198,49 +203,61 @@ class HubEndpoint:
             return Transport.SERVER_SENT_EVENTS
         return Transport.LONG_POLLING
 
-    def _lookup(self, principal: Principal, token: str) -> HttpConnection | web.Response:
+    def _lookup(self, principal: Principal, token: str) -> HttpConnection:
         connection = self._manager.get(token)
         if connection is None:
-            return _text(404, "No Connection with that ID")
+            raise ConnectionNotFoundError()
         if connection.principal.subject != principal.subject:
             # Only the user who negotiated a connection may use it (its token may have leaked).
             log.warning("connection.user_mismatch", connectionId=connection.connection_id)
-            return _text(403, "This connection belongs to another user.")
+            raise ConnectionOfAnotherUserError()
         return connection
 
     async def _get(self, request: web.Request, principal: Principal, token: str | None) -> web.StreamResponse:
-        options = self._options
         transport = self._transport_of(request)
-        if transport not in options.transports:
-            return _text(404, f"{transport.value} transport not supported by this end point type")
+        if transport not in self._options.transports:
+            raise TransportNotSupportedError(transport.value)
         if token is None:
             if transport is not Transport.WEBSOCKETS:
-                return _text(400, "Connection ID required")
+                raise ConnectionIdRequiredError()
             if self._manager.at_capacity:
-                return _text(503, "The server has reached its connection limit; try again later.")
+                raise AtCapacityError()
             # skipNegotiation: a WebSocket without id is a brand-new connection (version 0 semantics).
             connection = self._manager.create(
                 principal=principal, negotiate_version=0, stateful_reconnect=False
             )
         else:
-            found = self._lookup(principal, token)
-            if isinstance(found, web.Response):
+            try:
+                connection = self._lookup(principal, token)
+            except ConnectionNotFoundError:
                 draining = self._manager.get_draining(token)
                 if draining is not None and transport is Transport.LONG_POLLING:
                     return serve_final_poll(self._manager, token, draining[1])
-                return found
-            connection = found
-            if connection.transport is not None and connection.transport is not transport:
-                return _text(400, "Cannot change transports mid-connection")
-            if connection.state is ConnectionState.ACTIVE and transport is not Transport.LONG_POLLING:
-                if not (transport is Transport.WEBSOCKETS and connection.resumable):
-                    return _text(409, "Connection already has an active transport.")
-                # Stateful reconnect while the old socket still looks open: it loses (CancelPreviousPoll).
-                old = connection.sink
-                assert old is not None
-                self._manager.detach(connection, old, keep_alive=True)
-                old.close()
-            connection.principal = principal  # a fresher token extends the connection's authentication
+                raise
+        # Logs of this request (and of the hub handling what it carries) name the connection.
+        with bound_contextvars(connectionId=connection.connection_id):
+            if token is not None:
+                self._continue(connection, principal, transport)
+            return await self._serve(request, connection, transport)
+
+    def _continue(self, connection: HttpConnection, principal: Principal, transport: Transport) -> None:
+        """A transport request for an existing connection: same transport, one at a time."""
+        if connection.transport is not None and connection.transport is not transport:
+            raise TransportChangeError()
+        if connection.state is ConnectionState.ACTIVE and transport is not Transport.LONG_POLLING:
+            if not (transport is Transport.WEBSOCKETS and connection.resumable):
+                raise TransportConflictError()
+            # Stateful reconnect while the old socket still looks open: it loses (CancelPreviousPoll).
+            old = connection.sink
+            assert old is not None
+            self._manager.detach(connection, old, keep_alive=True)
+            old.close()
+        connection.principal = principal  # a fresher token extends the connection's authentication
+
+    async def _serve(
+        self, request: web.Request, connection: HttpConnection, transport: Transport
+    ) -> web.StreamResponse:
+        options = self._options
         if transport is Transport.WEBSOCKETS:
             return await serve_websocket(
                 request,
@@ -270,40 +287,39 @@ class HubEndpoint:
         )
 
     async def _send(self, request: web.Request, principal: Principal, token: str) -> web.StreamResponse:
-        found = self._lookup(principal, token)
-        if isinstance(found, web.Response):
-            return found
-        connection = found
+        connection = self._lookup(principal, token)
         if connection.transport is Transport.WEBSOCKETS:
-            return _text(405, "POST requests are not allowed for WebSocket connections.")
+            raise PostToWebSocketError()
         body = await request.read()  # bounded by the application's client_max_size
         if connection.transport is None:
             # Before the first poll/stream (signalrcore sends its handshake first): keep it for the
             # transport, as ASP.NET's connection pipe does.
             if not self._manager.buffer_early_input(connection, body, limit=self._options.max_frame_size):
-                return _text(413, "Too much data before a transport was started.")
+                raise EarlyInputTooLargeError()
             return web.Response(status=200, content_type="text/plain")
         # The JS client never has two sends in flight, but others may: keep records in order.
         lock = self._send_locks.setdefault(connection.connection_id, asyncio.Lock())
         try:
             async with lock:
                 if connection.state is not ConnectionState.CLOSED:
-                    await self._manager.receive(connection, body)
+                    with bound_contextvars(connectionId=connection.connection_id):
+                        await self._manager.receive(connection, body)
         finally:
             if not lock.locked() and self._send_locks.get(connection.connection_id) is lock:
                 del self._send_locks[connection.connection_id]
         return web.Response(status=200, content_type="text/plain")
 
     def _delete(self, principal: Principal, token: str) -> web.StreamResponse:
-        found = self._lookup(principal, token)
-        if isinstance(found, web.Response):
-            if self._manager.get_draining(token) is not None:
-                self._manager.forget_draining(token)
-                return web.Response(status=202, content_type="text/plain")
-            return found
-        connection = found
+        try:
+            connection = self._lookup(principal, token)
+        except ConnectionNotFoundError:
+            if self._manager.get_draining(token) is None:
+                raise
+            self._manager.forget_draining(token)
+            return web.Response(status=202, content_type="text/plain")
         if connection.transport is not Transport.LONG_POLLING:
-            return _text(400, "Cannot terminate this connection using the DELETE endpoint.")
-        log.info("connection.delete", connectionId=connection.connection_id)
-        self._manager.dispose(connection, "client")
+            raise DeleteNotSupportedError()
+        with bound_contextvars(connectionId=connection.connection_id):
+            log.info("connection.delete")
+            self._manager.dispose(connection, "client")
         return web.Response(status=202, content_type="text/plain")

@@ -216,7 +216,7 @@ async def serve_websocket(
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                 await manager.receive(connection, message.data)
             elif kind is WSMsgType.CLOSE:
-                graceful = True  # a close frame: the client said goodbye, so no stateful resume
+                graceful = True  # a Close frame is a deliberate goodbye: only a dropped socket may resume
                 break
             else:
                 break  # CLOSED / ERROR: the socket dropped

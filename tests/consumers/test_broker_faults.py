@@ -1,8 +1,8 @@
 """Broker-side faults on a private RabbitMQ node: all connections closed, node SIGKILLed and restarted.
 
-RELIABILITY.md §6 B7/B8/B12 and issue 3: "the consumer recovers and messages published meanwhile
-are delivered exactly once". The checker idea of RabbitMQ's Jepsen suite (§1.8): everything the
-broker confirmed is handed to the hub once — none lost, none duplicated — and in order.
+The consumer recovers, and messages published meanwhile are delivered exactly once. The checker idea
+of Jepsen's queue tests (https://jepsen.io): everything the broker confirmed is handed to the hub
+once — none lost, none duplicated — and in order.
 """
 
 from __future__ import annotations

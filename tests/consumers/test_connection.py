@@ -1,7 +1,7 @@
 """Connection management against the shared broker, with a TCP proxy to cut the network.
 
-RELIABILITY.md §6 B: broker unreachable at startup (7, 11), connection killed with unacked
-messages in flight (8), redelivered duplicates (A5), configuration errors reported once (14).
+Broker unreachable at startup, connection killed with unacked messages in flight, redelivered
+duplicates, configuration errors reported once.
 """
 
 from __future__ import annotations

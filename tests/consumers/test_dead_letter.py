@@ -1,6 +1,6 @@
 """Every invalid message lands in the dead-letter queue with its reason, and never blocks the next one.
 
-RELIABILITY.md §6 A1-A4: bad JSON / not UTF-8 / empty, schema violations, oversized, and a hub that
+Bad JSON / not UTF-8 / empty, schema violations, oversized, and a hub that
 keeps failing — each is dead-lettered once, with headers saying why, and the valid message
 published right behind it is still delivered.
 """

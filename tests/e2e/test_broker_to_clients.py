@@ -1,4 +1,4 @@
-"""RabbitMQ → service → official JS client, end to end (issue 3's acceptance, as a user sees it).
+"""RabbitMQ → service → official JS client, end to end (the README's contracts, as a user sees them).
 
 A real broker, the real consumer inside the real app, and @microsoft/signalr clients on every
 transport. "Received nothing" is shown without sleeping: a later event that the client *should*

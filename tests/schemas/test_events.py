@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
@@ -14,8 +13,6 @@ from schemas import (
     Reason,
     RecommendationReady,
     check_content_headers,
-    contractor_group,
-    dispatch_group,
     parse_event,
 )
 
@@ -198,17 +195,6 @@ def test_error_is_a_value_error_that_pickles() -> None:
     assert str(error) == "schema: jobId: bad"
     again = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own object
     assert (again.reason, again.detail) == (Reason.SCHEMA, "jobId: bad")
-
-
-def test_group_names_are_canonical() -> None:
-    contractor = uuid.uuid4()
-    assert dispatch_group("North-America") == "dispatch/north-america"
-    assert contractor_group(str(contractor).upper()) == f"contractor/{contractor}"
-    assert contractor_group(contractor) == f"contractor/{contractor}"
-    with pytest.raises(ValueError, match="empty"):
-        dispatch_group("")
-    with pytest.raises(ValueError, match="UUID"):
-        contractor_group("nope")
 
 
 def test_unknown_fields_beyond_64_bit_integers_do_not_invalidate_the_body() -> None:

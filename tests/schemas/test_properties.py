@@ -1,6 +1,6 @@
 """Property tests: whatever a producer sends, ``parse_event`` returns an event or ``EventValidationError``.
 
-RELIABILITY.md §5.4: "only the library's declared exception type may escape". Three generators:
+Only the library's declared exception type may escape (the rule of OSS-Fuzz harnesses). Three generators:
 arbitrary bytes, arbitrary JSON documents, and valid events with one field mutated — the last
 reaches deep into validation, where an unexpected exception would hide. Valid events round-trip.
 """

@@ -71,7 +71,7 @@ def docker_reachable(timeout: float = 2.0) -> bool:
 
 
 def resolve_broker_url() -> BrokerLocation:
-    """Issue 3: ``RABBITMQ_URL`` if set; else testcontainers when Docker answers; else the local broker."""
+    """``RABBITMQ_URL`` if set; else testcontainers when Docker answers; else the local broker (README)."""
     explicit = os.environ.get("RABBITMQ_URL")
     if explicit:
         return BrokerLocation(explicit, "RABBITMQ_URL")

@@ -17,9 +17,10 @@ from typing import Any
 from aiohttp import web
 
 from config.settings import Settings
-from service.app import HUB, ConsumerFactory, HubRuntime, create_app
+from service.app import ConsumerFactory, create_app
 from service.connections import HttpConnection
 from service.logs import RedactingAccessLogger
+from service.runtime import HUB, HubRuntime
 from tests.support.tokens import TokenFactory
 
 __all__ = ["RunningService", "dev_settings", "hub_settings", "running_service"]

@@ -15,7 +15,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from config.settings import Settings
-from service.auth import AuthenticationError, DevIssuer, DevKeyError, JwksCache, TokenValidator, create_auth
+from service.auth import (
+    AuthenticationError,
+    DevIssuer,
+    DevKeyError,
+    JwksCache,
+    TokenValidator,
+    build_auth,
+)
 from service.auth.dev import DEV_AUDIENCE, DEV_ISSUER, KEY_FILE_NAME, jwk_thumbprint
 from service.auth.jwks import parse_jwks
 from tests.support.tokens import TokenFactory
@@ -72,7 +79,7 @@ def test_loose_key_file_mode_is_warned(tmp_path: Path, caplog: pytest.LogCapture
     os.chmod(tmp_path / KEY_FILE_NAME, 0o644)
     caplog.set_level(logging.WARNING)
     DevIssuer(tmp_path)
-    assert "readable by others" in caplog.text
+    assert "auth.dev_key_readable_by_others" in caplog.text
 
 
 def test_unusable_key_file_is_an_actionable_error(tmp_path: Path) -> None:
@@ -166,27 +173,42 @@ async def test_round_trip_through_the_validator(tmp_path: Path) -> None:
     assert jwks.fetch_count == 1
 
 
-# --- create_auth ----------------------------------------------------------------------------
+# --- build_auth -----------------------------------------------------------------------------
 
 
-async def test_create_auth_in_dev_mode(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_building_auth_reads_and_writes_nothing(tmp_path: Path) -> None:
+    """Building is pure (and needs no event loop: this test has none); the key is loaded by start()."""
+    key_dir = tmp_path / ".dev"
+    auth = build_auth(Settings(_env_file=None, auth_dev_mode=True, auth_dev_key_dir=key_dir))
+    assert auth.dev_keys is not None
+    assert auth.dev_keys.jwks_url == (key_dir / "jwks.json").absolute().as_uri()
+    assert not key_dir.exists()
+    assert auth.jwks.fetch_count == 0
+    with pytest.raises(RuntimeError, match="load"):
+        auth.dev_keys.issuer  # noqa: B018 - the property is what is tested
+
+
+async def test_build_auth_in_dev_mode(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings = Settings(_env_file=None, auth_dev_mode=True, auth_dev_key_dir=tmp_path / ".dev")
     caplog.set_level(logging.WARNING)
-    auth = await create_auth(settings)
+    auth = build_auth(settings)
+    assert auth.dev_keys is not None
+    await auth.start()
     try:
-        assert "AUTH_DEV_MODE is ON" in caplog.text
-        assert auth.dev_issuer is not None
+        assert "auth.dev_mode_on" in caplog.text
+        issuer = auth.dev_keys.issuer
+        assert (tmp_path / ".dev" / KEY_FILE_NAME).exists()
         assert auth.jwks.fetch_count == 1
-        assert auth.jwks.kids == {auth.dev_issuer.kid}
+        assert auth.jwks.kids == {issuer.kid}
         principal = await auth.validator.validate(
-            auth.dev_issuer.mint(subject="d", roles=("Dispatcher",), regions=("south",))
+            issuer.mint(subject="d", roles=("Dispatcher",), regions=("south",))
         )
         assert auth.policy.authorize_dispatch(principal, "south") == "dispatch/south"
     finally:
         await auth.close()
 
 
-async def test_create_auth_in_production_mode(token_factory: TokenFactory) -> None:
+async def test_build_auth_in_production_mode(token_factory: TokenFactory) -> None:
     settings = Settings(
         _env_file=None,
         auth_jwks_url=token_factory.jwks_url,
@@ -195,9 +217,10 @@ async def test_create_auth_in_production_mode(token_factory: TokenFactory) -> No
         auth_role_dispatcher="Ops",
         auth_claim_region="custom:area",
     )
-    auth = await create_auth(settings)
+    auth = build_auth(settings)
+    await auth.start()
     try:
-        assert auth.dev_issuer is None
+        assert auth.dev_keys is None
         token = token_factory.mint(roles=("Ops",), extra_claims={"custom:area": "west"})
         principal = await auth.validator.validate(token)
         assert auth.policy.authorize_dispatch(principal, "west") == "dispatch/west"

@@ -1,6 +1,6 @@
 """Property tests: whatever arrives as a token, the validator answers with AuthenticationError only.
 
-RELIABILITY.md §5.4 (the OSS-Fuzz PyJWT harness rule: only the library's declared error may escape).
+The rule of OSS-Fuzz's PyJWT harness: only the library's declared error may escape.
 Each example runs in its own short event loop; the JWKS is hydrated once and the clock never moves,
 so no example fetches anything.
 """

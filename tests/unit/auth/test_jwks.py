@@ -1,4 +1,4 @@
-"""JwksCache: RELIABILITY.md §6 C cases 16 (no fetch from token URLs), 19 (kid flood, outage), 20 (rotation).
+"""JwksCache: no fetch from token URLs, unknown-kid floods and outages, key rotation.
 
 HTTP cases run against a real local aiohttp server (``jwks_server``); time moves through an injected
 clock, so refresh windows are tested without sleeping. The only real waits are the fetch timeouts of
@@ -124,13 +124,13 @@ async def test_missing_file_is_logged_at_hydrate_and_unavailable_later(
 ) -> None:
     cache = JwksCache((tmp_path / "absent.json").as_uri())
     await cache.hydrate()  # must not raise: the service starts, tokens fail until keys appear
-    assert "JWKS not loaded at startup" in caplog.text
+    assert "jwks.not_loaded_at_startup" in caplog.text
     assert await reason_of(lambda: cache.get_key("any")) == "jwks_unavailable"
     with pytest.raises(JwksError, match="cannot read"):
         await cache.refresh(force=True)
 
 
-# --- case 19: unknown-kid flood -------------------------------------------------------------
+# --- unknown-kid flood ------------------------------------------------------------------------
 
 
 async def test_unknown_kid_flood_costs_one_fetch_per_window(
@@ -188,7 +188,7 @@ async def test_zero_interval_refetches_for_each_unknown_kid(
     await cache.close()
 
 
-# --- case 16: URLs inside the token are never followed --------------------------------------
+# --- URLs inside the token are never followed -------------------------------------------------
 
 
 async def test_jku_x5u_jwk_headers_are_never_fetched(
@@ -219,7 +219,7 @@ async def test_jku_x5u_jwk_headers_are_never_fetched(
     await cache.close()
 
 
-# --- case 19: JWKS outage -------------------------------------------------------------------
+# --- JWKS outage ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["error", "bad_json", "no_keys", "redirect", "huge", "huge_chunked"])
@@ -329,7 +329,7 @@ def test_size_limit_is_generous_for_real_key_sets() -> None:
     assert MAX_JWKS_BYTES >= 64 * 1024
 
 
-# --- case 20: key rotation ----------------------------------------------------------------
+# --- key rotation -----------------------------------------------------------------------------
 
 
 async def test_new_key_is_accepted_after_one_refresh(
@@ -377,7 +377,7 @@ async def test_rotation_through_a_file_jwks(
     assert (await validator.validate(rotated.mint(subject="s"))).subject == "s"
 
 
-# --- session ownership ----------------------------------------------------------------------
+# --- session ownership ------------------------------------------------------------------------
 
 
 async def test_session_from_factory_is_used_and_closed(

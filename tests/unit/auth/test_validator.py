@@ -1,4 +1,4 @@
-"""TokenValidator against RELIABILITY.md §6 C, cases 15-18, plus the claims that make a Principal.
+"""TokenValidator: malformed tokens, algorithm attacks, identity context, time claims, and the Principal.
 
 Every token is validated through a real ``JwksCache`` on the factory's ``file://`` JWKS; every
 rejection is checked for its reason label and for not echoing the token.
@@ -132,7 +132,7 @@ async def test_custom_claim_names(token_factory: TokenFactory, jwks: JwksCache) 
     assert principal.contractor_id == CONTRACTOR_ID
 
 
-# --- case 15: missing, malformed, truncated ----------------------------------------------------
+# --- missing, malformed, truncated -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -217,7 +217,7 @@ async def test_kid_is_required(token_factory: TokenFactory, validator: TokenVali
     assert (await rejected(validator, token)).reason == "malformed"
 
 
-# --- case 16: algorithm attacks ---------------------------------------------------------------
+# --- algorithm attacks (RFC 8725 §2.1) ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE", ""])
@@ -303,7 +303,7 @@ async def test_unknown_kid(token_factory: TokenFactory, validator: TokenValidato
     assert error.description == "The signature key was not found"
 
 
-# --- case 17: wrong identity context ----------------------------------------------------------
+# --- wrong identity context --------------------------------------------------------------------
 
 
 def issuer_variants(issuer: str) -> list[str]:
@@ -455,7 +455,7 @@ def test_validator_configuration_is_checked(token_factory: TokenFactory) -> None
         TokenValidator(jwks, issuer="i", audience="a", leeway=-1)
 
 
-# --- case 18: time claims, with leeway 30 s ---------------------------------------------------
+# --- time claims, with leeway 30 s (RFC 7519 §4.1.4-4.1.6) -------------------------------------
 
 
 @pytest.fixture
@@ -561,7 +561,7 @@ async def test_helper_tokens(token_factory: TokenFactory, validator: TokenValida
     assert contractor.contractor_id == CONTRACTOR_ID
 
 
-# --- logging --------------------------------------------------------------------------------
+# --- logging -----------------------------------------------------------------------------------
 
 
 async def test_no_token_text_in_logs(
@@ -600,7 +600,7 @@ def test_principal_can_be_built_directly() -> None:
     )
 
 
-# --- the verified-token cache the service turns on --------------------------------------------------
+# --- the verified-token cache the service turns on ---------------------------------------------
 
 
 async def test_cache_verifies_a_token_once_until_it_expires(

@@ -143,7 +143,7 @@ def test_writing_a_non_message_is_a_type_error() -> None:
 
 
 def test_read_js_invocation_with_type_last() -> None:
-    # SIGNALR.md §9.5: the JS client writes `type` last.
+    # The JS client (JsonHubProtocol.ts) writes `type` last.
     message = read_one('{"target":"Echo","arguments":["hi"],"invocationId":"0","type":1}')
     assert message == InvocationMessage("Echo", ("hi",), "0")
 

@@ -190,7 +190,7 @@ def test_writing_a_non_message_is_a_type_error() -> None:
 
 
 def test_read_js_five_element_invocation() -> None:
-    # SIGNALR.md §9.7: the JS client omits the stream id array when there are no streams.
+    # The JS client (MessagePackHubProtocol.ts) omits the stream id array when there are no streams.
     assert read_items([1, {}, "0", "Echo", ["hi"]]) == InvocationMessage("Echo", ("hi",), "0")
     assert read_items([4, {}, "1", "Stream", [3]]) == StreamInvocationMessage("1", "Stream", (3,))
 
