@@ -13,6 +13,7 @@ they do against .NET.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from enum import StrEnum
 from pathlib import Path
@@ -124,11 +125,24 @@ class Settings(BaseSettings):
     assignments_exchange: str = "assignments"
     dead_letter_exchange: str = "realtime.dead-letter"
     dead_letter_queue: str = "realtime.dead-letter"
-    queue_prefix: str = "realtime.instance."
+    # The shared log: one RabbitMQ stream bound to both exchanges, read by every instance.
+    stream_name: str = "realtime.events"
+    stream_max_age: str = "1h"
+    stream_max_bytes: int = Field(default=2_000_000_000, ge=1_000_000)
+    stream_segment_bytes: int = Field(default=100_000_000, ge=100_000)
+    # Where each instance keeps the last position it delivered (one tiny queue per instance).
+    position_queue_prefix: str = "realtime.position."
     queue_type: QueueType = QueueType.CLASSIC
     queue_expires_ms: int = Field(default=3_600_000, ge=60_000)
-    prefetch_count: int = Field(default=100, ge=1, le=2000)
+    prefetch_count: int = Field(default=300, ge=1, le=2000)
     consume_grace_seconds: float = Field(default=3.0, ge=0)
+    # Continuity: what each instance keeps in memory to replay, and how clients resume.
+    history_window_seconds: float = Field(default=600.0, gt=0)
+    history_max_entries: int = Field(default=200_000, ge=100)
+    history_max_bytes: int = Field(default=128 * 1024 * 1024, ge=1_000_000)
+    replay_max_events: int = Field(default=1000, ge=1)
+    resume_wait_seconds: float = Field(default=5.0, ge=0)
+    checkpoint_interval_seconds: float = Field(default=5.0, gt=0)
     dedup_window_seconds: float = Field(default=600.0, ge=0)
     dedup_max_entries: int = Field(default=100_000, ge=0)
     max_event_bytes: int = Field(default=2048, ge=256)
@@ -173,6 +187,21 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("https://", "http://", "file://")):
             raise ValueError("must be an https://, http:// or file:// URL")
         return value
+
+    @field_validator("stream_max_age")
+    @classmethod
+    def _check_max_age(cls, value: str) -> str:
+        # RabbitMQ's x-max-age: a positive number and one unit, Y M D h m s (compared as a string).
+        if not re.fullmatch(r"[1-9][0-9]*[YMDhms]", value):
+            raise ValueError("must be a number and one unit of Y, M, D, h, m, s, e.g. 1h or 90m")
+        return value
+
+    @model_validator(mode="after")
+    def _segments_fit(self) -> Settings:
+        # Retention applies to whole segments: a segment larger than the stream would never be deleted.
+        if self.stream_segment_bytes > self.stream_max_bytes:
+            raise ValueError("STREAM_SEGMENT_BYTES must not exceed STREAM_MAX_BYTES")
+        return self
 
     @field_validator("rabbitmq_url")
     @classmethod

@@ -1,23 +1,17 @@
-"""RabbitMQ side of the service: topology, the consume loop and ack policy, routes to hub groups, publishing.
+"""Reading the shared event log (a RabbitMQ stream) and handing each entry to the hub.
 
-Rule: the only package that imports aio_pika, and it never imports ``service``: the hub reaches it
-only through ``consumers.ports.GroupSender``, which ``service.app`` hands to ``EventConsumer``.
-``consumers.publish`` (producer API and CLI) is imported on its own, not from here, so that
-``python -m consumers.publish`` runs it exactly once.
+``consumer`` runs it (phases, order, hand-off); ``link`` keeps the broker connection and the
+consumer alive and re-attaches at the right offset; ``handling`` classifies one entry as a pure
+function; ``settle`` gives credit back and publishes dead letters; ``positions`` remembers where
+this instance was; ``routes`` says which groups an event goes to.
+
+Rule: the only package that consumes, and it never imports ``service``: the hub reaches it only
+through ``consumers.ports.EventLog``, which ``service.app`` hands to ``EventConsumer``.
 """
 
 from __future__ import annotations
 
 from consumers.consumer import EventConsumer
-from consumers.errors import BrokerConfigurationError, PublishError, UnroutableError
-from consumers.ports import GroupSender
-from consumers.topology import Topology
+from consumers.ports import EventLog, WriteCoalescing
 
-__all__ = [
-    "BrokerConfigurationError",
-    "EventConsumer",
-    "GroupSender",
-    "PublishError",
-    "Topology",
-    "UnroutableError",
-]
+__all__ = ["EventConsumer", "EventLog", "WriteCoalescing"]

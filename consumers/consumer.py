@@ -1,39 +1,32 @@
-"""EventConsumer: the instance queue → validated events → hub groups, acknowledged only after hand-off.
+"""EventConsumer: the shared stream → validated events → the hub, in log order, resumable anywhere.
 
-One delivery, start to end (acknowledgement semantics: https://www.rabbitmq.com/docs/confirms):
+Every instance reads the same RabbitMQ stream (``STREAM_NAME``), so an event has one offset on all
+of them. One entry, start to end:
 
-1. aio-pika calls ``_on_delivery``, which only appends the message to an in-memory inbox. A single
-   worker takes messages from it one at a time, so they are handled strictly in queue order
-   (aio-pika runs callbacks as concurrent tasks; the inbox is what makes order hold).
-2. A message whose channel has closed since it arrived is dropped without ack: the broker has
-   already requeued it and will redeliver it on the new channel. Acking it would fail ("unknown
-   delivery tag" is per channel) — it is never attempted.
-3. ``redelivered`` and already handled within ``DEDUP_WINDOW_SECONDS`` (same ``message_id``, else
-   same body hash) → ack, not pushed again.
-4. Content headers and body are validated (``schemas.parse_event``). Invalid → dead-lettered:
-   published to ``DEAD_LETTER_EXCHANGE`` with confirms and headers saying why
-   (``consumers.dead_letter``), then acked; if that publish fails, ``reject(requeue=False)`` so
-   the broker dead-letters it through the queue's ``x-dead-letter-exchange``. Either way it is
-   gone from the queue at once: it cannot loop, block what follows, or stop the worker.
-5. Valid → ``GroupSender.send_groups(groups, event.type, payload)`` → ack. Acks of valid events
-   are batched: the worker drains what the prefetch window has already delivered and acknowledges
-   it with one ``basic.ack`` ``multiple=True`` (``_drain``), never before the hand-off. If the hub raises,
-   the same message is retried in place ``send_attempts`` times with a short backoff (order is
-   kept: nothing behind it is handled meanwhile), then dead-lettered with reason ``send_failed``
-   so it can be replayed. It is never requeued to the broker: with prefetch the messages behind
-   it are already here, and a requeue would put it after them and could loop.
+1. aio-pika calls ``_on_delivery``, which only appends the message to an in-memory inbox; a single
+   worker takes messages from it one at a time, strictly in stream order.
+2. ``consumers.handling.classify`` decides what the entry is: an event to deliver, a message to
+   dead-letter (with the reason), a duplicate of a message id already handled, or a marker.
+3. Every entry is recorded in the hub's history (``EventLog.record``), so that any position the
+   service hands out can be checked and replayed from; an event is then delivered
+   (``EventLog.deliver``) to its groups, with its position for clients that asked for positions.
+4. Credit goes back to the stream in bulk (``consumers.settle``); a stream keeps its messages, so
+   "acknowledged" only means "send more".
 
-Connection life: ``start()`` returns at once; a background task connects (tenacity, then forever
-in windows — the hub keeps serving while the broker is down), declares the topology, waits out
-``CONSUME_GRACE_SECONDS`` since ``start()`` (clients reconnect and rejoin their groups before the
-backlog flows), then consumes. One supervisor loop re-establishes the consumer whenever it is
-missing — after a reconnect, a broker ``basic.cancel`` (queue deleted), a channel error, or when
-its periodic watchdog check finds no consumer — by the same steps as the first time: it is never
-"alive with no consumer" for longer than one watchdog interval.
+Phases. A starting instance first *prefills*: it reads the last ``HISTORY_WINDOW_SECONDS`` of the
+stream into the history without delivering anything, up to the position it last delivered before
+it went down (``consumers.positions``) or, for a new instance, up to a marker it wrote into the log
+at start. It is then caught up (``/readyz``), waits out ``CONSUME_GRACE_SECONDS`` since it started
+so that clients can rejoin, and goes *live*: the backlog published while it was away and
+everything after is delivered.
 
-Rule: a message is acknowledged only after the hub took it or the dead-letter exchange confirmed
-it; everything else stays unacknowledged and comes back. Nothing in here raises into the caller
-except ``start()`` misuse; broker trouble shows as ``is_connected`` / ``is_consuming``.
+Losing the place. After any broker trouble the consumer re-attaches at the offset after the last
+entry it read. If the stream no longer has that stretch (retention removed it while the link was
+down) or no longer reaches that offset (it was deleted and recreated), the hub is told to reset
+(``EventLog.reset``: history forgotten, position-tracking clients asked to resume).
+
+Rule: the worker never waits for a client; nothing raises into the caller except ``start()``
+misuse; broker trouble shows as ``is_connected`` / ``is_consuming`` / ``is_caught_up``.
 """
 
 from __future__ import annotations
@@ -41,77 +34,81 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, cast
+from enum import Enum
+from typing import Any, Final
 
-import aiormq.exceptions
 import structlog
-from aio_pika import ExchangeType
-from aio_pika.abc import (
-    AbstractIncomingMessage,
-    AbstractRobustChannel,
-    AbstractRobustExchange,
-)
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelInvalidStateError
-from aiormq import Channel as UnderlayChannel
-from aiormq import spec
+from aio_pika import DeliveryMode, ExchangeType, Message
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.exceptions import ChannelInvalidStateError
 
+from broker.connection import amqp_url, redact
+from broker.errors import BrokerConfigurationError
+from broker.topology import Topology, declare_topology
 from config.settings import Settings
 from consumers import metrics
-from consumers.connection import JitteredRobustConnection, amqp_url, connect_with_retry, redact
-from consumers.dead_letter import dead_letter_message
-from consumers.dedup import RedeliveryFilter, message_key
-from consumers.errors import BrokerConfigurationError
-from consumers.ports import GroupSender, WriteCoalescing
-from consumers.routes import groups_for
-from consumers.topology import DeclaredTopology, Topology, declare_topology
-from schemas import (
-    Event,
-    EventValidationError,
-    JobAssigned,
-    RecommendationReady,
-    check_content_headers,
-    parse_event,
-)
-from schemas.events import parse_timestamp
+from consumers.dedup import DuplicateFilter
+from consumers.handling import OFFSET_HEADER, DeadLetter, Deliver, Delivery, Duplicate, Marker, classify
+from consumers.link import BrokerLink, LinkChannels
+from consumers.metrics import SEND_FAILED
+from consumers.ports import EventLog, WriteCoalescing
+from consumers.positions import PositionStore, SavedPosition
+from consumers.settle import Settler
+from schemas.log import LogRecord, Position
 
 __all__ = ["EventConsumer"]
 
 log = structlog.get_logger(__name__)
 
-# Broker or network trouble that a later attempt may not have: retried, never fatal.
-_TRANSIENT: Final = (*CONNECTION_EXCEPTIONS, TimeoutError)
+# A stream skips one offset at each new segment; a larger jump after re-attaching means entries
+# were removed (retention) while the link was down.
+GAP_TOLERANCE: Final = 16
+POSITION_SAVE_INTERVAL: Final = 1.0
+
+
+class _Phase(Enum):
+    PREFILL = "prefill"
+    LIVE = "live"
+
+
+@dataclass(slots=True)
+class _Attachment:
+    tag: str
+    start: int | None  # the exact offset asked for, when re-attaching after a known entry
+    seen: bool = False
 
 
 class EventConsumer:
-    """Consumes this instance's queue and hands each event to the hub's groups.
+    """Reads the shared stream and hands each entry to the hub's ``EventLog``.
 
-    ``start()``/``stop()`` bracket its life (both idempotent); ``is_connected`` and
-    ``is_consuming`` are for readiness; ``fatal_error`` is set when the broker rejects our
-    configuration, after which it stays stopped (``on_fatal`` is called once, e.g. to exit).
+    ``start()``/``stop()`` bracket its life (both idempotent); ``is_connected``, ``is_consuming``
+    and ``is_caught_up`` are for readiness; ``fatal_error`` is set when the broker rejects our
+    configuration, after which it stays stopped (``on_fatal`` is called once).
     """
 
     def __init__(
         self,
         settings: Settings,
-        sender: GroupSender,
+        event_log: EventLog,
         *,
         heartbeat_seconds: int = 20,
         reconnect_interval_seconds: float = 2.0,
         watchdog_interval_seconds: float = 5.0,
         operation_timeout_seconds: float = 10.0,
+        first_delivery_timeout_seconds: float = 10.0,
         send_attempts: int = 3,
         send_retry_delay_seconds: float = 0.05,
-        on_fatal: Callable[[BrokerConfigurationError], None] | None = None,
+        on_fatal: Any = None,
         writes: WriteCoalescing | None = None,
     ) -> None:
         if send_attempts < 1:
             raise ValueError("send_attempts must be at least 1")
         self._settings = settings
-        self._sender = sender
+        self._log = event_log
         self._topology = Topology.from_settings(settings)
         self.connection_name: Final = f"smartscheduler-realtime:{settings.instance_id}"
         self._url = amqp_url(
@@ -120,67 +117,80 @@ class EventConsumer:
             connection_name=self.connection_name,
             reconnect_interval_seconds=reconnect_interval_seconds,
         )
-        self._watchdog_interval = watchdog_interval_seconds
+        self._link = BrokerLink(
+            self._url,
+            prefetch=settings.prefetch_count,
+            connect_window_seconds=settings.broker_connect_timeout_seconds,
+            operation_timeout=operation_timeout_seconds,
+            watchdog_interval=watchdog_interval_seconds,
+        )
         self._operation_timeout = operation_timeout_seconds
+        self._first_delivery_timeout = first_delivery_timeout_seconds
         self._send_attempts = send_attempts
         self._send_retry_delay = send_retry_delay_seconds
         self._on_fatal = on_fatal
-        self._dedup = RedeliveryFilter(settings.dedup_window_seconds, settings.dedup_max_entries)
-
-        self._connection: JitteredRobustConnection | None = None
-        self._channel: AbstractRobustChannel | None = None
-        self._publish_channel: AbstractRobustChannel | None = None
-        self._declared: DeclaredTopology | None = None
-        self._dead_letter_exchange: AbstractRobustExchange | None = None
-        self._consumer_tag: str | None = None
-        self._consumer_channel: UnderlayChannel | None = None
+        self._writes: WriteCoalescing = writes if writes is not None else _NoCoalescing()
+        self._dedup = DuplicateFilter(settings.dedup_window_seconds, settings.dedup_max_entries)
+        self._settler = Settler(
+            instance_id=settings.instance_id, source=self._topology.stream, timeout=operation_timeout_seconds
+        )
+        self._positions = PositionStore(self._topology.position_queue, timeout=operation_timeout_seconds)
+        self._publish_channel: AbstractChannel | None = None
 
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._type_metrics: dict[str, _TypeMetrics] = {}
-        self._writes: WriteCoalescing = writes if writes is not None else _NoCoalescing()
-        # The channel on which an unexpected error left a message unacked: no multiple acks there.
-        self._single_ack_channel: object | None = None
-        self._link_ready = asyncio.Event()
-        self._consuming = asyncio.Event()
-        self._wake = asyncio.Event()
-        self._wake_cause = "watchdog"
+        self._phase = _Phase.PREFILL
+        self._saved: SavedPosition | None = None
+        self._loaded_saved = False
+        self._marker_token: str | None = None
+        self._from_first = False
+        self._attachment: _Attachment | None = None
+        self._expected: int | None = None  # offset after the last entry read
+        self._live_position: Position | None = None  # last entry read while live
+        self._caught_up = asyncio.Event()
         self._accepting = False
         self._handling = False
         self._stopping = False
-        self._grace_over = False
         self._started_at: float | None = None
         self._fatal: BrokerConfigurationError | None = None
         self._main_task: asyncio.Task[None] | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        self._saver_task: asyncio.Task[None] | None = None
+        self._watch_tasks: set[asyncio.Task[None]] = set()
 
     # --- readiness ---------------------------------------------------------------------------
 
     @property
     def is_connected(self) -> bool:
-        """Connected to the broker (channels restored). ``/readyz`` should require this."""
-        return self._link_ready.is_set()
+        """Connected to the broker (channels restored). ``/readyz`` requires this."""
+        return self._link.is_connected
 
     @property
     def is_consuming(self) -> bool:
-        """A consumer is registered on the instance queue (false during the grace period)."""
-        return self._consuming.is_set() and self._consumer_alive()
+        """A consumer is registered on the stream."""
+        return self._link.is_consuming
+
+    @property
+    def is_caught_up(self) -> bool:
+        """The history holds the log up to where this instance starts delivering (``/readyz``)."""
+        return self._caught_up.is_set()
 
     @property
     def fatal_error(self) -> BrokerConfigurationError | None:
-        """Why the consumer gave up, when the broker rejected its configuration."""
         return self._fatal
 
     @property
-    def queue_name(self) -> str:
-        return self._topology.queue
+    def stream_name(self) -> str:
+        return self._topology.stream
 
     async def wait_connected(self) -> None:
-        """Return once connected (for tests and startup probes; wrap in a timeout)."""
-        await self._link_ready.wait()
+        await self._link.wait_connected()
 
     async def wait_consuming(self) -> None:
-        """Return once a consumer is registered (for tests and startup probes; wrap in a timeout)."""
-        await self._consuming.wait()
+        await self._link.wait_consuming()
+
+    async def wait_caught_up(self) -> None:
+        await self._caught_up.wait()
 
     # --- lifetime ----------------------------------------------------------------------------
 
@@ -188,27 +198,23 @@ class EventConsumer:
         """Start connecting and consuming in the background; returns at once."""
         if self._main_task is not None:
             raise RuntimeError("EventConsumer.start() called twice")
-        loop = asyncio.get_running_loop()
-        self._started_at = loop.time()
+        self._started_at = asyncio.get_running_loop().time()
         self._accepting = True
         self._worker_task = asyncio.create_task(self._work(), name="event-consumer-worker")
+        self._saver_task = asyncio.create_task(self._save_positions(), name="event-consumer-positions")
         self._main_task = asyncio.create_task(self._run(), name="event-consumer-supervisor")
         log.info(
             "consumer.starting",
             broker=redact(self._url),
-            queue=self._topology.queue,
+            stream=self._topology.stream,
             graceSeconds=self._settings.consume_grace_seconds,
             prefetch=self._settings.prefetch_count,
         )
 
     async def stop(self) -> None:
-        """Stop gracefully within ``SHUTDOWN_TIMEOUT_SECONDS``.
-
-        Order: stop re-establishing; cancel the consumer (no new deliveries);
-        let the message being handled finish and be acked; close the channels and the connection.
-        Messages received but not yet handled are not acked — closing the channel returns them to
-        the queue, where this instance (after a restart) finds them.
-        """
+        """Stop within ``SHUTDOWN_TIMEOUT_SECONDS``: no new deliveries, finish the entry in hand, save
+        the position, close the connection. Entries read but not handled are read again after a
+        restart (the saved position says where to continue)."""
         if self._stopping:
             return
         self._stopping = True
@@ -220,219 +226,109 @@ class EventConsumer:
             return max(0.0, deadline - loop.time())
 
         await _cancel(self._main_task)
-        await self._cancel_consumer(timeout=min(remaining(), self._operation_timeout))
+        for task in list(self._watch_tasks):
+            await _cancel(task)
+        await self._link.cancel_consumer(timeout=min(remaining(), self._operation_timeout))
         worker = self._worker_task
         if worker is not None and not worker.done():
             if self._handling:
-                # The worker leaves its loop after the current message because _accepting is False.
+                # The worker leaves its loop after the current entry because _accepting is False.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(worker), timeout=remaining())
             await _cancel(worker)
-        await self._close_connection(timeout=remaining())
-        self._link_ready.clear()
-        self._set_consuming(False)
-        metrics.BROKER_CONNECTED.set(0)
-        log.info("consumer.stopped", unhandled=self._inbox.qsize())
-
-    # --- supervisor: connect, then keep exactly one consumer ---------------------------------
+        await _cancel(self._saver_task)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._save_position(), timeout=min(remaining(), self._operation_timeout))
+        await self._link.close(timeout=remaining())
+        log.info("consumer.stopped", unhandled=self._inbox.qsize(), position=str(self._live_position))
 
     async def _run(self) -> None:
         try:
-            connection = await self._connect()
-            self._connection = connection
-            connection.close_callbacks.add(self._on_connection_closed)
-            connection.reconnect_callbacks.add(self._on_reconnected)
-            self._set_link(up=True)
-            await self._maintain()
+            await self._link.run(self._establish)
         except BrokerConfigurationError as error:
             await self._fail(error)
 
-    async def _connect(self) -> JitteredRobustConnection:
-        window = self._settings.broker_connect_timeout_seconds
-        while True:
-            try:
-                return await connect_with_retry(
-                    self._url,
-                    window_seconds=window,
-                    attempt_timeout_seconds=min(self._operation_timeout, window),
-                    max_backoff_seconds=min(10.0, window / 2),
-                )
-            except _TRANSIENT as error:
-                log.error(
-                    "broker.unreachable",
-                    broker=redact(self._url),
-                    unreachableForSeconds=window,
-                    error=f"{type(error).__name__}: {error}",
-                )
+    async def _fail(self, error: BrokerConfigurationError) -> None:
+        self._fatal = error
+        self._accepting = False
+        log.error("consumer.stopped_by_configuration_error", error=str(error))
+        await self._link.close(timeout=self._operation_timeout)
+        if self._on_fatal is not None:
+            self._on_fatal(error)
 
-    async def _maintain(self) -> None:
-        failures = 0
-        lost_cause: str | None = None
-        while not self._stopping:
-            if self._consumer_alive():
-                self._set_consuming(True)
-                self._wake.clear()
-                self._wake_cause = "watchdog"  # unless a callback says otherwise before we wake
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._watchdog_interval)
-                continue
-            if self._consumer_tag is not None:
-                lost_cause = self._wake_cause
-                log.warning("consumer.lost", cause=lost_cause, queue=self._topology.queue)
-                self._consumer_tag = None
-                self._consumer_channel = None
-                self._set_consuming(False)
-            if not self._link_ready.is_set():
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._link_ready.wait(), timeout=self._watchdog_interval)
-                continue
-            try:
-                await self._establish()
-            except _TRANSIENT as error:
-                failures += 1
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
-                log.warning(
-                    "consumer.start_failed",
-                    attempt=failures,
-                    retryInSeconds=round(delay, 2),
-                    error=f"{type(error).__name__}: {error}",
-                )
-                await asyncio.sleep(delay)
-                continue
-            failures = 0
-            if lost_cause is not None and self._consumer_tag is not None:
-                metrics.CONSUMER_RESTARTS.labels(cause=lost_cause).inc()
-                lost_cause = None
+    # --- attaching ---------------------------------------------------------------------------
 
-    async def _establish(self) -> None:
-        """Channels, topology, grace period, ``basic.consume`` — the same steps every time."""
+    async def _establish(self, channels: LinkChannels) -> str | None:
+        """Declare, learn where we were, write a marker, and attach to the stream at the right offset."""
         timeout = self._operation_timeout
-        channel = self._channel = await self._ensure_channel(self._channel, publisher_confirms=False)
-        publish_channel = self._publish_channel = await self._ensure_channel(
-            self._publish_channel, publisher_confirms=True
-        )
-        declared = await declare_topology(channel, self._topology, timeout=timeout)
+        declared = await declare_topology(channels.consume, self._topology, timeout=timeout)
         # The dead-letter exchange handle used for publishing lives on the confirming channel.
-        self._dead_letter_exchange = await publish_channel.declare_exchange(
+        self._settler.dead_letter_exchange = await channels.publish.declare_exchange(
             self._topology.dead_letter_exchange,
             ExchangeType.FANOUT,
             durable=True,
             timeout=timeout,
             robust=False,
         )
-        self._declared = declared
-        await self._await_grace()
+        self._publish_channel = channels.publish
+        if not self._loaded_saved:
+            self._saved = await self._positions.load(declared.position_queue)
+            self._loaded_saved = True
+            log.info("consumer.saved_position", position=str(self._saved.position) if self._saved else None)
+        await self._write_marker(channels.publish)
         if self._stopping:
-            return
-        # aio-pika types the underlying channel abstractly; it is an aiormq.Channel, which has ``consumers``.
-        underlay = cast(UnderlayChannel, await channel.get_underlay_channel())
-        underlay.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
-        self._consumer_tag = await declared.queue.consume(self._on_delivery, timeout=timeout, robust=False)
-        self._consumer_channel = underlay
-        self._set_consuming(True)
-        log.info("consumer.consuming", queue=self._topology.queue, consumerTag=self._consumer_tag)
-
-    async def _ensure_channel(
-        self, current: AbstractRobustChannel | None, *, publisher_confirms: bool
-    ) -> AbstractRobustChannel:
-        if current is not None and current.is_closed:
-            # aio-pika reopens a robust channel the broker closed; give that a moment to finish.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(current.ready(), timeout=min(2.0, self._operation_timeout))
-        if current is not None and not current.is_closed:
-            return current
-        if current is not None:
-            # Closed for good from our side, so aio-pika stops restoring it behind our back.
-            with contextlib.suppress(*_TRANSIENT):
-                await asyncio.wait_for(current.close(), timeout=self._operation_timeout)
-        connection = self._connection
-        if connection is None:
-            raise ChannelInvalidStateError("not connected")
-        channel = connection.channel(
-            publisher_confirms=publisher_confirms, on_return_raises=publisher_confirms
+            return None
+        offset = self._attach_offset()
+        tag = await declared.stream.consume(
+            self._on_delivery, arguments={"x-stream-offset": offset}, timeout=timeout, robust=False
         )
-        await asyncio.wait_for(channel.initialize(), timeout=self._operation_timeout)
-        channel.close_callbacks.add(self._on_channel_closed)
-        if not publisher_confirms:
-            # Per-consumer prefetch (global QoS is an error on quorum queues); restored on reconnect.
-            await channel.set_qos(
-                prefetch_count=self._settings.prefetch_count, timeout=self._operation_timeout
-            )
-        return channel
+        attachment = self._attachment = _Attachment(tag, offset if isinstance(offset, int) else None)
+        watch = asyncio.create_task(self._watch_first_delivery(attachment), name="event-consumer-watch")
+        self._watch_tasks.add(watch)
+        watch.add_done_callback(self._watch_tasks.discard)
+        log.info("consumer.attached", stream=self._topology.stream, offset=str(offset), consumerTag=tag)
+        return tag
 
-    async def _await_grace(self) -> None:
-        if self._grace_over or self._started_at is None:
+    def _attach_offset(self) -> int | str | datetime:
+        if self._from_first:
+            return "first"
+        if self._expected is not None:
+            return self._expected  # after any loss: the entry after the last one read
+        window = self._settings.history_window_seconds
+        saved = self._saved
+        if saved is not None and saved.saved_at < time.time() - window:
+            # Away longer than the history window: deliver everything since the saved position.
+            return saved.position.offset + 1
+        return datetime.fromtimestamp(time.time() - window, UTC)
+
+    async def _write_marker(self, channel: AbstractChannel) -> None:
+        """A marker makes the log non-empty and tells this instance when it has read up to "now"."""
+        token = f"{self._settings.instance_id}:{uuid.uuid4().hex}"
+        await channel.default_exchange.publish(
+            Message(b"", headers={"x-realtime-marker": token}, delivery_mode=DeliveryMode.PERSISTENT),
+            routing_key=self._topology.stream,
+            timeout=self._operation_timeout,
+        )
+        self._marker_token = token
+
+    async def _watch_first_delivery(self, attachment: _Attachment) -> None:
+        """Nothing at all arrives when the asked offset lies beyond the end of the stream (the broker
+        waits silently for it): then the stream was recreated, and this instance starts it afresh."""
+        await asyncio.sleep(self._first_delivery_timeout)
+        if attachment.seen or attachment is not self._attachment or self._stopping:
             return
-        loop = asyncio.get_running_loop()
-        remaining = self._started_at + self._settings.consume_grace_seconds - loop.time()
-        if remaining > 0:
-            log.info("consumer.grace_wait", seconds=round(remaining, 2))
-            await asyncio.sleep(remaining)
-        self._grace_over = True
+        log.warning("log.beyond_end", asked=attachment.start, stream=self._topology.stream)
+        self._reset("recreated")
+        self._from_first = True
+        self._expected = None
+        await self._link.restart_consumer("recreated")
 
-    def _consumer_alive(self) -> bool:
-        channel, tag = self._consumer_channel, self._consumer_tag
-        return tag is not None and channel is not None and not channel.is_closed and tag in channel.consumers
+    def _reset(self, reason: str) -> None:
+        metrics.LOG_RESETS.labels(reason=reason).inc()
+        self._writes.flush()
+        self._log.reset(reason)
 
-    async def _fail(self, error: BrokerConfigurationError) -> None:
-        self._fatal = error
-        self._accepting = False
-        log.error("consumer.stopped_by_configuration_error", error=str(error))
-        await self._close_connection(timeout=self._operation_timeout)
-        self._set_link(up=False)
-        self._set_consuming(False)
-        if self._on_fatal is not None:
-            self._on_fatal(error)
-
-    # --- broker callbacks: record what happened, wake the supervisor -------------------------
-
-    def _on_connection_closed(self, _: object, error: BaseException | None) -> None:
-        if self._stopping or self._fatal is not None:
-            return
-        log.warning("broker.connection_lost", error=f"{type(error).__name__}: {error}")
-        self._set_link(up=False)
-        self._set_consuming(False)
-        self._poke("reconnected")
-
-    def _on_reconnected(self, _: object) -> None:
-        log.info("broker.reconnected")
-        self._set_link(up=True)
-        self._poke("reconnected")
-
-    def _on_channel_closed(self, _: object, error: BaseException | None) -> None:
-        # Only a channel-level error (e.g. 406/404 closing just this channel) is ours to handle
-        # here; a channel closed along with its connection is handled by _on_connection_closed,
-        # and a channel we closed ourselves carries no error.
-        if isinstance(error, aiormq.exceptions.AMQPChannelError) and not self._stopping:
-            log.warning("broker.channel_closed", error=f"{type(error).__name__}: {error}")
-            self._poke("channel_closed")
-
-    def _on_consumer_cancelled(self, frame: spec.Basic.Cancel) -> None:
-        if frame.consumer_tag == self._consumer_tag and not self._stopping:
-            log.warning("broker.consumer_cancelled", consumerTag=frame.consumer_tag)
-            self._set_consuming(False)
-            self._poke("cancelled")
-
-    def _poke(self, cause: str) -> None:
-        self._wake_cause = cause
-        self._wake.set()
-
-    def _set_link(self, *, up: bool) -> None:
-        if up:
-            self._link_ready.set()
-        else:
-            self._link_ready.clear()
-        metrics.BROKER_CONNECTED.set(1 if up else 0)
-
-    def _set_consuming(self, consuming: bool) -> None:
-        if consuming:
-            self._consuming.set()
-        else:
-            self._consuming.clear()
-        metrics.CONSUMER_ACTIVE.set(1 if consuming else 0)
-
-    # --- the worker: one message at a time ---------------------------------------------------
+    # --- the worker: one entry at a time -----------------------------------------------------
 
     async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
         # No await before put_nowait: callbacks start in delivery order, so the inbox keeps it.
@@ -443,7 +339,7 @@ class EventConsumer:
         while self._accepting:
             message = await self._inbox.get()
             if not self._accepting:
-                break  # left unacked: returned to the queue when the channel closes
+                break
             self._handling = True
             try:
                 await self._drain(message)
@@ -453,144 +349,148 @@ class EventConsumer:
     async def _drain(self, message: AbstractIncomingMessage) -> None:
         """Handle ``message`` and whatever the prefetch window already put behind it, in order.
 
-        Valid events are handed off one after the other; their acks are deferred and sent as one
-        ``basic.ack`` with ``multiple=True`` (it covers every earlier delivery tag on the channel,
-        all of which were handled, in order, before it) once the inbox is empty, every half
-        prefetch window (so the broker keeps sending), or before the channel changes. Nothing is
-        acknowledged before it was handed off and flushed to the sockets.
-
-        While a backlog waits in the inbox, the hub's socket writes are held (``WriteCoalescing``), so
-        a connection in the groups of several queued events gets them in one write.
+        Credit goes back every half prefetch window and when the inbox is empty. While a backlog
+        waits in the inbox, socket writes are held (``WriteCoalescing``) so that a connection in the
+        groups of several queued events gets them in one write; they are flushed before credit and
+        whenever nothing more is queued.
         """
         inbox = self._inbox
         writes = self._writes
-        deferred: list[AbstractIncomingMessage] = []
-        ack_every = max(1, self._settings.prefetch_count // 2)
+        credit_every = max(1, self._settings.prefetch_count // 2)
+        uncredited = 0
+        last: AbstractIncomingMessage | None = None
         info = _enabled(logging.INFO)
         held = False
-        deferred_channel: object | None = None
         try:
             while True:
-                channel = _channel_of(message)
-                try:
-                    handed_off = await self._handle(message, channel, info=info)
-                except Exception:
-                    log.exception("message.handling_failed")
-                    # A later multiple ack on this channel would cover it: from now on ack one by one.
-                    self._single_ack_channel = channel
-                    handed_off = False
-                if handed_off:
-                    if deferred and channel is not deferred_channel:
-                        await self._ack_deferred(deferred)
-                    deferred_channel = channel
-                    deferred.append(message)
-                    if len(deferred) >= ack_every:
-                        await self._ack_deferred(deferred)
-                    else:
-                        if inbox.empty():
-                            writes.flush()  # nothing waiting: no reason to hold anything back
-                        elif not held:
-                            writes.hold()  # a backlog: coalesce socket writes until the next flush
-                            held = True
-                        # One turn of the event loop per message, as a per-message ack gave: a
-                        # stop() (SIGTERM) still takes effect after the current message.
-                        await asyncio.sleep(0)
+                if await self._handle(message, info=info):
+                    last = message
+                    uncredited += 1
+                if uncredited >= credit_every and last is not None:
+                    writes.flush()
+                    await self._settler.credit(last)
+                    uncredited = 0
+                elif inbox.empty():
+                    writes.flush()
+                elif not held:
+                    writes.hold()
+                    held = True
                 if not self._accepting:
-                    break  # stopping: what is still in the inbox stays unacked and comes back
+                    break
                 try:
                     message = inbox.get_nowait()
                 except asyncio.QueueEmpty:
                     break
-            await self._ack_deferred(deferred)
+                # One turn of the event loop per entry: a stop() (SIGTERM) takes effect after it.
+                await asyncio.sleep(0)
+            if last is not None and uncredited:
+                writes.flush()
+                await self._settler.credit(last)
         finally:
             if held:
                 writes.release()
 
-    async def _ack_deferred(self, deferred: list[AbstractIncomingMessage]) -> None:
-        if not deferred:
+    async def _handle(self, message: AbstractIncomingMessage, *, info: bool) -> bool:
+        """Handle one delivery; True when it should be credited (it came from a live channel)."""
+        if _closed_channel(message):
+            return False  # from a channel that is gone: the new consumer reads it again
+        delivery = _delivery(message)
+        if delivery is None:
+            log.error("log.entry_without_offset", stream=self._topology.stream)
+            return True
+        attachment = self._attachment
+        if attachment is not None and message.consumer_tag == attachment.tag and not attachment.seen:
+            attachment.seen = True
+            if attachment.start is not None and delivery.offset > attachment.start + GAP_TOLERANCE:
+                log.warning("log.gap", expected=attachment.start, got=delivery.offset)
+                self._reset("gap")
+        if self._expected is not None and delivery.offset < self._expected:
+            return True  # read already (a re-attach can overlap what the old consumer delivered)
+        await self._process(delivery, message, info=info)
+        self._expected = delivery.offset + 1
+        metrics.LOG_OFFSET.set(delivery.offset)
+        return True
+
+    async def _process(self, delivery: Delivery, message: AbstractIncomingMessage, *, info: bool) -> None:
+        outcome = classify(delivery, duplicates=self._dedup, max_event_bytes=self._settings.max_event_bytes)
+        if self._phase is _Phase.PREFILL:
+            await self._advance_prefill(delivery, outcome)
+        live = self._phase is _Phase.LIVE
+        match outcome:
+            case Deliver():
+                record = outcome.record(delivery)
+                self._log.record(record)
+                self._dedup.remember(outcome.key)
+                if live:
+                    await self._deliver(outcome, record, message, info=info)
+            case DeadLetter():
+                self._log.record(delivery.record())
+                self._dedup.remember(outcome.key)
+                if live:
+                    metrics.EVENTS_CONSUMED.labels(type=metrics.INVALID).inc()
+                    self._writes.flush()  # nothing handed off waits behind a broker round trip
+                    bound = log.bind(**_message_fields(message, delivery))
+                    await self._settler.dead_letter(
+                        message, reason=outcome.reason, detail=outcome.detail, bound=bound
+                    )
+            case Duplicate():
+                self._log.record(delivery.record())
+                if live:
+                    metrics.EVENTS_DUPLICATE.inc()
+                    log.info("message.duplicate_skipped", **_message_fields(message, delivery))
+            case Marker():
+                self._log.record(delivery.record())
+        if live:
+            self._live_position = Position(delivery.offset, delivery.check)
+
+    async def _advance_prefill(self, delivery: Delivery, outcome: object) -> None:
+        """Still filling the history: is this entry the first one to deliver?"""
+        saved = self._saved
+        if saved is not None:
+            if delivery.offset == saved.position.offset and delivery.check != saved.position.check:
+                log.warning("log.saved_position_of_another_stream", saved=str(saved.position))
+                self._saved = saved = None
+            elif delivery.offset > saved.position.offset:
+                self._mark_caught_up()
+                await self._await_grace()
+                self._phase = _Phase.LIVE
+                return
+        if saved is None and isinstance(outcome, Marker) and outcome.token == self._marker_token:
+            self._mark_caught_up()
+            self._phase = _Phase.LIVE
+
+    def _mark_caught_up(self) -> None:
+        if not self._caught_up.is_set():
+            log.info("consumer.caught_up", position=str(self._live_position))
+            self._caught_up.set()
+
+    async def _await_grace(self) -> None:
+        if self._started_at is None:
             return
-        self._writes.flush()  # acknowledged means handed to the sockets' transports
-        batch = deferred[:]
-        deferred.clear()
-        last = batch[-1]
-        if len(batch) == 1:
-            await self._settle(last, ack=True, bound=log)
-        elif _channel_of(last) is self._single_ack_channel:
-            for message in batch:
-                await self._settle(message, ack=True, bound=log)
-        else:
-            await self._settle(last, ack=True, bound=log, multiple=True)
+        remaining = (
+            self._started_at + self._settings.consume_grace_seconds - asyncio.get_running_loop().time()
+        )
+        if remaining > 0:
+            log.info("consumer.grace_wait", seconds=round(remaining, 2))
+            await asyncio.sleep(remaining)
 
-    async def _handle(
-        self, message: AbstractIncomingMessage, channel: object | None = None, *, info: bool = True
-    ) -> bool:
-        """Handle one message; ``True`` means it was handed off and the caller must ack it.
-
-        ``channel`` is ``_channel_of(message)`` when the caller has it already.
-        """
-        if channel is None:
-            channel = _channel_of(message)
-        if channel is None or getattr(channel, "is_closed", False):
-            log.debug(
-                "message.skipped_closed_channel",
-                **_message_fields(message),
-            )
-            return False
-        key = message_key(message.message_id, message.body)
-        if message.redelivered and self._dedup.seen(key):
-            self._writes.flush()
-            bound = log.bind(**_message_fields(message))
-            metrics.EVENTS_DUPLICATE.inc()
-            bound.info("message.duplicate_acked")
-            await self._settle(message, ack=True, bound=bound)
-            return False
-        try:
-            check_content_headers(message.content_type, message.content_encoding)
-            event = parse_event(message.body, max_bytes=self._settings.max_event_bytes)
-        except EventValidationError as error:
-            metrics.EVENTS_CONSUMED.labels(type=metrics.INVALID).inc()
-            bound = log.bind(**_message_fields(message))
-            await self._dead_letter(message, key, error.reason.value, error.detail, bound)
-            return False
+    async def _deliver(
+        self, outcome: Deliver, record: LogRecord, message: AbstractIncomingMessage, *, info: bool
+    ) -> None:
+        event = outcome.event
         by_type = self._type_metrics.get(event.type)
         if by_type is None:
             by_type = self._type_metrics[event.type] = _TypeMetrics(event.type)
         by_type.consumed.inc()
-        groups = groups_for(event)
-        delivered = await self._hand_off(event, groups, message)
-        if delivered is None:
-            bound = log.bind(**_message_fields(message), **_log_fields(event))
-            detail = f"send_groups failed {self._send_attempts} times; see the instance's logs"
-            await self._dead_letter(message, key, metrics.SEND_FAILED, detail, bound)
-            return False
-        by_type.delivered.inc(delivered)
-        latency = _latency_seconds(message, event)
-        if latency is not None:
-            by_type.latency.observe(latency)
-        self._dedup.remember(key)
-        if info:
-            log.info(
-                "event.delivered",
-                **_message_fields(message),
-                **_log_fields(event),
-                groups=list(groups),
-                connections=delivered,
-            )
-        return True
-
-    async def _hand_off(
-        self, event: Event, groups: Sequence[str], message: AbstractIncomingMessage
-    ) -> int | None:
-        payload = event.to_client_payload()
         for attempt in range(1, self._send_attempts + 1):
             try:
-                return self._sender.send_groups(groups, event.type, payload)
-            except Exception as error:  # the hub is another component; its failure must not lose the event
+                delivered = self._log.deliver(record)
+                break
+            except Exception as error:  # the hub is another component; its failure must not stop us
                 metrics.SEND_FAILURES.inc()
                 log.warning(
                     "event.send_failed",
-                    **_message_fields(message),
-                    **_log_fields(event),
+                    **_message_fields(message, None),
                     attempt=attempt,
                     of=self._send_attempts,
                     error=f"{type(error).__name__}: {error}",
@@ -598,81 +498,38 @@ class EventConsumer:
                 )
                 if attempt < self._send_attempts:
                     await asyncio.sleep(self._send_retry_delay * 2 ** (attempt - 1))
-        return None
-
-    async def _dead_letter(
-        self, message: AbstractIncomingMessage, key: str, reason: str, detail: str, bound: Any
-    ) -> None:
-        self._writes.flush()  # nothing handed off waits behind a broker round trip
-        bound = bound.bind(reason=reason, error=detail)
-        exchange = self._dead_letter_exchange
-        outgoing = dead_letter_message(
-            message,
-            reason=reason,
-            detail=detail,
-            instance_id=self._settings.instance_id,
-            queue=self._topology.queue,
-        )
-        try:
-            if exchange is None:
-                raise ChannelInvalidStateError("dead-letter exchange not declared")
-            await exchange.publish(
-                outgoing,
-                routing_key=message.routing_key or "",
-                mandatory=True,
-                timeout=self._operation_timeout,
+        else:
+            bound = log.bind(**_message_fields(message, None))
+            detail = (
+                f"handing the event to the hub failed {self._send_attempts} times; see the instance's logs"
             )
-        except _TRANSIENT as error:
-            # The queue's own x-dead-letter-exchange takes it; only RabbitMQ's x-death says why.
-            bound.warning(
-                "message.dead_letter_publish_failed",
-                publishError=f"{type(error).__name__}: {error}",
+            await self._settler.dead_letter(message, reason=SEND_FAILED, detail=detail, bound=bound)
+            return
+        by_type.delivered.inc(delivered)
+        if record.published_at is not None:
+            by_type.latency.observe(max(0.0, time.time() - record.published_at))
+        if info:
+            log.info(
+                "event.delivered",
+                **_message_fields(message, None),
+                **_log_fields(outcome),
+                position=str(record.position),
+                connections=delivered,
             )
-            if await self._settle(message, ack=False, bound=bound):
-                metrics.EVENTS_DEAD_LETTERED.labels(reason=reason).inc()
+
+    # --- positions ---------------------------------------------------------------------------
+
+    async def _save_positions(self) -> None:
+        while True:
+            await asyncio.sleep(POSITION_SAVE_INTERVAL)
+            await self._save_position()
+
+    async def _save_position(self) -> None:
+        position, channel = self._live_position, self._publish_channel
+        if position is None or channel is None or channel.is_closed:
             return
-        metrics.EVENTS_DEAD_LETTERED.labels(reason=reason).inc()
-        self._dedup.remember(key)
-        bound.warning("message.dead_lettered")
-        await self._settle(message, ack=True, bound=bound)
-
-    async def _settle(
-        self, message: AbstractIncomingMessage, *, ack: bool, bound: Any, multiple: bool = False
-    ) -> bool:
-        """Ack, or reject without requeue; a closed channel means the broker redelivers instead."""
-        try:
-            if ack:
-                await message.ack(multiple=multiple)
-            else:
-                await message.reject(requeue=False)
-        except _TRANSIENT as error:
-            bound.info(
-                "message.settle_failed",
-                error=f"{type(error).__name__}: {error}",
-            )
-            return False
-        return True
-
-    # --- shutdown helpers --------------------------------------------------------------------
-
-    async def _cancel_consumer(self, *, timeout: float) -> None:
-        tag, declared = self._consumer_tag, self._declared
-        self._set_consuming(False)
-        if tag is None or declared is None or not self._consumer_alive():
-            return
-        try:
-            await asyncio.wait_for(declared.queue.cancel(tag), timeout=timeout)
-        except _TRANSIENT as error:
-            log.info("consumer.cancel_failed", error=f"{type(error).__name__}: {error}")
-
-    async def _close_connection(self, *, timeout: float) -> None:
-        connection = self._connection
-        if connection is None or connection.is_closed:
-            return
-        try:
-            await asyncio.wait_for(connection.close(), timeout=max(timeout, 0.1))
-        except _TRANSIENT as error:
-            log.warning("broker.close_failed", error=f"{type(error).__name__}: {error}")
+        self._writes.flush()  # what is saved as delivered has been handed to the sockets
+        await self._positions.save(channel, position)
 
 
 class _NoCoalescing:
@@ -699,6 +556,32 @@ class _TypeMetrics:
         self.latency = metrics.EVENT_LATENCY.labels(type=event_type)
 
 
+def _delivery(message: AbstractIncomingMessage) -> Delivery | None:
+    headers = message.headers or {}
+    offset = headers.get(OFFSET_HEADER)
+    if not isinstance(offset, int) or isinstance(offset, bool):
+        return None
+    return Delivery(
+        offset=offset,
+        body=message.body,
+        exchange=message.exchange or "",
+        routing_key=message.routing_key or "",
+        message_id=message.message_id,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        timestamp=message.timestamp,
+        headers=dict(headers),
+    )
+
+
+def _closed_channel(message: AbstractIncomingMessage) -> bool:
+    try:
+        channel = message.channel
+    except ChannelInvalidStateError:
+        return True
+    return bool(getattr(channel, "is_closed", False))
+
+
 def _enabled(level: int) -> bool:
     """Whether the service's logger emits ``level`` (checked once per batch, not per message)."""
     try:
@@ -707,42 +590,26 @@ def _enabled(level: int) -> bool:
         return True
 
 
-def _message_fields(message: AbstractIncomingMessage) -> dict[str, Any]:
-    return {
-        "messageId": message.message_id,
-        "deliveryTag": message.delivery_tag,
-        "redelivered": message.redelivered,
-        "routingKey": message.routing_key,
-    }
-
-
-def _channel_of(message: AbstractIncomingMessage) -> object | None:
-    try:
-        return message.channel
-    except ChannelInvalidStateError:
-        return None
-
-
-def _log_fields(event: Event) -> dict[str, str]:
-    fields = {"type": event.type, "jobId": event.job_id, "region": event.region}
-    if isinstance(event, RecommendationReady):
-        fields["requestId"] = event.request_id
-    elif isinstance(event, JobAssigned):
-        fields["contractorId"] = event.contractor_id
-        fields["assignmentId"] = event.assignment_id
+def _message_fields(message: AbstractIncomingMessage, delivery: Delivery | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"messageId": message.message_id, "routingKey": message.routing_key}
+    if delivery is not None:
+        fields["offset"] = delivery.offset
     return fields
 
 
-def _latency_seconds(message: AbstractIncomingMessage, event: Event) -> float | None:
-    """Seconds since publication: AMQP ``timestamp`` (1 s resolution), else ``generatedAt``."""
-    sent_at = message.timestamp
-    if sent_at is None and isinstance(event, RecommendationReady):
-        sent_at = parse_timestamp(event.generated_at)
-    if not isinstance(sent_at, datetime):
-        return None
-    if sent_at.tzinfo is None:
-        sent_at = sent_at.replace(tzinfo=UTC)
-    return max(0.0, time.time() - sent_at.timestamp())
+def _log_fields(outcome: Deliver) -> dict[str, Any]:
+    event = outcome.event
+    fields: dict[str, Any] = {"type": event.type, "jobId": event.job_id, "region": event.region}
+    for name in ("request_id", "contractor_id", "assignment_id"):
+        value = getattr(event, name, None)
+        if value is not None:
+            fields[_camel(name)] = value
+    return fields
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:
@@ -752,4 +619,4 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
     task.cancel()
     await asyncio.wait([task])
     if not task.cancelled() and task.exception() is not None:
-        log.error("consumer.task_failed", task=task.get_name(), exc_info=task.exception())
+        log.error("background_task.failed", task=task.get_name(), exc_info=task.exception())

@@ -1,9 +1,9 @@
-"""Remembers recently handled messages so a redelivery is not pushed to clients twice.
+"""Remembers recently handled messages so that the same message is not pushed to clients twice.
 
-RabbitMQ redelivers every unacknowledged message after a connection or channel loss, flagged
-``redelivered``. If we had already handed it to the hub (the ack was lost with the connection),
-pushing it again would show clients a duplicate. The flag is only a hint ("may have been seen",
-https://www.rabbitmq.com/docs/confirms), so we only *look up* messages that carry it, and decide by key.
+A producer publishes a message again when a publisher confirm is lost, and an outbox relay re-sends
+after a crash (https://www.rabbitmq.com/docs/confirms, "at-least-once"): the log then holds the same
+event twice, at two offsets. Every message is looked up by its key — the producer's ``message_id``,
+else a hash of the body — and one seen within the window is not pushed again.
 
 Rule: bounded memory. At most ``max_entries`` keys, each forgotten ``window_seconds`` after it was
 handled (oldest first when full). ``max_entries == 0`` or ``window_seconds == 0`` disables it.
@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-__all__ = ["RedeliveryFilter", "message_key"]
+__all__ = ["DuplicateFilter", "message_key"]
 
 
 def message_key(message_id: str | None, body: bytes) -> str:
@@ -27,7 +27,7 @@ def message_key(message_id: str | None, body: bytes) -> str:
     return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
 
-class RedeliveryFilter:
+class DuplicateFilter:
     """A time-windowed, size-bounded set of message keys."""
 
     def __init__(

@@ -17,6 +17,7 @@ __all__ = [
     "BROKER_CONNECTED",
     "CONSUMER_ACTIVE",
     "CONSUMER_RESTARTS",
+    "DEAD_LETTER_FAILURES",
     "DEAD_LETTER_REASONS",
     "EVENTS_CONSUMED",
     "EVENTS_DEAD_LETTERED",
@@ -24,6 +25,8 @@ __all__ = [
     "EVENTS_DUPLICATE",
     "EVENT_LATENCY",
     "INVALID",
+    "LOG_OFFSET",
+    "LOG_RESETS",
     "SEND_FAILED",
     "SEND_FAILURES",
 ]
@@ -36,7 +39,7 @@ DEAD_LETTER_REASONS: Final[tuple[str, ...]] = (*(reason.value for reason in Reas
 
 EVENTS_CONSUMED: Final = Counter(
     "realtime_events_consumed",
-    "Messages taken from the instance queue, by event type ('invalid' when validation failed).",
+    "Messages read live from the stream, by event type ('invalid' when validation failed).",
     ["type"],
 )
 EVENTS_DELIVERED: Final = Counter(
@@ -51,7 +54,7 @@ EVENTS_DEAD_LETTERED: Final = Counter(
 )
 EVENTS_DUPLICATE: Final = Counter(
     "realtime_events_duplicate",
-    "Redelivered messages already handled within the dedup window: acknowledged, not pushed again.",
+    "Messages whose id (or body) was already handled within the dedup window: not pushed again.",
 )
 EVENT_LATENCY: Final = Histogram(
     "realtime_event_latency_seconds",
@@ -61,7 +64,20 @@ EVENT_LATENCY: Final = Histogram(
 )
 SEND_FAILURES: Final = Counter(
     "realtime_event_send_failures",
-    "Times the hub's send_groups raised (each attempt counts).",
+    "Times handing an event to the hub raised (each attempt counts).",
+)
+DEAD_LETTER_FAILURES: Final = Counter(
+    "realtime_dead_letter_failures",
+    "Refused messages whose dead-letter copy could not be published (they stay in the stream).",
+)
+LOG_OFFSET: Final = Gauge(
+    "realtime_log_offset",
+    "Offset of the last entry this instance read from the stream (compare instances to see lag).",
+)
+LOG_RESETS: Final = Counter(
+    "realtime_log_resets",
+    "Times this instance lost its place in the stream and made position-tracking clients resume.",
+    ["reason"],
 )
 BROKER_CONNECTED: Final = Gauge(
     "realtime_broker_connected",
@@ -69,7 +85,7 @@ BROKER_CONNECTED: Final = Gauge(
 )
 CONSUMER_ACTIVE: Final = Gauge(
     "realtime_broker_consuming",
-    "1 while a consumer is registered on the instance queue, else 0.",
+    "1 while a consumer is registered on the stream, else 0.",
 )
 CONSUMER_RESTARTS: Final = Counter(
     "realtime_consumer_restarts",
@@ -84,5 +100,7 @@ for _type in EVENT_TYPES:
     EVENT_LATENCY.labels(type=_type)
 for _reason in DEAD_LETTER_REASONS:
     EVENTS_DEAD_LETTERED.labels(reason=_reason)
-for _cause in ("cancelled", "reconnected", "channel_closed", "watchdog"):
+for _cause in ("cancelled", "reconnected", "channel_closed", "watchdog", "recreated"):
     CONSUMER_RESTARTS.labels(cause=_cause)
+for _reason in ("gap", "recreated"):
+    LOG_RESETS.labels(reason=_reason)

@@ -1,34 +1,46 @@
 """What the consumers need from the hub, as interfaces, so that ``consumers`` never imports ``service``.
 
-``service.app`` hands the consumer the hub's lifetime manager (a ``GroupSender``) and the app's
-write batch (a ``WriteCoalescing``); both satisfy these structurally.
+``service.app`` hands the consumer the hub's event journal (an ``EventLog``) and the app's write
+batch (a ``WriteCoalescing``); both satisfy these structurally.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-__all__ = ["GroupSender", "WriteCoalescing"]
+from schemas.log import LogRecord
+
+__all__ = ["EventLog", "WriteCoalescing"]
 
 
-class GroupSender(Protocol):
-    def send_groups(self, groups: Sequence[str], target: str, *arguments: Any) -> int:
-        """Invoke client method ``target(*arguments)`` on every connection in ``groups``.
+class EventLog(Protocol):
+    """The hub side of the shared log: its history, and delivery to the groups' connections."""
 
-        Synchronous and non-blocking: the message is serialized once per hub protocol and handed to
-        each member connection's bounded outgoing buffer before this returns. A connection that is in
-        several of ``groups`` receives the message once. Returns how many connections it was handed
-        to. ``arguments`` must be JSON-compatible (dicts, lists, str, int, float, bool, None).
+    def record(self, record: LogRecord) -> None:
+        """Keep ``record`` as the newest entry of the history (offsets only ever grow)."""
+        ...
+
+    def deliver(self, record: LogRecord) -> int:
+        """Hand ``record`` (already recorded) to every connection in its groups, once each.
+
+        Synchronous and non-blocking: serialized once per hub protocol and variant, handed to each
+        member's bounded outgoing buffer before this returns; connections that asked for positions
+        get the record's position as one extra trailing argument. Returns how many connections it
+        was handed to.
         """
+        ...
+
+    def reset(self, reason: str) -> None:
+        """The log was interrupted (an unknown stretch of it was not read, or it was recreated):
+        forget the history and make clients that track positions resume."""
         ...
 
 
 class WriteCoalescing(Protocol):
     """Optional: merging of a connection's socket writes while the consumer drains a backlog.
 
-    Between ``hold()`` and ``release()`` the sockets may keep what ``send_groups`` hands them and
-    write it later as one write; ``flush()`` writes everything kept. The consumer flushes before it
+    Between ``hold()`` and ``release()`` the sockets may keep what ``deliver`` hands them and write
+    it later as one write; ``flush()`` writes everything kept. The consumer flushes before it
     acknowledges anything, so "acked" still means "handed to the sockets".
     """
 

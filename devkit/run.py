@@ -82,9 +82,9 @@ def main() -> int:
     _say()
     _say("  Publish events from another terminal:")
     broker_env = f"RABBITMQ_URL={url} " if node is not None or "RABBITMQ_URL" in os.environ else ""
-    _say(f"    {broker_env}.venv/bin/python -m consumers.publish recommendation-ready --region north-america")
+    _say(f"    {broker_env}.venv/bin/python -m publisher recommendation-ready --region north-america")
     _say(
-        f"    {broker_env}.venv/bin/python -m consumers.publish job-assigned --region north-america "
+        f"    {broker_env}.venv/bin/python -m publisher job-assigned --region north-america "
         f"--contractor-id {contractor_id}"
     )
     _say()

@@ -22,6 +22,7 @@ from schemas.groups import (
     contractor_group,
     dispatch_group,
     normalize_region,
+    split_group,
 )
 from schemas.parsing import JSON_CONTENT_TYPE, check_content_headers, parse_event
 
@@ -43,4 +44,5 @@ __all__ = [
     "dispatch_group",
     "normalize_region",
     "parse_event",
+    "split_group",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "contractor_group",
     "dispatch_group",
     "normalize_region",
+    "split_group",
 ]
 
 DISPATCH_GROUP_PREFIX: Final = "dispatch/"
@@ -84,3 +85,13 @@ def dispatch_group(region: str) -> str:
 def contractor_group(contractor_id: str | UUID) -> str:
     """One contractor: ``contractor/3f2504e0-4f89-11d3-9a0c-0305e82c3301``."""
     return f"{CONTRACTOR_GROUP_PREFIX}{canonical_contractor_id(contractor_id)}"
+
+
+def split_group(name: str) -> tuple[str, str]:
+    """``("dispatch", "north-america")`` for ``dispatch/north-america``; the key is not yet canonical."""
+    for prefix in (DISPATCH_GROUP_PREFIX, CONTRACTOR_GROUP_PREFIX):
+        if name.startswith(prefix):
+            return prefix[:-1], name[len(prefix) :]
+    raise InvalidGroupKeyError(
+        f"Invalid group {name[:80]!r}: expected 'dispatch/<region>' or 'contractor/<contractorId>'"
+    )

@@ -17,13 +17,15 @@ from aiohttp import web
 
 from config.settings import Settings
 from consumers import EventConsumer
-from consumers.ports import GroupSender
+from consumers.ports import EventLog
 from service.auth import build_auth
 from service.connections import ConnectionManager
 from service.cors import CorsPolicy
 from service.devtools import install_dev_routes
 from service.health import HealthRoutes
 from service.hub import (
+    EventJournal,
+    History,
     HubConnectionHandler,
     HubMethods,
     HubOptions,
@@ -41,10 +43,10 @@ log = structlog.get_logger(__name__)
 _HEARTBEAT_INTERVAL = 1.0  # HttpConnectionManager._heartbeatTickRate
 
 
-ConsumerFactory = Callable[[Settings, GroupSender, WriteBatch], Consumer]
+ConsumerFactory = Callable[[Settings, EventLog, WriteBatch], Consumer]
 
 
-def _event_consumer(settings: Settings, sender: GroupSender, batch: WriteBatch) -> Consumer:
+def _event_consumer(settings: Settings, event_log: EventLog, batch: WriteBatch) -> Consumer:
     def on_fatal(error: Exception) -> None:
         # A configuration the broker refuses (e.g. the queue exists with other arguments): retrying
         # cannot help. Stay up for the hub, report not-ready, and say what to fix.
@@ -52,7 +54,7 @@ def _event_consumer(settings: Settings, sender: GroupSender, batch: WriteBatch) 
 
     return EventConsumer(
         settings,
-        sender,
+        event_log,
         heartbeat_seconds=settings.broker_heartbeat_seconds,
         reconnect_interval_seconds=settings.broker_reconnect_interval_seconds,
         watchdog_interval_seconds=settings.consumer_watchdog_interval_seconds,
@@ -79,8 +81,20 @@ def create_app(
     # Built now, loaded at startup (auth_ctx): no request ever sees auth or the endpoint missing.
     auth = build_auth(settings)
     lifetime = InMemoryHubLifetimeManager()
+    history = History(
+        max_entries=settings.history_max_entries,
+        max_bytes=settings.history_max_bytes,
+        max_age_seconds=settings.history_window_seconds,
+    )
+    journal = EventJournal(
+        lifetime,
+        history,
+        replay_cap=settings.replay_max_events,
+        resume_wait_seconds=settings.resume_wait_seconds,
+        close_positioned=lambda reason: handler.close_positioned(reason),
+    )
     handler = HubConnectionHandler(
-        HubMethods.of(RecommendationsHub(auth.policy)),
+        HubMethods.of(RecommendationsHub(auth.policy, journal)),
         options=HubOptions.from_settings(settings),
         lifetime=lifetime,
     )
@@ -97,6 +111,7 @@ def create_app(
         auth=auth,
         handler=handler,
         lifetime=lifetime,
+        journal=journal,
         manager=manager,
         batch=batch,
         endpoint=endpoint,
@@ -126,8 +141,9 @@ def create_app(
         if factory is None:
             yield
             return
-        consumer = runtime.consumer = factory(settings, lifetime, batch)
+        consumer = runtime.consumer = factory(settings, journal, batch)
         health.add_check("broker_connected", lambda: consumer.is_connected)
+        health.add_check("history_loaded", lambda: consumer.is_caught_up)
         await consumer.start()
         yield
         await consumer.stop()  # idempotent: normally already stopped in on_shutdown
@@ -136,6 +152,8 @@ def create_app(
         runtime.accepting = False
         if runtime.consumer is not None:
             await runtime.consumer.stop()
+        # Clients with positions learn how far they got before the Close sends them elsewhere.
+        journal.checkpoint(force=True)
         log.info("shutdown.closing_connections", connections=len(handler))
         handler.close_all(allow_reconnect=True, reason="shutdown")
 
@@ -151,11 +169,17 @@ def create_app(
 
 
 async def _heartbeat(runtime: HubRuntime) -> None:
-    """One loop drives every timer: pings, timeouts, token expiry, stale and slow connections."""
+    """One loop drives every timer: pings, timeouts, token expiry, stale and slow connections, and
+    the checkpoints of connections that track positions."""
+    loop = asyncio.get_running_loop()
+    next_checkpoint = loop.time()
     while True:
         await asyncio.sleep(_HEARTBEAT_INTERVAL)
         try:
             runtime.handler.tick()
             runtime.manager.scan()
+            if loop.time() >= next_checkpoint:
+                next_checkpoint = loop.time() + runtime.settings.checkpoint_interval_seconds
+                runtime.journal.checkpoint()
         except Exception:
             log.exception("heartbeat.failed")

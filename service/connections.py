@@ -115,6 +115,7 @@ class HttpConnection:
         "early_input",
         "inactive_since",
         "negotiate_version",
+        "positions",
         "principal",
         "resumable",
         "sink",
@@ -134,8 +135,11 @@ class HttpConnection:
         stateful_reconnect: bool,
         now: float,
         manager: ConnectionManager,
+        positions: bool = False,
     ) -> None:
         self._manager = manager
+        # Asked for each event's position in the log (``?positions=true`` on the hub URL).
+        self.positions = positions
         self.connection_id = connection_id
         self.connection_token = connection_token
         self.negotiate_version = negotiate_version
@@ -211,7 +215,12 @@ class ConnectionManager:
         return 0 < self._max_connections <= len(self._by_token)
 
     def create(
-        self, *, principal: Principal, negotiate_version: int, stateful_reconnect: bool
+        self,
+        *,
+        principal: Principal,
+        negotiate_version: int,
+        stateful_reconnect: bool,
+        positions: bool = False,
     ) -> HttpConnection:
         connection_id = new_connection_id()
         # TransportProtocols.md: with negotiateVersion >= 1 the token is a separate secret; with 0 the
@@ -225,6 +234,7 @@ class ConnectionManager:
             stateful_reconnect=stateful_reconnect,
             now=self._clock(),
             manager=self,
+            positions=positions,
         )
         self._by_token[token] = connection
         return connection

@@ -14,9 +14,13 @@ __all__ = [
     "CONNECTIONS_CLOSED",
     "CONNECTIONS_OPENED",
     "GROUP_MEMBERSHIPS",
+    "HISTORY_BYTES",
+    "HISTORY_ENTRIES",
     "HUB_DELIVERIES",
     "HUB_INVOCATIONS",
     "PROTOCOL_ERRORS",
+    "REPLAYED_EVENTS",
+    "RESUMES",
     "SLOW_CLIENT_DISCONNECTS",
 ]
 
@@ -55,3 +59,13 @@ PROTOCOL_ERRORS = Counter(
     "realtime_hub_protocol_errors", "Connections closed for a protocol error.", ["kind"]
 )
 AUTH_FAILURES = Counter("realtime_auth_failures", "Requests refused with 401, by reason.", ["reason"])
+HISTORY_ENTRIES = Gauge("realtime_history_entries", "Log entries kept in memory for replays.")
+HISTORY_BYTES = Gauge("realtime_history_bytes", "Approximate bytes of the log entries kept for replays.")
+RESUMES = Counter(
+    "realtime_resumes",
+    "Resume calls, by outcome: recovered, or why not (fresh, empty, window, epoch, ahead, cap).",
+    ["outcome"],
+)
+REPLAYED_EVENTS = Counter("realtime_replayed_events", "Events replayed to resuming connections.")
+for _outcome in ("recovered", "fresh", "empty", "window", "epoch", "ahead", "cap"):
+    RESUMES.labels(_outcome)

@@ -15,7 +15,7 @@ from config.settings import Settings
 from service.auth import AuthComponents
 from service.connections import ConnectionManager
 from service.health import HealthRoutes
-from service.hub import HubConnectionHandler, InMemoryHubLifetimeManager
+from service.hub import EventJournal, HubConnectionHandler, InMemoryHubLifetimeManager
 from service.transports import HubEndpoint
 from service.write_batch import WriteBatch
 
@@ -27,6 +27,9 @@ class Consumer(Protocol):
 
     @property
     def is_connected(self) -> bool: ...
+
+    @property
+    def is_caught_up(self) -> bool: ...
 
     async def start(self) -> None: ...
 
@@ -41,6 +44,7 @@ class HubRuntime:
     auth: AuthComponents
     handler: HubConnectionHandler
     lifetime: InMemoryHubLifetimeManager
+    journal: EventJournal
     manager: ConnectionManager
     batch: WriteBatch
     endpoint: HubEndpoint

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from broker.topology import Topology
 from config.settings import Settings
-from consumers.topology import Topology
 from tests.support.nginx import NGINX_CONF, nginx_test
 from tests.support.tools import require_tool
 

@@ -19,6 +19,7 @@ from schemas.groups import (
     contractor_group,
     dispatch_group,
     normalize_region,
+    split_group,
 )
 from service.auth.errors import AuthorizationError
 from service.auth.principal import Principal
@@ -89,6 +90,14 @@ class GroupPolicy:
         if region_key not in _principal_regions(principal):
             raise AuthorizationError(f"{refused}: region is not in your {self._region_claim} claim")
         return group
+
+    def authorize_group(self, principal: Principal, group: str) -> str:
+        """The canonical name of ``group`` (``dispatch/…`` or ``contractor/…``) if ``principal`` may join
+        it: the same decision as the join of that kind."""
+        kind, key = split_group(group)
+        if kind == "dispatch":
+            return self.authorize_dispatch(principal, key)
+        return self.authorize_contractor(principal, key)
 
     def authorize_contractor(self, principal: Principal, contractor_id: str) -> str:
         """The contractor group name if it is the principal's own contractor id (or Admin)."""

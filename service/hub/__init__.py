@@ -10,14 +10,19 @@ from __future__ import annotations
 from .connection import HubConnection, HubServices
 from .dispatcher import CallerContext, HubDispatcher, HubMethods, hub_method
 from .handler import HubConnectionHandler
+from .history import History
 from .in_memory import InMemoryHubLifetimeManager
+from .journal import CHECKPOINT_TARGET, EventJournal, ResumeResult
 from .lifetime import GroupManager, HubLifetimeManager, Recipient
 from .methods import RecommendationsHub
 from .options import HubClock, HubOptions
 
 __all__ = [
+    "CHECKPOINT_TARGET",
     "CallerContext",
+    "EventJournal",
     "GroupManager",
+    "History",
     "HubClock",
     "HubConnection",
     "HubConnectionHandler",
@@ -29,5 +34,6 @@ __all__ = [
     "InMemoryHubLifetimeManager",
     "Recipient",
     "RecommendationsHub",
+    "ResumeResult",
     "hub_method",
 ]

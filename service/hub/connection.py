@@ -88,11 +88,13 @@ class HubConnection:
         "handshake_deadline",
         "last_received",
         "last_written",
+        "positions",
         "protocol",
     )
 
     def __init__(self, connection: HttpConnection, services: HubServices) -> None:
         self.connection = connection
+        self.positions = connection.positions
         self._services = services
         now = services.clock.now
         self.protocol: HubProtocol | None = None
@@ -198,7 +200,9 @@ class HubConnection:
             return  # a message the client replays after a resume that we already processed
         if isinstance(message, InvocationMessage):
             services, connection = self._services, self.connection
-            caller = CallerContext(connection.connection_id, connection.principal, services.lifetime)
+            caller = CallerContext(
+                connection.connection_id, connection.principal, services.lifetime, self.positions
+            )
             completion = await services.dispatcher.invoke(caller, message)
             if completion is not None:
                 self.send(completion)

@@ -44,6 +44,7 @@ class CallerContext:
     connection_id: str
     principal: Principal
     groups: GroupManager
+    positions: bool = False  # the connection asked for log positions (``?positions=true``)
 
 
 HubFunction = Callable[..., Awaitable[Any]]

@@ -84,6 +84,12 @@ class HubConnectionHandler:
         for hub_connection in list(self._connections.values()):
             hub_connection.tick(now, wall_clock)
 
+    def close_positioned(self, reason: str) -> None:
+        """Close (reconnect allowed) every connection that tracks positions, so that it resumes."""
+        for hub_connection in list(self._connections.values()):
+            if hub_connection.positions and hub_connection.protocol is not None:
+                hub_connection.close(allow_reconnect=True, reason=f"log_{reason}")
+
     def close_all(self, *, allow_reconnect: bool, reason: str) -> None:
         """Graceful shutdown: tell every client to go (and whether to come back)."""
         for hub_connection in list(self._connections.values()):

@@ -123,23 +123,38 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
         _check_group(group)
         return self._send(self._groups.get(group, ()), InvocationMessage(target=target, arguments=arguments))
 
-    def send_groups(self, groups: Sequence[str], target: str, *arguments: Any) -> int:
+    def send_groups(
+        self, groups: Sequence[str], target: str, *arguments: Any, position: str | None = None
+    ) -> int:
         for group in groups:
             _check_group(group)
         if len(groups) == 1:
             members: Iterable[Recipient] = self._groups.get(groups[0], ())
         else:
             members = set().union(*(self._groups.get(group, ()) for group in groups))
-        return self._send(members, InvocationMessage(target=target, arguments=arguments))
+        message = InvocationMessage(target=target, arguments=arguments)
+        if position is None:
+            return self._send(members, message)
+        positioned = InvocationMessage(target=target, arguments=(*arguments, position))
+        return self._send(members, message, positioned)
 
-    def _send(self, members: Iterable[Recipient], message: HubMessage) -> int:
-        # SerializedHubMessage.cs: serialize lazily, once per protocol, on the first member using it.
-        encoded: dict[str, Outgoing] = {}
+    def send_positioned(self, target: str, *arguments: Any) -> int:
+        message = InvocationMessage(target=target, arguments=arguments)
+        members = [member for member in self._connections.values() if member.positions]
+        return self._send(members, message)
+
+    def _send(
+        self, members: Iterable[Recipient], message: HubMessage, positioned: HubMessage | None = None
+    ) -> int:
+        # SerializedHubMessage.cs: serialize lazily, once per protocol, on the first member using it
+        # (here once per protocol and variant: with or without the position argument).
+        encoded: dict[tuple[str, bool], Outgoing] = {}
         delivered: dict[str, int] = {}
         slow: list[Recipient] = []
-        # Members of a group mostly share one protocol: remember the last one instead of a dict
-        # lookup per member (this loop runs once per recipient).
+        # Members of a group mostly share one protocol and variant: remember the last one instead
+        # of a dict lookup per member (this loop runs once per recipient).
         last_protocol: HubProtocol | None = None
+        last_variant = False
         out: Outgoing | None = None
         name = ""
         count = 0
@@ -147,14 +162,16 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
             protocol = member.protocol
             if protocol is None:
                 continue  # still in its handshake: not a member of anything yet
-            if protocol is not last_protocol:
+            variant = positioned is not None and member.positions
+            if protocol is not last_protocol or variant is not last_variant:
                 if last_protocol is not None:
                     delivered[name] = delivered.get(name, 0) + count
                 name = protocol.name
-                out = encoded.get(name)
+                out = encoded.get((name, variant))
                 if out is None:
-                    out = encoded[name] = Outgoing(protocol.write(message))
-                last_protocol, count = protocol, 0
+                    chosen = positioned if variant and positioned is not None else message
+                    out = encoded[name, variant] = Outgoing(protocol.write(chosen))
+                last_protocol, last_variant, count = protocol, variant, 0
             if member.send_outgoing(out):  # type: ignore[arg-type]  # set together with last_protocol
                 count += 1
             else:

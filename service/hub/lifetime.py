@@ -11,6 +11,9 @@ Rules every implementation keeps:
   and the same bytes are handed to every member; a member that cannot take them is aborted after
   the loop (``slow_client``), so one slow client never slows the others or the caller;
 - a connection in several of the groups of one ``send_groups`` receives the message once;
+- a send given a ``position`` appends it as one extra trailing argument for connections that asked
+  for positions (``Recipient.positions``) and for no other: theirs stay byte-identical to a send
+  without one (the .NET and Java clients drop an invocation whose argument count differs);
 - adding twice is a no-op; adding a connection id it does not know (closing, or never connected)
   is a no-op; removing a non-member is a no-op; empty groups are forgotten;
 - a connection leaves every group when it disconnects;
@@ -40,6 +43,11 @@ class Recipient(Protocol):
     @property
     def protocol(self) -> HubProtocol | None: ...
 
+    @property
+    def positions(self) -> bool:
+        """The connection asked for each event's position in the log (``?positions=true``)."""
+        ...
+
     def send_outgoing(self, out: Outgoing) -> bool:
         """Take ``out`` (already serialized for this connection's protocol); False: too slow, abort it."""
         ...
@@ -48,11 +56,14 @@ class Recipient(Protocol):
 
 
 class GroupManager(Protocol):
-    """Group membership by connection id: what hub methods may change (ASP.NET's ``IGroupManager``)."""
+    """Group membership by connection id: what hub methods may see and change (ASP.NET's
+    ``IGroupManager``)."""
 
     def add_to_group(self, connection_id: str, group: str) -> None: ...
 
     def remove_from_group(self, connection_id: str, group: str) -> None: ...
+
+    def groups_of(self, connection_id: str) -> frozenset[str]: ...
 
 
 class HubLifetimeManager(ABC):
@@ -92,5 +103,12 @@ class HubLifetimeManager(ABC):
     def send_group(self, group: str, target: str, *arguments: Any) -> int: ...
 
     @abstractmethod
-    def send_groups(self, groups: Sequence[str], target: str, *arguments: Any) -> int:
-        """Invoke ``target(*arguments)`` on every member of ``groups``, each connection at most once."""
+    def send_groups(
+        self, groups: Sequence[str], target: str, *arguments: Any, position: str | None = None
+    ) -> int:
+        """Invoke ``target(*arguments)`` on every member of ``groups``, each connection at most once;
+        with ``position``, connections that asked for positions get ``target(*arguments, position)``."""
+
+    @abstractmethod
+    def send_positioned(self, target: str, *arguments: Any) -> int:
+        """Invoke ``target(*arguments)`` on every connection that asked for positions (checkpoints)."""

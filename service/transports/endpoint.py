@@ -108,6 +108,15 @@ def _query(request: web.Request, name: str) -> str | None:
     return None
 
 
+def _wants_positions(request: web.Request) -> bool:
+    """``?positions=true`` on the hub URL: every event carries its log position as a last argument.
+
+    Read where the connection is created (negotiate, or a WebSocket without ``id``); the official
+    clients keep the hub URL's query on every request, so it is there in both places.
+    """
+    return parse_bool_query(_query(request, "positions"))
+
+
 class HubEndpoint:
     """Negotiate and transport handlers for one hub path."""
 
@@ -168,7 +177,10 @@ class HubEndpoint:
             _query(request, "useStatefulReconnect")
         )
         connection = self._manager.create(
-            principal=principal, negotiate_version=version, stateful_reconnect=stateful
+            principal=principal,
+            negotiate_version=version,
+            stateful_reconnect=stateful,
+            positions=_wants_positions(request),
         )
         body = negotiate_response(
             connection_id=connection.connection_id,
@@ -224,7 +236,10 @@ class HubEndpoint:
                 raise AtCapacityError()
             # skipNegotiation: a WebSocket without id is a brand-new connection (version 0 semantics).
             connection = self._manager.create(
-                principal=principal, negotiate_version=0, stateful_reconnect=False
+                principal=principal,
+                negotiate_version=0,
+                stateful_reconnect=False,
+                positions=_wants_positions(request),
             )
         else:
             try:

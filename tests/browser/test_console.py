@@ -25,7 +25,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from config.settings import Settings, Transport
 from consumers import publish as contract
-from consumers.publish import EventPublisher
+from publisher import EventPublisher
 from tests.support.nginx import running_nginx
 from tests.support.server import RunningService, dev_settings, running_service
 

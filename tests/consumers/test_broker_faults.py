@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from config.settings import Settings
-from consumers.publish import recommendation_ready
 from devkit.local_broker import PrivateBroker
+from publisher import recommendation_ready
 from tests.consumers.conftest import RecordingSender, Sent, eventually, metric, running
 from tests.support.broker import BrokerAdmin
 from tests.support.broker_fixtures import SettingsFactory

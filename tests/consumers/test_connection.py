@@ -15,7 +15,7 @@ from yarl import URL
 
 from config.settings import Settings
 from consumers import BrokerConfigurationError, EventConsumer
-from consumers.publish import recommendation_ready
+from publisher import recommendation_ready
 from tests.consumers.conftest import RecordingSender, Sent, eventually, metric, running
 from tests.support.broker import BrokerAdmin, TcpProxy
 from tests.support.broker_fixtures import SettingsFactory

@@ -24,7 +24,7 @@ from consumers.dead_letter import (
     REASON_HEADER,
     REDELIVERED_HEADER,
 )
-from consumers.publish import job_assigned, recommendation_ready
+from publisher import job_assigned, recommendation_ready
 from tests.consumers.conftest import RecordingSender, Sent, metric, running
 from tests.support.broker import BrokerAdmin, header_text
 

@@ -9,7 +9,7 @@ import pytest
 
 from config.settings import Settings
 from consumers import EventConsumer
-from consumers.publish import recommendation_ready
+from publisher import recommendation_ready
 from tests.consumers.conftest import RecordingSender, Sent, eventually, metric, running
 from tests.support.broker import BrokerAdmin, TcpProxy
 from tests.support.broker_fixtures import SettingsFactory

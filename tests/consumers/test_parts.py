@@ -9,12 +9,12 @@ import orjson
 import pytest
 from yarl import URL
 
+from broker.connection import amqp_url, is_fatal_connect_error, redact
 from config.settings import QueueType, Settings
 from consumers import BrokerConfigurationError, Topology
-from consumers.connection import amqp_url, is_fatal_connect_error, redact
 from consumers.dedup import RedeliveryFilter, message_key
-from consumers.publish import job_assigned, recommendation_ready, routing_key_for
 from consumers.routes import groups_for
+from publisher import job_assigned, recommendation_ready, routing_key_for
 from schemas import parse_event
 
 

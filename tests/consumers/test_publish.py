@@ -1,4 +1,4 @@
-"""The producer API and ``python -m consumers.publish``: validated, persistent, confirmed, and received."""
+"""The producer API and ``python -m publisher``: validated, persistent, confirmed, and received."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aio_pika import DeliveryMode
 from config.settings import Settings
 from consumers import PublishError, UnroutableError
 from consumers.dead_letter import REASON_HEADER
-from consumers.publish import EventPublisher, job_assigned, recommendation_ready
+from publisher import EventPublisher, job_assigned, recommendation_ready
 from tests.consumers.conftest import RecordingSender, running
 from tests.support.broker import BrokerAdmin, header_text
 
@@ -36,7 +36,7 @@ async def _cli(settings: Settings, *args: str, stdin: bytes | None = None) -> tu
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "consumers.publish",
+        "publisher",
         *args,
         cwd=ROOT,
         env=env,

@@ -9,7 +9,7 @@ import pytest
 
 from config.settings import Settings
 from consumers import EventConsumer
-from consumers.publish import EventPublisher, job_assigned, recommendation_ready
+from publisher import EventPublisher, job_assigned, recommendation_ready
 from tests.consumers.conftest import RecordingSender, metric, running
 from tests.support.broker import BrokerAdmin
 from tests.support.broker_fixtures import SettingsFactory

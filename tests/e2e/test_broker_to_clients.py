@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings
 from consumers.dead_letter import REASON_HEADER
-from consumers.publish import job_assigned, recommendation_ready, routing_key_for
+from publisher import job_assigned, recommendation_ready, routing_key_for
 from schemas import parse_event
 from tests.support.broker import BrokerAdmin, TcpProxy
 from tests.support.jsclient import NodeDriver

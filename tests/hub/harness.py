@@ -17,6 +17,8 @@ from config.settings import Transport
 from service.auth import GroupPolicy, Principal
 from service.connections import Capabilities, ConnectionManager, HttpConnection, Outgoing
 from service.hub import (
+    EventJournal,
+    History,
     HubClock,
     HubConnection,
     HubConnectionHandler,
@@ -128,11 +130,28 @@ def make_principal(
 class HubHarness:
     """One hub (the recommendations hub unless ``methods`` is given) with its manager and lifetime."""
 
-    def __init__(self, *, methods: HubMethods | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        methods: HubMethods | None = None,
+        replay_cap: int = 100,
+        resume_wait_seconds: float = 0.0,
+        **options: Any,
+    ) -> None:
         self.clock = ManualClock()
         self.lifetime = InMemoryHubLifetimeManager()
+        self.history = History(
+            max_entries=1000, max_bytes=1 << 20, max_age_seconds=600, clock=self.clock.wall_time
+        )
+        self.journal = EventJournal(
+            self.lifetime,
+            self.history,
+            replay_cap=replay_cap,
+            resume_wait_seconds=resume_wait_seconds,
+            close_positioned=lambda reason: self.handler.close_positioned(reason),
+        )
         self.handler = HubConnectionHandler(
-            methods or HubMethods.of(RecommendationsHub(GroupPolicy())),
+            methods or HubMethods.of(RecommendationsHub(GroupPolicy(), self.journal)),
             options=HubOptions(**options),
             lifetime=self.lifetime,
             clock=HubClock(self.clock.monotonic, self.clock.wall_time),
@@ -146,12 +165,14 @@ class HubHarness:
         sink: RecordingSink | None = None,
         stateful_reconnect: bool = False,
         principal: Principal | None = None,
+        positions: bool = False,
     ) -> tuple[HttpConnection, RecordingSink]:
         sink = sink or RecordingSink()
         connection = self.manager.create(
             principal=principal or make_principal(),
             negotiate_version=1,
             stateful_reconnect=stateful_reconnect,
+            positions=positions,
         )
         self.manager.attach(connection, Transport.WEBSOCKETS, sink)
         if handshake:

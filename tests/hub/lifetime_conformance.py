@@ -32,9 +32,12 @@ class CountingProtocol:
 
 
 class FakeConnection:
-    def __init__(self, connection_id: str, protocol: Any, *, accept: bool = True) -> None:
+    def __init__(
+        self, connection_id: str, protocol: Any, *, accept: bool = True, positions: bool = False
+    ) -> None:
         self.connection_id = connection_id
         self.protocol = protocol
+        self.positions = positions
         self.accept = accept
         self.received: list[Outgoing] = []
         self.aborted: str | None = None
@@ -73,10 +76,17 @@ class LifetimeManagerConformance:
         self._count = 0
 
     def connect(
-        self, *, protocol: Any = None, accept: bool = True, groups: tuple[str, ...] = ()
+        self,
+        *,
+        protocol: Any = None,
+        accept: bool = True,
+        groups: tuple[str, ...] = (),
+        positions: bool = False,
     ) -> FakeConnection:
         self._count += 1
-        connection = FakeConnection(f"c{self._count}", protocol or self.json, accept=accept)
+        connection = FakeConnection(
+            f"c{self._count}", protocol or self.json, accept=accept, positions=positions
+        )
         self.manager.on_connected(connection)
         for group in groups:
             self.manager.add_to_group(connection.connection_id, group)
@@ -132,6 +142,29 @@ class LifetimeManagerConformance:
         self.manager.add_to_group("w", "g")
         assert self.manager.send_all("E") == 0
         assert self.manager.send_group("g", "E") == 0
+
+    # --- positions ----------------------------------------------------------------------------
+
+    def test_a_position_goes_only_to_connections_that_asked_for_positions(self) -> None:
+        plain = self.connect(groups=("g",))
+        plain_msgpack = self.connect(protocol=self.msgpack, groups=("g",))
+        tracking = self.connect(groups=("g",), positions=True)
+        tracking_msgpack = self.connect(protocol=self.msgpack, groups=("g",), positions=True)
+        assert self.manager.send_groups(["g"], "E", {"n": 1}, position="7:0000abcd") == 4
+        assert plain.invocations() == plain_msgpack.invocations() == [("E", [{"n": 1}])]
+        assert tracking.invocations() == tracking_msgpack.invocations() == [("E", [{"n": 1}, "7:0000abcd"])]
+        # Byte-identical to a send without a position, for those that did not ask.
+        self.manager.send_groups(["g"], "E", {"n": 1})
+        assert plain.received[0].payload == plain.received[1].payload
+        assert plain_msgpack.received[0].payload == plain_msgpack.received[1].payload
+        assert (self.json.writes, self.msgpack.writes) == (3, 3)  # once per protocol and variant
+
+    def test_send_positioned_reaches_only_connections_that_asked_for_positions(self) -> None:
+        plain = self.connect()
+        tracking = self.connect(positions=True)
+        assert self.manager.send_positioned("Checkpoint", "9:00000001") == 1
+        assert plain.received == []
+        assert tracking.invocations() == [("Checkpoint", ["9:00000001"])]
 
     # --- membership ---------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from tenacity import (
 )
 from yarl import URL
 
-from consumers.errors import BrokerConfigurationError
+from broker.errors import BrokerConfigurationError
 
 __all__ = [
     "FATAL_CONNECT_ERRORS",

@@ -5,9 +5,16 @@ Topology (the README's "Broker contract"):
 - ``RECOMMENDATIONS_EXCHANGE`` and ``ASSIGNMENTS_EXCHANGE``: durable **topic** exchanges. Producers
   publish ``RecommendationReady`` with routing keys ``recommendation.ready.{region}`` and
   ``JobAssigned`` with ``job.assigned.{region}``; routing keys are advisory — we bind with ``#``.
-- One durable queue per instance, ``{QUEUE_PREFIX}{INSTANCE_ID}``, bound to both exchanges, with
-  ``x-queue-type`` (``QUEUE_TYPE``), ``x-expires`` (``QUEUE_EXPIRES_MS``: the broker removes the
-  queue of an instance that is gone for good) and ``x-dead-letter-exchange``.
+- ``STREAM_NAME``: one durable RabbitMQ **stream** (``x-queue-type: stream``), bound to both
+  exchanges with ``#``: the shared log every instance reads, so an event has one offset everywhere
+  (https://www.rabbitmq.com/docs/streams). Retention by age (``STREAM_MAX_AGE`` → ``x-max-age``) and
+  size (``STREAM_MAX_BYTES`` → ``x-max-length-bytes``), applied per segment
+  (``STREAM_SEGMENT_BYTES`` → ``x-stream-max-segment-size-bytes``). The broker compares all three on
+  every declaration, ``x-max-age`` as a string: change them only by recreating the stream.
+- One tiny durable queue per instance, ``{POSITION_QUEUE_PREFIX}{INSTANCE_ID}``, holding one message:
+  the last position that instance delivered (``x-max-length: 1`` with ``drop-head``), so that a
+  restarted instance knows which events were published while it was away; it expires
+  (``QUEUE_EXPIRES_MS``) once the instance is gone for good.
 - ``DEAD_LETTER_EXCHANGE`` (durable **fanout**) and ``DEAD_LETTER_QUEUE`` (durable, bound to it):
   every message this service refuses ends up there, from any instance, whatever its routing key.
 
@@ -16,11 +23,9 @@ refuses because the entity exists with other properties (406 PRECONDITION_FAILED
 lack permission (403) becomes one ``BrokerConfigurationError`` naming the entity and the setting —
 it is a configuration problem, and retrying would only repeat it.
 
-Quorum queues on RabbitMQ 3.10: ``x-expires`` is honoured, but the lease is only renewed by
-consumer activity — re-declaring does not renew it — so a quorum instance queue is removed
-``QUEUE_EXPIRES_MS`` after its last consumer went away, whether or not the instance re-declared it
-meanwhile. Keep ``QUEUE_EXPIRES_MS`` well above the longest restart. Quorum queues also cannot be
-exclusive or non-durable (we use neither) and do not support global QoS (we use per-consumer QoS).
+``QUEUE_TYPE`` applies to the service's own queues (dead letters, positions): ``quorum`` on a
+cluster. Streams cannot be exclusive, auto-delete or non-durable, and need a per-consumer prefetch
+(all of which this module and the consumer respect).
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ import aiormq.exceptions
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustExchange, AbstractRobustQueue
 
+from broker.errors import BrokerConfigurationError
 from config.settings import QueueType, Settings
-from consumers.errors import BrokerConfigurationError
 
 __all__ = ["BIND_ALL", "DeclaredTopology", "Topology", "declare_event_exchanges", "declare_topology"]
 
@@ -51,7 +56,11 @@ class Topology:
     assignments_exchange: str
     dead_letter_exchange: str
     dead_letter_queue: str
-    queue: str
+    stream: str
+    stream_max_age: str
+    stream_max_bytes: int
+    stream_segment_bytes: int
+    position_queue: str
     queue_type: QueueType
     queue_expires_ms: int
 
@@ -62,12 +71,17 @@ class Topology:
             assignments_exchange=settings.assignments_exchange,
             dead_letter_exchange=settings.dead_letter_exchange,
             dead_letter_queue=settings.dead_letter_queue,
-            queue=f"{settings.queue_prefix}{settings.instance_id}",
+            stream=settings.stream_name,
+            stream_max_age=settings.stream_max_age,
+            stream_max_bytes=settings.stream_max_bytes,
+            stream_segment_bytes=settings.stream_segment_bytes,
+            position_queue=f"{settings.position_queue_prefix}{settings.instance_id}",
             queue_type=settings.queue_type,
             queue_expires_ms=settings.queue_expires_ms,
         )
         for setting, name in (
-            ("QUEUE_PREFIX + INSTANCE_ID", topology.queue),
+            ("STREAM_NAME", topology.stream),
+            ("POSITION_QUEUE_PREFIX + INSTANCE_ID", topology.position_queue),
             ("RECOMMENDATIONS_EXCHANGE", topology.recommendations_exchange),
             ("ASSIGNMENTS_EXCHANGE", topology.assignments_exchange),
             ("DEAD_LETTER_EXCHANGE", topology.dead_letter_exchange),
@@ -83,11 +97,20 @@ class Topology:
     def event_exchanges(self) -> tuple[str, str]:
         return (self.recommendations_exchange, self.assignments_exchange)
 
-    def queue_arguments(self) -> dict[str, Any]:
+    def stream_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "stream",
+            "x-max-age": self.stream_max_age,
+            "x-max-length-bytes": self.stream_max_bytes,
+            "x-stream-max-segment-size-bytes": self.stream_segment_bytes,
+        }
+
+    def position_queue_arguments(self) -> dict[str, Any]:
         return {
             "x-queue-type": self.queue_type.value,
             "x-expires": self.queue_expires_ms,
-            "x-dead-letter-exchange": self.dead_letter_exchange,
+            "x-max-length": 1,
+            "x-overflow": "drop-head",
         }
 
     def dead_letter_queue_arguments(self) -> dict[str, Any]:
@@ -98,7 +121,8 @@ class Topology:
 class DeclaredTopology:
     """Handles on the declared entities, bound to the channel that declared them."""
 
-    queue: AbstractRobustQueue
+    stream: AbstractRobustQueue
+    position_queue: AbstractRobustQueue
     dead_letter_exchange: AbstractRobustExchange
 
 
@@ -149,24 +173,38 @@ async def declare_topology(
         "DEAD_LETTER_QUEUE",
         dead_letter_queue.bind(dead_letter_exchange, routing_key="", timeout=timeout, robust=False),
     )
-    queue = await _guard(
-        f"queue {topology.queue!r}",
-        "QUEUE_TYPE / QUEUE_EXPIRES_MS (delete the queue or restore the previous values)",
+    stream = await _guard(
+        f"stream {topology.stream!r}",
+        "STREAM_MAX_AGE / STREAM_MAX_BYTES / STREAM_SEGMENT_BYTES (the broker compares them exactly: "
+        "restore the values the stream was created with, or delete the stream to recreate it)",
         channel.declare_queue(
-            topology.queue,
+            topology.stream,
             durable=True,
-            arguments=topology.queue_arguments(),
+            arguments=topology.stream_arguments(),
             timeout=timeout,
             robust=False,
         ),
     )
     for exchange in topology.event_exchanges:
         await _guard(
-            f"binding of {topology.queue!r} to {exchange!r}",
+            f"binding of {topology.stream!r} to {exchange!r}",
             "permissions",
-            queue.bind(exchange, routing_key=BIND_ALL, timeout=timeout, robust=False),
+            stream.bind(exchange, routing_key=BIND_ALL, timeout=timeout, robust=False),
         )
-    return DeclaredTopology(queue=queue, dead_letter_exchange=dead_letter_exchange)
+    position_queue = await _guard(
+        f"queue {topology.position_queue!r}",
+        "QUEUE_TYPE / QUEUE_EXPIRES_MS (delete the queue or restore the previous values)",
+        channel.declare_queue(
+            topology.position_queue,
+            durable=True,
+            arguments=topology.position_queue_arguments(),
+            timeout=timeout,
+            robust=False,
+        ),
+    )
+    return DeclaredTopology(
+        stream=stream, position_queue=position_queue, dead_letter_exchange=dead_letter_exchange
+    )
 
 
 async def _guard(entity: str, check: str, operation: Awaitable[_T]) -> _T:
