@@ -1,6 +1,6 @@
-"""Shared pieces of the consumer tests: a recording ``GroupSender`` and a running ``EventConsumer``.
+"""Shared pieces of the consumer tests: a recording ``EventLog`` and a running ``EventConsumer``.
 
-The hub is our own interface (``consumers.ports.GroupSender``), so a fake of it is fair; the broker
+The hub is our own interface (``consumers.ports.EventLog``), so a fake of it is fair; the broker
 never is. Waiting is done on events with timeouts, never on sleeps.
 """
 
@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from config.settings import Settings
 from consumers import EventConsumer
+from schemas.log import LogRecord
 
 
 @dataclass(frozen=True)
@@ -24,20 +25,28 @@ class Sent:
     groups: tuple[str, ...]
     target: str
     argument: Any
+    position: str
 
 
-class RecordingSender:
-    """Records every ``send_groups`` call; ``hook`` runs first and may raise or inject faults."""
+class RecordingLog:
+    """Records every entry and every delivery; ``hook`` runs first on a delivery and may raise."""
 
     def __init__(self) -> None:
+        self.records: list[LogRecord] = []
         self.sent: list[Sent] = []
+        self.resets: list[str] = []
         self.hook: Callable[[Sent, int], object] | None = None
         self.calls = 0
         self._waiters: list[tuple[Callable[[list[Sent]], bool], asyncio.Future[None]]] = []
 
-    def send_groups(self, groups: Sequence[str], target: str, *arguments: Any) -> int:
-        (argument,) = arguments
-        sent = Sent(tuple(groups), target, argument)
+    def record(self, record: LogRecord) -> None:
+        if self.records:
+            assert record.offset > self.records[-1].offset, "offsets only ever grow"
+        self.records.append(record)
+
+    def deliver(self, record: LogRecord) -> int:
+        assert record.target is not None
+        sent = Sent(record.groups, record.target, record.payload, str(record.position))
         self.calls += 1
         if self.hook is not None:
             self.hook(sent, self.calls)
@@ -45,7 +54,11 @@ class RecordingSender:
         for predicate, future in list(self._waiters):
             if not future.done() and predicate(self.sent):
                 future.set_result(None)
-        return len(set(groups))
+        return len(set(record.groups))
+
+    def reset(self, reason: str) -> None:
+        self.resets.append(reason)
+        self.records.clear()
 
     async def wait_until(self, predicate: Callable[[list[Sent]], bool], timeout: float = 10.0) -> list[Sent]:
         if predicate(self.sent):
@@ -69,15 +82,15 @@ class RecordingSender:
 
 
 @pytest.fixture
-def sender() -> RecordingSender:
-    return RecordingSender()
+def sender() -> RecordingLog:
+    return RecordingLog()
 
 
 @asynccontextmanager
 async def running(
-    settings: Settings, sender: RecordingSender, *, wait: bool = True, **options: Any
+    settings: Settings, sender: RecordingLog, *, wait: bool = True, **options: Any
 ) -> AsyncIterator[EventConsumer]:
-    """An ``EventConsumer`` that is started (and consuming, with ``wait``) and always stopped."""
+    """An ``EventConsumer`` that is started (and caught up, with ``wait``) and always stopped."""
     options.setdefault("reconnect_interval_seconds", 0.5)
     options.setdefault("watchdog_interval_seconds", 1.0)
     options.setdefault("heartbeat_seconds", 5)
@@ -85,7 +98,7 @@ async def running(
     await consumer.start()
     try:
         if wait:
-            await asyncio.wait_for(consumer.wait_consuming(), timeout=15)
+            await asyncio.wait_for(consumer.wait_caught_up(), timeout=15)
         yield consumer
     finally:
         await consumer.stop()

@@ -15,7 +15,7 @@ import pytest
 from config.settings import Settings
 from devkit.local_broker import PrivateBroker
 from publisher import recommendation_ready
-from tests.consumers.conftest import RecordingSender, Sent, eventually, metric, running
+from tests.consumers.conftest import RecordingLog, Sent, eventually, metric, running
 from tests.support.broker import BrokerAdmin
 from tests.support.broker_fixtures import SettingsFactory
 
@@ -38,12 +38,12 @@ async def _publish(url: str, exchange: str, bodies: list[dict[str, object]]) -> 
 
 async def _declare_then_leave(settings: Settings) -> None:
     """Run the instance once so its durable queue exists; then publishing needs no running consumer."""
-    async with running(settings, RecordingSender()):
+    async with running(settings, RecordingLog()):
         pass
 
 
 async def test_close_all_connections_midstream_loses_and_duplicates_nothing(
-    private_broker: PrivateBroker, private_broker_settings: SettingsFactory, sender: RecordingSender
+    private_broker: PrivateBroker, private_broker_settings: SettingsFactory, sender: RecordingLog
 ) -> None:
     settings = private_broker_settings(prefetch_count=25)
     first, later = _bodies("first", 60), _bodies("later", 20)
@@ -71,7 +71,7 @@ async def test_close_all_connections_midstream_loses_and_duplicates_nothing(
 
 
 async def test_node_killed_and_restarted_loses_and_duplicates_nothing(
-    private_broker: PrivateBroker, private_broker_settings: SettingsFactory, sender: RecordingSender
+    private_broker: PrivateBroker, private_broker_settings: SettingsFactory, sender: RecordingLog
 ) -> None:
     settings = private_broker_settings(prefetch_count=25)
     before, during, after = _bodies("before", 40), _bodies("during", 15), _bodies("after", 15)

@@ -16,7 +16,7 @@ from yarl import URL
 from config.settings import Settings
 from consumers import BrokerConfigurationError, EventConsumer
 from publisher import recommendation_ready
-from tests.consumers.conftest import RecordingSender, Sent, eventually, metric, running
+from tests.consumers.conftest import RecordingLog, Sent, eventually, metric, running
 from tests.support.broker import BrokerAdmin, TcpProxy
 from tests.support.broker_fixtures import SettingsFactory
 
@@ -35,7 +35,7 @@ async def _publish(admin: BrokerAdmin, settings: Settings, bodies: list[dict[str
 async def test_start_returns_at_once_and_connects_when_the_broker_appears(
     broker_settings_factory: SettingsFactory,
     tcp_proxy: TcpProxy,
-    sender: RecordingSender,
+    sender: RecordingLog,
     broker_admin: BrokerAdmin,
 ) -> None:
     tcp_proxy.refuse(True)
@@ -66,7 +66,7 @@ async def test_start_returns_at_once_and_connects_when_the_broker_appears(
 async def test_connection_drop_with_messages_in_flight_delivers_each_exactly_once_in_order(
     broker_settings_factory: SettingsFactory,
     tcp_proxy: TcpProxy,
-    sender: RecordingSender,
+    sender: RecordingLog,
     broker_admin: BrokerAdmin,
 ) -> None:
     settings = broker_settings_factory(rabbitmq_url=tcp_proxy.url, prefetch_count=20)
@@ -100,7 +100,7 @@ async def test_connection_drop_with_messages_in_flight_delivers_each_exactly_onc
 async def test_redelivered_duplicate_is_acked_but_not_pushed_again(
     broker_settings_factory: SettingsFactory,
     tcp_proxy: TcpProxy,
-    sender: RecordingSender,
+    sender: RecordingLog,
     broker_admin: BrokerAdmin,
 ) -> None:
     settings = broker_settings_factory(rabbitmq_url=tcp_proxy.url)
@@ -124,7 +124,7 @@ async def test_redelivered_duplicate_is_acked_but_not_pushed_again(
 
 
 async def test_readiness_follows_the_connection(
-    broker_settings_factory: SettingsFactory, tcp_proxy: TcpProxy, sender: RecordingSender
+    broker_settings_factory: SettingsFactory, tcp_proxy: TcpProxy, sender: RecordingLog
 ) -> None:
     settings = broker_settings_factory(rabbitmq_url=tcp_proxy.url)
     async with running(settings, sender) as consumer:
@@ -144,7 +144,7 @@ async def test_readiness_follows_the_connection(
 
 
 async def test_wrong_credentials_are_reported_once_and_not_retried(
-    broker_settings_factory: SettingsFactory, broker_url: str, sender: RecordingSender
+    broker_settings_factory: SettingsFactory, broker_url: str, sender: RecordingLog
 ) -> None:
     url = str(URL(broker_url).with_password("definitely-wrong"))
     settings = broker_settings_factory(rabbitmq_url=url)
@@ -169,7 +169,7 @@ async def test_wrong_credentials_are_reported_once_and_not_retried(
 
 
 async def test_unknown_vhost_is_a_configuration_error(
-    broker_settings_factory: SettingsFactory, broker_url: str, sender: RecordingSender
+    broker_settings_factory: SettingsFactory, broker_url: str, sender: RecordingLog
 ) -> None:
     url = str(URL(broker_url).with_path(f"/no-such-vhost-{uuid.uuid4().hex[:6]}"))
     settings = broker_settings_factory(rabbitmq_url=url)
@@ -185,7 +185,7 @@ async def test_unknown_vhost_is_a_configuration_error(
 
 @pytest.mark.parametrize("conflict", ["queue-arguments", "queue-type", "exchange-type"])
 async def test_conflicting_declarations_are_one_clear_configuration_error(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin, conflict: str
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin, conflict: str
 ) -> None:
     queue = f"{broker_settings.queue_prefix}{broker_settings.instance_id}"
     channel = await broker_admin.channel()

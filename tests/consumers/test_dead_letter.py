@@ -25,7 +25,7 @@ from consumers.dead_letter import (
     REDELIVERED_HEADER,
 )
 from publisher import job_assigned, recommendation_ready
-from tests.consumers.conftest import RecordingSender, Sent, metric, running
+from tests.consumers.conftest import RecordingLog, Sent, metric, running
 from tests.support.broker import BrokerAdmin, header_text
 
 pytestmark = pytest.mark.broker
@@ -97,7 +97,7 @@ INVALID = [
 )
 async def test_invalid_message_is_dead_lettered_and_the_next_one_delivered(
     broker_settings: Settings,
-    sender: RecordingSender,
+    sender: RecordingLog,
     broker_admin: BrokerAdmin,
     body: bytes,
     content_type: str | None,
@@ -132,7 +132,7 @@ async def test_invalid_message_is_dead_lettered_and_the_next_one_delivered(
 
 
 async def test_a_burst_of_poison_does_not_block_or_stop_the_consumer(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     exchange = broker_settings.assignments_exchange
     expected: list[str] = []
@@ -151,7 +151,7 @@ async def test_a_burst_of_poison_does_not_block_or_stop_the_consumer(
 
 
 async def test_hub_failure_is_retried_then_dead_lettered_without_losing_the_next(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     poisoned = recommendation_ready(region="north-america")
     fine = recommendation_ready(region="north-america")
@@ -175,7 +175,7 @@ async def test_hub_failure_is_retried_then_dead_lettered_without_losing_the_next
 
 
 async def test_hub_failing_once_is_retried_in_place(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     bodies = [recommendation_ready(region="north-america") for _ in range(3)]
 
@@ -193,7 +193,7 @@ async def test_hub_failing_once_is_retried_in_place(
 
 
 async def test_when_the_dead_letter_publish_fails_the_queue_dead_letters_it(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     fine = recommendation_ready(region="north-america")
     async with running(broker_settings, sender) as consumer:

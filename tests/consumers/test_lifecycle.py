@@ -10,7 +10,7 @@ import pytest
 from config.settings import Settings
 from consumers import EventConsumer
 from publisher import recommendation_ready
-from tests.consumers.conftest import RecordingSender, Sent, eventually, metric, running
+from tests.consumers.conftest import RecordingLog, Sent, eventually, metric, running
 from tests.support.broker import BrokerAdmin, TcpProxy
 from tests.support.broker_fixtures import SettingsFactory
 
@@ -19,12 +19,12 @@ pytestmark = pytest.mark.broker
 
 async def _declare_then_leave(settings: Settings) -> None:
     """Run an instance once so its durable queue exists, then stop it (the instance "restarts")."""
-    async with running(settings, RecordingSender()):
+    async with running(settings, RecordingLog()):
         pass
 
 
 async def test_restarted_instance_waits_for_the_grace_period_before_draining_its_backlog(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     await _declare_then_leave(broker_settings)
     backlog = [recommendation_ready(region="north-america") for _ in range(3)]
@@ -45,13 +45,13 @@ async def test_restarted_instance_waits_for_the_grace_period_before_draining_its
     assert sender.job_ids() == [body["jobId"] for body in backlog]
 
 
-async def test_zero_grace_consumes_at_once(broker_settings: Settings, sender: RecordingSender) -> None:
+async def test_zero_grace_consumes_at_once(broker_settings: Settings, sender: RecordingLog) -> None:
     async with running(broker_settings, sender, wait=False) as consumer:
         await asyncio.wait_for(consumer.wait_consuming(), timeout=5)
 
 
 async def test_graceful_stop_finishes_the_current_message_and_leaves_the_rest_queued(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     await _declare_then_leave(broker_settings)
     bodies = [recommendation_ready(region="north-america", configVersion=i) for i in range(30)]
@@ -73,14 +73,14 @@ async def test_graceful_stop_finishes_the_current_message_and_leaves_the_rest_qu
     # The prefetched, unhandled messages were not acknowledged: they are back in the queue.
     assert await broker_admin.depth(consumer.queue_name) == 25
 
-    second = RecordingSender()
+    second = RecordingLog()
     async with running(broker_settings, second):
         await second.wait_for_count(25)
     assert second.job_ids() == [body["jobId"] for body in bodies[5:]]
 
 
 async def test_stop_is_bounded_even_while_the_broker_is_unreachable(
-    broker_settings_factory: SettingsFactory, tcp_proxy: TcpProxy, sender: RecordingSender
+    broker_settings_factory: SettingsFactory, tcp_proxy: TcpProxy, sender: RecordingLog
 ) -> None:
     tcp_proxy.refuse(True)
     settings = broker_settings_factory(rabbitmq_url=tcp_proxy.url, shutdown_timeout_seconds=2.0)
@@ -92,7 +92,7 @@ async def test_stop_is_bounded_even_while_the_broker_is_unreachable(
 
 
 async def test_start_twice_is_an_error_and_stop_is_idempotent(
-    broker_settings: Settings, sender: RecordingSender
+    broker_settings: Settings, sender: RecordingLog
 ) -> None:
     never_started = EventConsumer(broker_settings, sender)
     await never_started.stop()
@@ -104,7 +104,7 @@ async def test_start_twice_is_an_error_and_stop_is_idempotent(
 
 
 async def test_queue_deleted_by_the_broker_is_redeclared_and_consumed_again(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     restarts_before = metric("realtime_consumer_restarts_total", cause="cancelled")
     body = recommendation_ready(region="north-america")
@@ -122,7 +122,7 @@ async def test_queue_deleted_by_the_broker_is_redeclared_and_consumed_again(
 
 
 async def test_watchdog_restores_a_consumer_lost_without_notice(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     restarts_before = metric("realtime_consumer_restarts_total", cause="watchdog")
     body = recommendation_ready(region="north-america")
@@ -143,7 +143,7 @@ async def test_watchdog_restores_a_consumer_lost_without_notice(
 
 
 async def test_channel_error_is_recovered_and_nothing_is_lost(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     restarts_before = metric("realtime_consumer_restarts_total", cause="channel_closed")
     first, second = recommendation_ready(region="north-america"), recommendation_ready(region="north-america")

@@ -17,7 +17,7 @@ from config.settings import Settings
 from consumers import PublishError, UnroutableError
 from consumers.dead_letter import REASON_HEADER
 from publisher import EventPublisher, job_assigned, recommendation_ready
-from tests.consumers.conftest import RecordingSender, running
+from tests.consumers.conftest import RecordingLog, running
 from tests.support.broker import BrokerAdmin, header_text
 
 pytestmark = pytest.mark.broker
@@ -49,7 +49,7 @@ async def _cli(settings: Settings, *args: str, stdin: bytes | None = None) -> tu
     return process.returncode or 0, lines, err.decode()
 
 
-async def test_cli_round_trip_for_both_events(broker_settings: Settings, sender: RecordingSender) -> None:
+async def test_cli_round_trip_for_both_events(broker_settings: Settings, sender: RecordingLog) -> None:
     contractor = str(uuid.uuid4())
     job = str(uuid.uuid4())
     async with running(broker_settings, sender):
@@ -90,7 +90,7 @@ async def test_cli_round_trip_for_both_events(broker_settings: Settings, sender:
 
 
 async def test_cli_refuses_an_invalid_event_and_publishes_nothing(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin, tmp_path: Path
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin, tmp_path: Path
 ) -> None:
     bad = tmp_path / "bad.json"
     bad.write_bytes(orjson.dumps({**recommendation_ready(region="x"), "jobId": "nope"}))
@@ -106,7 +106,7 @@ async def test_cli_refuses_an_invalid_event_and_publishes_nothing(
 
 
 async def test_cli_json_publishes_a_raw_body_even_an_invalid_one_on_request(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin, tmp_path: Path
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin, tmp_path: Path
 ) -> None:
     good = tmp_path / "good.json"
     body = job_assigned(region="apac", contractor_id=str(uuid.uuid4()))

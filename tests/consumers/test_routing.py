@@ -10,7 +10,7 @@ import pytest
 from config.settings import Settings
 from consumers import EventConsumer
 from publisher import EventPublisher, job_assigned, recommendation_ready
-from tests.consumers.conftest import RecordingSender, metric, running
+from tests.consumers.conftest import RecordingLog, metric, running
 from tests.support.broker import BrokerAdmin
 from tests.support.broker_fixtures import SettingsFactory
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.broker
 
 
 async def test_recommendation_ready_goes_to_its_region_only(
-    broker_settings: Settings, sender: RecordingSender
+    broker_settings: Settings, sender: RecordingLog
 ) -> None:
     body = recommendation_ready(region="North-America")
     consumed_before = metric("realtime_events_consumed_total", type="RecommendationReady")
@@ -34,7 +34,7 @@ async def test_recommendation_ready_goes_to_its_region_only(
 
 
 async def test_job_assigned_goes_to_region_and_contractor(
-    broker_settings: Settings, sender: RecordingSender
+    broker_settings: Settings, sender: RecordingLog
 ) -> None:
     contractor = uuid.uuid4()
     body = job_assigned(region="emea", contractor_id=str(contractor).upper(), source="manual")
@@ -49,7 +49,7 @@ async def test_job_assigned_goes_to_region_and_contractor(
 
 
 async def test_unknown_fields_are_dropped_and_values_kept_verbatim(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     body = recommendation_ready(
         region="apac",
@@ -67,7 +67,7 @@ async def test_unknown_fields_are_dropped_and_values_kept_verbatim(
 
 
 async def test_routing_keys_are_advisory(
-    broker_settings: Settings, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     # Bound with '#': any routing key reaches the queue; the body's type decides the route.
     body = job_assigned(region="latam", contractor_id=str(uuid.uuid4()))
@@ -82,7 +82,7 @@ async def test_routing_keys_are_advisory(
     assert [s.target for s in sent] == ["JobAssigned", "JobAssigned"]
 
 
-async def test_order_is_preserved(broker_settings: Settings, sender: RecordingSender) -> None:
+async def test_order_is_preserved(broker_settings: Settings, sender: RecordingLog) -> None:
     contractor = str(uuid.uuid4())
     bodies = [
         recommendation_ready(region="north-america")
@@ -99,7 +99,7 @@ async def test_order_is_preserved(broker_settings: Settings, sender: RecordingSe
 
 
 async def test_quorum_instance_queue_works_on_this_broker(
-    broker_settings_factory: SettingsFactory, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings_factory: SettingsFactory, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     settings = broker_settings_factory(queue_type="quorum")
     body = recommendation_ready(region="north-america")
@@ -125,7 +125,7 @@ async def test_quorum_instance_queue_works_on_this_broker(
 
 
 async def test_prefetch_bounds_what_is_held_unacknowledged(
-    broker_settings_factory: SettingsFactory, sender: RecordingSender, broker_admin: BrokerAdmin
+    broker_settings_factory: SettingsFactory, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     settings = broker_settings_factory(prefetch_count=4)
     await _declare_then_leave(settings)
@@ -144,13 +144,13 @@ async def test_prefetch_bounds_what_is_held_unacknowledged(
 
 
 async def _declare_then_leave(settings: Settings) -> None:
-    async with running(settings, RecordingSender()):
+    async with running(settings, RecordingLog()):
         pass
 
 
 async def test_logs_carry_ids_but_never_the_body(
     broker_settings: Settings,
-    sender: RecordingSender,
+    sender: RecordingLog,
     broker_admin: BrokerAdmin,
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -76,7 +76,10 @@ def _settings(url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "rabbitmq_url": url,
         "instance_id": f"test-{suffix}",
-        "queue_prefix": "test.instance.",
+        "position_queue_prefix": "test.position.",
+        "stream_name": f"test.{suffix}.events",
+        "stream_max_bytes": 50_000_000,
+        "stream_segment_bytes": 5_000_000,
         "recommendations_exchange": f"test.{suffix}.recommendations",
         "assignments_exchange": f"test.{suffix}.assignments",
         "dead_letter_exchange": f"test.{suffix}.dead-letter",
@@ -102,7 +105,11 @@ async def _cleanup(created: list[Settings], *, strict: bool) -> None:
             await admin.open()
             for settings in group:
                 await admin.delete(
-                    queues=(f"{settings.queue_prefix}{settings.instance_id}", settings.dead_letter_queue),
+                    queues=(
+                        settings.stream_name,
+                        f"{settings.position_queue_prefix}{settings.instance_id}",
+                        settings.dead_letter_queue,
+                    ),
                     exchanges=(
                         settings.recommendations_exchange,
                         settings.assignments_exchange,
