@@ -1,4 +1,4 @@
-"""Shared pieces of the consumer tests: a recording ``EventLog`` and a running ``EventConsumer``.
+"""Shared pieces of the consumer tests: a recording ``EventLog``, a running ``EventConsumer``, log events.
 
 The hub is our own interface (``consumers.ports.EventLog``), so a fake of it is fair; the broker
 never is. Waiting is done on events with timeouts, never on sleeps.
@@ -7,8 +7,9 @@ never is. Waiting is done on events with timeouts, never on sleeps.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,56 +30,90 @@ class Sent:
 
 
 class RecordingLog:
-    """Records every entry and every delivery; ``hook`` runs first on a delivery and may raise."""
+    """Records every entry, delivery and reset; ``hook`` runs first on a delivery and may raise.
+
+    ``records`` is the history as the hub would hold it (cleared by a reset); ``problems`` collects
+    broken promises of the consumer (an offset that does not grow, a delivery of an entry that was
+    not recorded just before) instead of raising into the consumer's worker — ``running`` asserts
+    it is empty. ``on_record`` runs after each entry is recorded.
+    """
 
     def __init__(self) -> None:
         self.records: list[LogRecord] = []
         self.sent: list[Sent] = []
+        self.delivered: list[LogRecord] = []
         self.resets: list[str] = []
+        self.problems: list[str] = []
         self.hook: Callable[[Sent, int], object] | None = None
+        self.on_record: Callable[[LogRecord], object] | None = None
         self.calls = 0
-        self._waiters: list[tuple[Callable[[list[Sent]], bool], asyncio.Future[None]]] = []
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
 
     def record(self, record: LogRecord) -> None:
-        if self.records:
-            assert record.offset > self.records[-1].offset, "offsets only ever grow"
+        if self.records and record.offset <= self.records[-1].offset:
+            self.problems.append(f"offset {record.offset} recorded after {self.records[-1].offset}")
         self.records.append(record)
+        if self.on_record is not None:
+            self.on_record(record)
+        self._changed()
 
     def deliver(self, record: LogRecord) -> int:
-        assert record.target is not None
-        sent = Sent(record.groups, record.target, record.payload, str(record.position))
+        if record.target is None:
+            self.problems.append(f"entry {record.position} without a target delivered")
+        if not self.records or self.records[-1] is not record:
+            self.problems.append(f"entry {record.position} delivered without being recorded just before")
+        sent = Sent(record.groups, record.target or "", record.payload, str(record.position))
         self.calls += 1
         if self.hook is not None:
             self.hook(sent, self.calls)
         self.sent.append(sent)
-        for predicate, future in list(self._waiters):
-            if not future.done() and predicate(self.sent):
-                future.set_result(None)
+        self.delivered.append(record)
+        self._changed()
         return len(set(record.groups))
 
     def reset(self, reason: str) -> None:
         self.resets.append(reason)
         self.records.clear()
+        self._changed()
 
-    async def wait_until(self, predicate: Callable[[list[Sent]], bool], timeout: float = 10.0) -> list[Sent]:
-        if predicate(self.sent):
-            return self.sent
+    def _changed(self) -> None:
+        for predicate, future in list(self._waiters):
+            if not future.done() and predicate():
+                future.set_result(None)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+        """Return once ``predicate()`` holds (checked after every record, delivery and reset)."""
+        if predicate():
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (predicate, future)
         self._waiters.append(entry)
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise AssertionError(f"condition not met within {timeout} s; {len(self.sent)} sent") from None
+            raise AssertionError(
+                f"{what or 'condition'} not met within {timeout} s; {len(self.sent)} sent, "
+                f"{len(self.records)} recorded, resets {self.resets}"
+            ) from None
         finally:
             self._waiters.remove(entry)
+
+    async def wait_until(self, predicate: Callable[[list[Sent]], bool], timeout: float = 10.0) -> list[Sent]:
+        await self.wait_for(lambda: predicate(self.sent), timeout)
         return self.sent
 
     async def wait_for_count(self, count: int, timeout: float = 10.0) -> list[Sent]:
         return await self.wait_until(lambda sent: len(sent) >= count, timeout)
 
+    async def wait_for_reset(self, count: int = 1, timeout: float = 15.0) -> list[str]:
+        await self.wait_for(lambda: len(self.resets) >= count, timeout, what=f"{count} reset(s)")
+        return self.resets
+
     def job_ids(self) -> list[str]:
         return [sent.argument["jobId"] for sent in self.sent]
+
+    def recorded_job_ids(self) -> list[str]:
+        return [record.payload["jobId"] for record in self.records if record.payload is not None]
 
 
 @pytest.fixture
@@ -102,6 +137,7 @@ async def running(
         yield consumer
     finally:
         await consumer.stop()
+    assert sender.problems == []
 
 
 def metric(name: str, **labels: str) -> float:
@@ -119,3 +155,45 @@ async def eventually(
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"{what}: not reached within {timeout} s") from None
+
+
+class LogEvents(logging.Handler):
+    """The service's structlog events (``consumers.*``, ``broker.*``) as dicts, as they are emitted.
+
+    ``on[name]`` callbacks run synchronously when that event is logged, so a test can take a
+    snapshot of the state at that very moment (e.g. what was recorded when the consumer attached).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.events: list[dict[str, Any]] = []
+        self.on: dict[str, Callable[[dict[str, Any]], object]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = record.msg
+        if not isinstance(fields, dict) or not record.name.startswith(("consumers", "broker")):
+            return
+        self.events.append(fields)
+        callback = self.on.get(str(fields.get("event")))
+        if callback is not None:
+            callback(fields)
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [fields for fields in self.events if fields.get("event") == event]
+
+
+@contextmanager
+def log_events() -> Iterator[LogEvents]:
+    handler = LogEvents()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+
+
+@pytest.fixture
+def logged() -> Iterator[LogEvents]:
+    with log_events() as handler:
+        yield handler

@@ -8,8 +8,9 @@
   close all its connections without touching the shared broker other work relies on.
 - ``TcpProxy``: sits between the service and a broker and can cut every connection at once
   (``disconnect_all``) or refuse new ones (``refuse``) — a dropped network, seen from both sides.
-- ``BrokerAdmin``: what a test does on the broker directly (publish raw bodies, read a queue,
-  count messages, delete what a test declared), on its own connection.
+- ``BrokerAdmin``: what a test does on the broker directly (publish raw bodies — also without a
+  ``message_id``, which aio-pika always fills in —, read a queue or a stream, count messages,
+  delete what a test declared), on its own connection.
 
 Rule: nothing here stops or reconfigures a broker it did not start, and every resource is released
 in teardown even when the test failed.
@@ -29,6 +30,10 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aiormq.abc import ChannelFrame
+from pamqp import commands as spec
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 from yarl import URL
 
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -106,9 +111,6 @@ def redact(url: str) -> str:
 
 def with_host_port(url: str, host: str, port: int) -> str:
     return str(URL(url).with_host(host).with_port(port))
-
-
-# --- a private node ---------------------------------------------------------------------------
 
 
 # --- a TCP proxy that can drop every link ------------------------------------------------------
@@ -262,6 +264,73 @@ class BrokerAdmin:
             routing_key=routing_key,
         )
         return message_id
+
+    async def publish_without_message_id(
+        self,
+        exchange: str,
+        body: bytes,
+        *,
+        routing_key: str = "test",
+        content_type: str | None = "application/json",
+    ) -> None:
+        """Publish ``body`` with no ``message_id`` at all, as a producer that sets none would.
+
+        aiormq gives every message it publishes a random ``message_id``, so the frames are written
+        here by hand on a channel of their own; a synchronous method on that channel afterwards
+        (``basic.qos``) returns only once the broker has handled the publish before it.
+        """
+        assert self._connection is not None, "BrokerAdmin.open() first"
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            underlay = await channel.get_underlay_channel()
+            properties = spec.Basic.Properties(
+                content_type=content_type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value
+            )
+            frames: list[Any] = [
+                spec.Basic.Publish(exchange=exchange, routing_key=routing_key),
+                ContentHeader(properties=properties, body_size=len(body)),
+            ]
+            if body:
+                frames.append(ContentBody(body))
+            await underlay.write_queue.put(
+                ChannelFrame.marshall(channel_number=underlay.number, frames=frames)
+            )
+            await underlay.basic_qos(prefetch_count=1)
+        finally:
+            await channel.close()
+
+    async def read_stream(
+        self, stream: str, count: int, *, offset: int | str = "first", timeout: float = 10.0
+    ) -> list[tuple[int, AbstractIncomingMessage]]:
+        """The first ``count`` entries of ``stream`` from ``offset``, with their offsets."""
+        assert self._connection is not None, "BrokerAdmin.open() first"
+        channel = await self._connection.channel()
+        try:
+            await channel.set_qos(prefetch_count=max(1, count))
+            source = await channel.declare_queue(stream, passive=True)
+            received: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+            tag = await source.consume(received.put, arguments={"x-stream-offset": offset})
+            entries: list[tuple[int, AbstractIncomingMessage]] = []
+            try:
+                async with asyncio.timeout(timeout):
+                    while len(entries) < count:
+                        message = await received.get()
+                        entries.append((int((message.headers or {})["x-stream-offset"]), message))
+            except TimeoutError:
+                raise AssertionError(
+                    f"{stream}: got {len(entries)} of {count} entries within {timeout} s"
+                ) from None
+            finally:
+                await source.cancel(tag)  # before closing the channel (see FINDINGS 9.5)
+            return entries
+        finally:
+            # No ack is needed: a stream keeps its entries; acks are only credit.
+            await channel.close()
+
+    async def first_offset(self, stream: str) -> int:
+        """The offset of the first entry ``stream`` still retains."""
+        [(offset, _)] = await self.read_stream(stream, 1)
+        return offset
 
     async def take(self, queue: str, count: int, *, timeout: float = 10.0) -> list[AbstractIncomingMessage]:
         """Consume exactly ``count`` messages from ``queue`` (acked), or fail after ``timeout``."""
