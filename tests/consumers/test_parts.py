@@ -1,4 +1,4 @@
-"""The consumer's parts that need no broker: dedup window, routes, topology, URL, fatal-error triage."""
+"""The consumer's parts that need no broker: dedup window, routes, topology, URL, error triage, metrics."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import orjson
 import pytest
 from yarl import URL
 
+from broker import BrokerConfigurationError, Topology
 from broker.connection import amqp_url, is_fatal_connect_error, redact
 from config.settings import QueueType, Settings
-from consumers import BrokerConfigurationError, Topology
-from consumers.dedup import RedeliveryFilter, message_key
+from consumers.dedup import DuplicateFilter, message_key
 from consumers.routes import groups_for
 from publisher import job_assigned, recommendation_ready, routing_key_for
 from schemas import parse_event
@@ -26,9 +26,9 @@ class Clock:
         return self.now
 
 
-def test_redelivery_filter_forgets_after_the_window() -> None:
+def test_duplicate_filter_forgets_after_the_window() -> None:
     clock = Clock()
-    seen = RedeliveryFilter(window_seconds=10, max_entries=100, clock=clock)
+    seen = DuplicateFilter(window_seconds=10, max_entries=100, clock=clock)
     seen.remember("a")
     clock.now += 9.9
     assert seen.seen("a")
@@ -37,8 +37,8 @@ def test_redelivery_filter_forgets_after_the_window() -> None:
     assert len(seen) == 0
 
 
-def test_redelivery_filter_is_bounded_and_evicts_oldest() -> None:
-    seen = RedeliveryFilter(window_seconds=600, max_entries=3, clock=Clock())
+def test_duplicate_filter_is_bounded_and_evicts_oldest() -> None:
+    seen = DuplicateFilter(window_seconds=600, max_entries=3, clock=Clock())
     for key in "abcd":
         seen.remember(key)
     assert len(seen) == 3
@@ -51,8 +51,8 @@ def test_redelivery_filter_is_bounded_and_evicts_oldest() -> None:
 
 
 @pytest.mark.parametrize(("window", "entries"), [(0, 100), (600, 0)])
-def test_redelivery_filter_can_be_disabled(window: float, entries: int) -> None:
-    seen = RedeliveryFilter(window_seconds=window, max_entries=entries)
+def test_duplicate_filter_can_be_disabled(window: float, entries: int) -> None:
+    seen = DuplicateFilter(window_seconds=window, max_entries=entries)
     seen.remember("a")
     assert not seen.enabled
     assert not seen.seen("a")
@@ -80,14 +80,32 @@ def _settings(**overrides: object) -> Settings:
 
 def test_topology_from_settings() -> None:
     topology = Topology.from_settings(
-        _settings(instance_id="host-1", queue_type=QueueType.QUORUM, queue_expires_ms=120_000)
+        _settings(
+            instance_id="host-1",
+            queue_type=QueueType.QUORUM,
+            queue_expires_ms=120_000,
+            stream_name="events",
+            stream_max_age="2h",
+            stream_max_bytes=5_000_000,
+            stream_segment_bytes=500_000,
+        )
     )
-    assert topology.queue == "realtime.instance.host-1"
+    assert topology.stream == "events"
+    assert topology.position_queue == "realtime.position.host-1"
     assert topology.event_exchanges == ("recommendations", "assignments")
-    assert topology.queue_arguments() == {
+    # One stream shared by every instance: its arguments are the same everywhere.
+    assert topology.stream_arguments() == {
+        "x-queue-type": "stream",
+        "x-max-age": "2h",
+        "x-max-length-bytes": 5_000_000,
+        "x-stream-max-segment-size-bytes": 500_000,
+    }
+    # QUEUE_TYPE applies to the service's own queues: the position queue and the dead letters.
+    assert topology.position_queue_arguments() == {
         "x-queue-type": "quorum",
         "x-expires": 120_000,
-        "x-dead-letter-exchange": "realtime.dead-letter",
+        "x-max-length": 1,
+        "x-overflow": "drop-head",
     }
     assert topology.dead_letter_queue_arguments() == {"x-queue-type": "quorum"}
 
@@ -95,7 +113,9 @@ def test_topology_from_settings() -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"instance_id": "x" * 200, "queue_prefix": "y" * 60},
+        {"instance_id": "x" * 200, "position_queue_prefix": "y" * 60},
+        {"stream_name": "amq.events"},
+        {"stream_name": ""},
         {"recommendations_exchange": "amq.topic"},
         {"dead_letter_queue": ""},
     ],
@@ -146,6 +166,9 @@ def test_metrics_are_prefixed_and_preinitialised() -> None:
             metrics.EVENTS_DUPLICATE,
             metrics.EVENT_LATENCY,
             metrics.SEND_FAILURES,
+            metrics.DEAD_LETTER_FAILURES,
+            metrics.LOG_OFFSET,
+            metrics.LOG_RESETS,
             metrics.BROKER_CONNECTED,
             metrics.CONSUMER_ACTIVE,
             metrics.CONSUMER_RESTARTS,
@@ -158,3 +181,8 @@ def test_metrics_are_prefixed_and_preinitialised() -> None:
         )
     for event_type in ("RecommendationReady", "JobAssigned", "invalid"):
         assert REGISTRY.get_sample_value("realtime_events_consumed_total", {"type": event_type}) is not None
+    for reason in ("gap", "recreated"):
+        assert REGISTRY.get_sample_value("realtime_log_resets_total", {"reason": reason}) is not None
+    for cause in ("cancelled", "reconnected", "channel_closed", "watchdog", "recreated"):
+        assert REGISTRY.get_sample_value("realtime_consumer_restarts_total", {"cause": cause}) is not None
+    assert REGISTRY.get_sample_value("realtime_dead_letter_failures_total") is not None
