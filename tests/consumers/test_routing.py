@@ -7,6 +7,7 @@ import uuid
 import orjson
 import pytest
 
+from broker import Topology
 from config.settings import Settings
 from consumers import EventConsumer
 from publisher import EventPublisher, job_assigned, recommendation_ready
@@ -69,7 +70,7 @@ async def test_unknown_fields_are_dropped_and_values_kept_verbatim(
 async def test_routing_keys_are_advisory(
     broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
-    # Bound with '#': any routing key reaches the queue; the body's type decides the route.
+    # Bound with '#': any routing key reaches the stream; the body's type decides the route.
     body = job_assigned(region="latam", contractor_id=str(uuid.uuid4()))
     async with running(broker_settings, sender):
         await broker_admin.publish(
@@ -98,30 +99,34 @@ async def test_order_is_preserved(broker_settings: Settings, sender: RecordingLo
     assert sender.job_ids() == [body["jobId"] for body in bodies]
 
 
-async def test_quorum_instance_queue_works_on_this_broker(
+async def test_queue_type_quorum_applies_to_the_dead_letter_and_position_queues(
     broker_settings_factory: SettingsFactory, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     settings = broker_settings_factory(queue_type="quorum")
     body = recommendation_ready(region="north-america")
-    async with running(settings, sender) as consumer:
+    async with running(settings, sender):
         await broker_admin.publish(settings.recommendations_exchange, b"not json")
         await broker_admin.publish(settings.recommendations_exchange, orjson.dumps(body))
         await sender.wait_for_count(1)
         [dead] = await broker_admin.take(settings.dead_letter_queue, 1)
-        queue = consumer.queue_name
     assert sender.sent[0].argument == body
     assert dead.body == b"not json"
+    topology = Topology.from_settings(settings)
     channel = await broker_admin.channel()
+    # Equivalent re-declarations succeed: the broker compares x-queue-type, so these are the quorum
+    # queues we asked for (a classic one would answer PRECONDITION_FAILED).
+    for name, arguments in (
+        (topology.dead_letter_queue, topology.dead_letter_queue_arguments()),
+        (topology.position_queue, topology.position_queue_arguments()),
+    ):
+        assert arguments["x-queue-type"] == "quorum"
+        declared = await channel.declare_queue(name, durable=True, arguments=arguments)
+        assert declared.name == name
+    # The stream is a stream whatever QUEUE_TYPE says.
     declared = await channel.declare_queue(
-        queue,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-expires": 60_000,
-            "x-dead-letter-exchange": settings.dead_letter_exchange,
-        },
-    )  # an equivalent re-declaration succeeds: the queue is the quorum queue we asked for
-    assert declared.name == queue
+        topology.stream, durable=True, arguments=topology.stream_arguments()
+    )
+    assert declared.name == settings.stream_name
 
 
 async def test_prefetch_bounds_what_is_held_unacknowledged(
@@ -144,6 +149,7 @@ async def test_prefetch_bounds_what_is_held_unacknowledged(
 
 
 async def _declare_then_leave(settings: Settings) -> None:
+    """Run the instance once: the stream exists, and a restart delivers what was published meanwhile."""
     async with running(settings, RecordingLog()):
         pass
 
