@@ -307,7 +307,7 @@ class BrokerAdmin:
         channel = await self._connection.channel()
         try:
             await channel.set_qos(prefetch_count=max(1, count))
-            source = await channel.declare_queue(stream, passive=True)
+            source = await channel.declare_queue(stream, passive=True, robust=False)
             received: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
             tag = await source.consume(received.put, arguments={"x-stream-offset": offset})
             entries: list[tuple[int, AbstractIncomingMessage]] = []
@@ -335,7 +335,7 @@ class BrokerAdmin:
     async def take(self, queue: str, count: int, *, timeout: float = 10.0) -> list[AbstractIncomingMessage]:
         """Consume exactly ``count`` messages from ``queue`` (acked), or fail after ``timeout``."""
         channel = await self.channel()
-        source = await channel.declare_queue(queue, passive=True)
+        source = await channel.declare_queue(queue, passive=True, robust=False)
         received: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         tag = await source.consume(received.put, no_ack=False)
         messages: list[AbstractIncomingMessage] = []
@@ -354,15 +354,13 @@ class BrokerAdmin:
         return messages
 
     async def depth(self, queue: str) -> int:
-        """Messages ready in ``queue`` (not counting unacknowledged ones)."""
-        channel = await self.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.message_count or 0)
-
-    async def consumers(self, queue: str) -> int:
-        channel = await self.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.consumer_count or 0)
+        """Messages ready in ``queue`` now (not counting unacknowledged ones). Not for a stream,
+        whose count is a statistic refreshed every few seconds (FINDINGS 1e)."""
+        # A robust channel answers a passive declaration of a queue it declared before from its
+        # cache, with the count of back then; the underlying channel asks the broker.
+        channel = await (await self.channel()).get_underlay_channel()
+        declared = await channel.queue_declare(queue, passive=True)
+        return int(declared.message_count or 0)
 
     async def delete(self, *, queues: Iterable[str] = (), exchanges: Iterable[str] = ()) -> None:
         channel = await self.channel()
