@@ -2,13 +2,14 @@
 
 Bad JSON / not UTF-8 / empty, schema violations, oversized, and a hub that
 keeps failing — each is dead-lettered once, with headers saying why, and the valid message
-published right behind it is still delivered.
+published right behind it is still delivered. The stream keeps the original (a stream cannot
+reject), so a dead letter that cannot be published is counted and the consumer goes on.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
@@ -108,27 +109,30 @@ async def test_invalid_message_is_dead_lettered_and_the_next_one_delivered(
     dead_before = metric("realtime_events_dead_lettered_total", reason=reason)
     invalid_before = metric("realtime_events_consumed_total", type="invalid")
     exchange = broker_settings.recommendations_exchange
-    async with running(broker_settings, sender) as consumer:
+    async with running(broker_settings, sender):
         bad_id = await broker_admin.publish(exchange, body, content_type=content_type, routing_key="rk.bad")
         await broker_admin.publish(exchange, orjson.dumps(valid))
         [sent] = await sender.wait_for_count(1)
         [dead] = await broker_admin.take(broker_settings.dead_letter_queue, 1)
-        queue = consumer.queue_name
     assert sent.argument == valid  # the invalid one reached no client
+    _marker, refused, delivered = sender.records
+    assert refused.target is None  # recorded (it has a position) but not an event
+    assert delivered.payload == valid
     assert dead.body == body
     assert dead.message_id == bad_id
     headers = dead.headers
     assert header_text(headers, REASON_HEADER) == reason
     assert error_text in header_text(headers, ERROR_HEADER)
     assert header_text(headers, INSTANCE_HEADER) == broker_settings.instance_id
-    assert header_text(headers, QUEUE_HEADER) == queue
+    assert header_text(headers, QUEUE_HEADER) == broker_settings.stream_name
     assert header_text(headers, ORIGINAL_EXCHANGE_HEADER) == exchange
     assert header_text(headers, ORIGINAL_ROUTING_KEY_HEADER) == "rk.bad"
-    assert headers[REDELIVERED_HEADER] is False
+    assert headers[REDELIVERED_HEADER] is False  # a stream never redelivers
     assert header_text(headers, DEAD_LETTERED_AT_HEADER)
+    assert "x-stream-offset" in headers  # where it is in the log
     assert metric("realtime_events_dead_lettered_total", reason=reason) == dead_before + 1
     assert metric("realtime_events_consumed_total", type="invalid") == invalid_before + 1
-    assert await broker_admin.depth(queue) == 0
+    assert await broker_admin.depth(broker_settings.dead_letter_queue) == 0
 
 
 async def test_a_burst_of_poison_does_not_block_or_stop_the_consumer(
@@ -192,20 +196,52 @@ async def test_hub_failing_once_is_retried_in_place(
     assert await broker_admin.depth(broker_settings.dead_letter_queue) == 0
 
 
-async def test_when_the_dead_letter_publish_fails_the_queue_dead_letters_it(
+async def test_a_dead_letter_that_cannot_be_published_is_counted_and_the_consumer_goes_on(
     broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
     fine = recommendation_ready(region="north-america")
+    failures_before = metric("realtime_dead_letter_failures_total")
+    dead_before = metric("realtime_events_dead_lettered_total", reason="not_json")
+    restarts_before = sum(
+        metric("realtime_consumer_restarts_total", cause=cause)
+        for cause in ("cancelled", "reconnected", "channel_closed", "watchdog", "recreated")
+    )
     async with running(broker_settings, sender) as consumer:
-        # Fault injection: the consumer's handle on the dead-letter exchange is gone, so its publish
-        # fails and it must fall back to basic.reject → the queue's x-dead-letter-exchange.
-        consumer._dead_letter_exchange = None
+        # A real broker fault: the dead-letter queue is gone, so the dead-letter exchange routes
+        # nowhere and the mandatory, confirmed publish of the dead letter comes back unroutable.
+        await broker_admin.delete(queues=[broker_settings.dead_letter_queue])
         await broker_admin.publish(broker_settings.recommendations_exchange, b"{nope")
+        await broker_admin.publish(broker_settings.recommendations_exchange, b"{nope again")
         await broker_admin.publish(broker_settings.recommendations_exchange, orjson.dumps(fine))
         await sender.wait_for_count(1)
+        assert consumer.is_consuming
+    assert sender.job_ids() == [fine["jobId"]]
+    assert metric("realtime_dead_letter_failures_total") == failures_before + 2
+    assert metric("realtime_events_dead_lettered_total", reason="not_json") == dead_before
+    # Nothing was rejected (a reject on a stream closes the connection): the link never broke.
+    assert (
+        sum(
+            metric("realtime_consumer_restarts_total", cause=cause)
+            for cause in ("cancelled", "reconnected", "channel_closed", "watchdog", "recreated")
+        )
+        == restarts_before
+    )
+    assert [record.target for record in sender.records[1:]] == [None, None, "RecommendationReady"]
+
+
+async def test_a_restart_dead_letters_the_backlog_but_not_the_history_again(
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
+) -> None:
+    exchange = broker_settings.recommendations_exchange
+    async with running(broker_settings, RecordingLog()):
+        await broker_admin.publish(exchange, b"{seen live by the first run", message_id="bad-1")
+        await broker_admin.take(broker_settings.dead_letter_queue, 1)
+    await broker_admin.publish(exchange, b"{published while it was away", message_id="bad-2")
+    fine = recommendation_ready(region="north-america")
+    await broker_admin.publish(exchange, orjson.dumps(fine))
+    async with running(broker_settings, sender):
+        await sender.wait_for_count(1)
         [dead] = await broker_admin.take(broker_settings.dead_letter_queue, 1)
-    assert dead.body == b"{nope"
-    [death] = cast(list[dict[str, Any]], dead.headers["x-death"])
-    assert header_text(death, "reason") == "rejected"
-    assert header_text(death, "queue") == consumer.queue_name
-    assert REASON_HEADER not in dead.headers
+    assert dead.message_id == "bad-2"
+    assert await broker_admin.depth(broker_settings.dead_letter_queue) == 0
+    assert sender.job_ids() == [fine["jobId"]]
