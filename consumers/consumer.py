@@ -375,14 +375,15 @@ class EventConsumer:
                 elif not held:
                     writes.hold()
                     held = True
+                # One turn of the event loop per entry: a stop() (SIGTERM) takes effect after it,
+                # before the next entry is taken.
+                await asyncio.sleep(0)
                 if not self._accepting:
                     break
                 try:
                     message = inbox.get_nowait()
                 except asyncio.QueueEmpty:
                     break
-                # One turn of the event loop per entry: a stop() (SIGTERM) takes effect after it.
-                await asyncio.sleep(0)
             if last is not None and uncredited:
                 writes.flush()
                 await self._settler.credit(last)
