@@ -151,6 +151,7 @@ class EventConsumer:
         self._accepting = False
         self._handling = False
         self._stopping = False
+        self._stop_requested = asyncio.Event()  # ends the grace wait at once
         self._started_at: float | None = None
         self._fatal: BrokerConfigurationError | None = None
         self._main_task: asyncio.Task[None] | None = None
@@ -218,6 +219,7 @@ class EventConsumer:
         if self._stopping:
             return
         self._stopping = True
+        self._stop_requested.set()
         self._accepting = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.shutdown_timeout_seconds
@@ -453,8 +455,8 @@ class EventConsumer:
                 self._saved = saved = None
             elif delivery.offset > saved.position.offset:
                 self._mark_caught_up()
-                await self._await_grace()
-                self._phase = _Phase.LIVE
+                if await self._await_grace():
+                    self._phase = _Phase.LIVE
                 return
         if saved is None and isinstance(outcome, Marker) and outcome.token == self._marker_token:
             self._mark_caught_up()
@@ -465,15 +467,18 @@ class EventConsumer:
             log.info("consumer.caught_up", position=str(self._live_position))
             self._caught_up.set()
 
-    async def _await_grace(self) -> None:
+    async def _await_grace(self) -> bool:
+        """Wait out the rest of the grace period; False when ``stop()`` came first (deliver nothing)."""
         if self._started_at is None:
-            return
+            return not self._stopping
         remaining = (
             self._started_at + self._settings.consume_grace_seconds - asyncio.get_running_loop().time()
         )
         if remaining > 0:
             log.info("consumer.grace_wait", seconds=round(remaining, 2))
-            await asyncio.sleep(remaining)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), timeout=remaining)
+        return not self._stopping
 
     async def _deliver(
         self, outcome: Deliver, record: LogRecord, message: AbstractIncomingMessage, *, info: bool
