@@ -79,7 +79,8 @@ class _Phase(Enum):
 class _Attachment:
     tag: str
     start: int | None  # the exact offset asked for, when re-attaching after a known entry
-    seen: bool = False
+    seen: bool = False  # the worker handled its first entry (and checked it for a gap)
+    arrived: bool = False  # the broker delivered something, whether or not the worker got to it
 
 
 class EventConsumer:
@@ -281,10 +282,18 @@ class EventConsumer:
         if self._stopping:
             return None
         offset = self._attach_offset()
-        tag = await declared.stream.consume(
-            self._on_delivery, arguments={"x-stream-offset": offset}, timeout=timeout, robust=False
+        # Our own tag, known before the first delivery can arrive (deliveries may run before
+        # consume() returns).
+        attachment = self._attachment = _Attachment(
+            f"realtime.{uuid.uuid4().hex}", offset if isinstance(offset, int) else None
         )
-        attachment = self._attachment = _Attachment(tag, offset if isinstance(offset, int) else None)
+        tag = await declared.stream.consume(
+            self._on_delivery,
+            arguments={"x-stream-offset": offset},
+            consumer_tag=attachment.tag,
+            timeout=timeout,
+            robust=False,
+        )
         watch = asyncio.create_task(self._watch_first_delivery(attachment), name="event-consumer-watch")
         self._watch_tasks.add(watch)
         watch.add_done_callback(self._watch_tasks.discard)
@@ -317,7 +326,9 @@ class EventConsumer:
         """Nothing at all arrives when the asked offset lies beyond the end of the stream (the broker
         waits silently for it): then the stream was recreated, and this instance starts it afresh."""
         await asyncio.sleep(self._first_delivery_timeout)
-        if attachment.seen or attachment is not self._attachment or self._stopping:
+        # "arrived", not "seen": the worker may be busy (e.g. waiting out the grace period) while
+        # the entries of this attachment wait in the inbox.
+        if attachment.arrived or attachment is not self._attachment or self._stopping:
             return
         log.warning("log.beyond_end", asked=attachment.start, stream=self._topology.stream)
         self._reset("recreated")
@@ -334,6 +345,9 @@ class EventConsumer:
 
     async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
         # No await before put_nowait: callbacks start in delivery order, so the inbox keeps it.
+        attachment = self._attachment
+        if attachment is not None and message.consumer_tag == attachment.tag:
+            attachment.arrived = True
         if self._accepting:
             self._inbox.put_nowait(message)
 
