@@ -301,10 +301,10 @@ class EventConsumer:
         return tag
 
     def _attach_offset(self) -> int | str | datetime:
-        if self._from_first:
-            return "first"
         if self._expected is not None:
             return self._expected  # after any loss: the entry after the last one read
+        if self._from_first:
+            return "first"  # the stream was recreated and nothing of the new one is read yet
         window = self._settings.history_window_seconds
         saved = self._saved
         if saved is not None and saved.saved_at < time.time() - window:
