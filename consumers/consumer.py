@@ -472,7 +472,15 @@ class EventConsumer:
                 if await self._await_grace():
                     self._phase = _Phase.LIVE
                 return
-        if saved is None and isinstance(outcome, Marker) and outcome.token == self._marker_token:
+        if isinstance(outcome, Marker) and outcome.token == self._marker_token:
+            if saved is not None:
+                # Our own marker, written at start, lies at or before the saved offset: the stream
+                # ends before where this instance was (it was recreated while the instance was
+                # down), so the saved position names nothing here.
+                log.warning(
+                    "log.saved_position_beyond_end", saved=str(saved.position), marker=delivery.offset
+                )
+                self._saved = None
             self._mark_caught_up()
             self._phase = _Phase.LIVE
 
