@@ -1,0 +1,280 @@
+"""The stream as a shared log: prefill, grace and backlog; re-attaching; losing the place (gap, recreated).
+
+A fresh instance reads recent history without delivering it, up to the marker it wrote at start. A
+restarted instance delivers exactly what was published after the position it saved, once its
+clients had ``CONSUME_GRACE_SECONDS`` to come back. After any broker trouble it continues after
+the last entry it read; when that is impossible (retention removed it, or the stream was deleted
+and recreated) the hub is told to reset — and only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from config.settings import Settings
+from consumers.consumer import GAP_TOLERANCE
+from consumers.handling import MARKER_HEADER
+from publisher import recommendation_ready
+from tests.consumers.conftest import LogEvents, RecordingLog, eventually, metric, running
+from tests.support.broker import BrokerAdmin, TcpProxy
+from tests.support.broker_fixtures import SettingsFactory
+
+pytestmark = pytest.mark.broker
+
+SHARED = (
+    "stream_name",
+    "recommendations_exchange",
+    "assignments_exchange",
+    "dead_letter_exchange",
+    "dead_letter_queue",
+)
+
+
+def _bodies(tag: str, count: int) -> list[dict[str, Any]]:
+    return [recommendation_ready(region=tag, configVersion=i) for i in range(count)]
+
+
+def _ids(bodies: list[dict[str, Any]]) -> list[str]:
+    return [body["jobId"] for body in bodies]
+
+
+async def _publish(admin: BrokerAdmin, settings: Settings, bodies: list[dict[str, Any]]) -> None:
+    for body in bodies:
+        await admin.publish(settings.recommendations_exchange, orjson.dumps(body))
+
+
+def _another_instance(make: SettingsFactory, settings: Settings, **overrides: Any) -> Settings:
+    """Another instance (its own INSTANCE_ID and position queue) on the same stream and exchanges."""
+    return make(**{name: getattr(settings, name) for name in SHARED}, **overrides)
+
+
+# --- phases ---------------------------------------------------------------------------------------
+
+
+async def test_a_new_instance_records_the_history_and_delivers_only_what_follows_its_marker(
+    broker_settings_factory: SettingsFactory, sender: RecordingLog, broker_admin: BrokerAdmin
+) -> None:
+    first = broker_settings_factory()
+    async with running(first, RecordingLog()):  # the stream exists, and has our history
+        await _publish(broker_admin, first, history := _bodies("history", 5))
+    newcomer = _another_instance(broker_settings_factory, first)
+    caught_up_when_recorded: list[tuple[str | None, bool]] = []
+    async with running(newcomer, sender, wait=False) as consumer:
+        sender.on_record = lambda record: caught_up_when_recorded.append(
+            (record.payload["jobId"] if record.payload else None, consumer.is_caught_up)
+        )
+        await asyncio.wait_for(consumer.wait_caught_up(), timeout=15)
+        assert sender.recorded_job_ids() == _ids(history)  # all of it, before being caught up
+        await _publish(broker_admin, newcomer, live := _bodies("live", 3))
+        await sender.wait_for_count(3)
+    assert sender.job_ids() == _ids(live)  # the history was recorded, never delivered
+    assert sender.recorded_job_ids() == _ids(history + live)
+    # Caught up exactly at its own marker: false for the first instance's marker and the history,
+    # true from the newcomer's marker on.
+    assert caught_up_when_recorded == [
+        (None, False),
+        *((job_id, False) for job_id in _ids(history)),
+        (None, True),
+        *((job_id, True) for job_id in _ids(live)),
+    ]
+
+
+async def test_a_restarted_instance_delivers_exactly_its_backlog_after_the_grace_period(
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
+) -> None:
+    async with running(broker_settings, before := RecordingLog()):
+        await _publish(broker_admin, broker_settings, earlier := _bodies("earlier", 3))
+        await before.wait_for_count(3)
+    # Stopped gracefully (its position saved); these are published while it is down.
+    await _publish(broker_admin, broker_settings, backlog := _bodies("backlog", 5))
+    grace = 1.5
+    restarted = broker_settings.model_copy(update={"consume_grace_seconds": grace})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    async with running(restarted, sender, wait=False) as consumer:
+        await asyncio.wait_for(consumer.wait_caught_up(), timeout=10)
+        caught_up_after = loop.time() - started
+        assert sender.sent == []  # ready for clients to rejoin, but nothing delivered yet
+        await sender.wait_for_count(len(backlog), timeout=15)
+        delivered_after = loop.time() - started
+        # Everything up to the restarted instance's own marker (the last entry) has been read.
+        await sender.wait_for(lambda: len(sender.records) == 1 + 3 + 5 + 1, what="all entries recorded")
+    assert caught_up_after < grace <= delivered_after
+    assert sender.job_ids() == _ids(backlog)  # exactly the backlog, in order, once
+    assert sender.recorded_job_ids() == _ids(earlier + backlog)  # the earlier ones only recorded
+
+
+async def test_a_retry_of_an_event_delivered_before_a_restart_is_not_delivered_again(
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
+) -> None:
+    exchange = broker_settings.recommendations_exchange
+    event, later = recommendation_ready(region="emea"), recommendation_ready(region="emea")
+    async with running(broker_settings, before := RecordingLog()):
+        await broker_admin.publish(exchange, orjson.dumps(event), message_id="m-1")
+        await before.wait_for_count(1)
+    duplicates_before = metric("realtime_events_duplicate_total")
+    await broker_admin.publish(exchange, orjson.dumps(event), message_id="m-1")  # the producer's retry
+    await broker_admin.publish(exchange, orjson.dumps(later))
+    async with running(broker_settings, sender):
+        await sender.wait_for_count(1)
+    assert sender.job_ids() == [later["jobId"]]
+    assert metric("realtime_events_duplicate_total") == duplicates_before + 1
+
+
+async def test_stop_during_the_grace_period_is_prompt_and_delivers_nothing(
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
+) -> None:
+    async with running(broker_settings, RecordingLog()):
+        pass
+    await _publish(broker_admin, broker_settings, backlog := _bodies("backlog", 3))
+    waiting = broker_settings.model_copy(update={"consume_grace_seconds": 4.0})
+    consumer_stopped_in = 0.0
+    async with running(waiting, sender, wait=False) as consumer:
+        await asyncio.wait_for(consumer.wait_caught_up(), timeout=10)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(consumer.stop(), timeout=3)
+        consumer_stopped_in = loop.time() - started
+    assert consumer_stopped_in < 1.0
+    assert sender.sent == []
+    # Nothing was delivered, so nothing was skipped: the next start delivers the whole backlog.
+    async with running(broker_settings, again := RecordingLog()):
+        await again.wait_for_count(3)
+    assert again.job_ids() == _ids(backlog)
+
+
+# --- re-attaching and losing the place ---------------------------------------------------------
+
+
+async def test_a_reconnect_during_the_grace_period_is_not_mistaken_for_a_recreated_stream(
+    broker_settings_factory: SettingsFactory,
+    tcp_proxy: TcpProxy,
+    sender: RecordingLog,
+    broker_admin: BrokerAdmin,
+) -> None:
+    settings = broker_settings_factory(rabbitmq_url=tcp_proxy.url)
+    async with running(settings, RecordingLog()):
+        pass
+    await _publish(broker_admin, settings, backlog := _bodies("backlog", 3))
+    waiting = settings.model_copy(update={"consume_grace_seconds": 3.0})
+    async with running(waiting, sender, wait=False, first_delivery_timeout_seconds=1.0) as consumer:
+        await asyncio.wait_for(consumer.wait_caught_up(), timeout=10)
+        assert tcp_proxy.disconnect_all() == 1  # while it waits out the grace period
+        await sender.wait_for_count(3, timeout=15)
+        await _publish(broker_admin, settings, later := _bodies("later", 2))
+        await sender.wait_for_count(5)
+    assert sender.job_ids() == _ids(backlog + later)
+    assert sender.resets == []
+
+
+async def test_stream_deleted_while_consuming_is_recreated_and_read_from_its_start(
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
+) -> None:
+    cancelled_before = metric("realtime_consumer_restarts_total", cause="cancelled")
+    recreated_before = metric("realtime_log_resets_total", reason="recreated")
+    async with running(broker_settings, sender, first_delivery_timeout_seconds=1.0) as consumer:
+        await _publish(broker_admin, broker_settings, before := _bodies("before", 4))
+        await sender.wait_for_count(4)
+        # The broker cancels the consumer; it re-declares the stream (empty, offsets from 0) and
+        # attaches after the last entry it read, where nothing arrives: the stream is new.
+        await broker_admin.delete(queues=[broker_settings.stream_name])
+        assert await sender.wait_for_reset() == ["recreated"]
+        await eventually(lambda: consumer.is_consuming, what="consuming the new stream")
+        await _publish(broker_admin, broker_settings, after := _bodies("after", 3))
+        await sender.wait_for_count(7)
+    assert sender.job_ids() == _ids(before + after)
+    assert sender.resets == ["recreated"]
+    # The history after the reset is the new stream's, read from its first entry (offset 0).
+    assert sender.records[0].offset == 0
+    assert sender.recorded_job_ids() == _ids(after)
+    assert metric("realtime_consumer_restarts_total", cause="cancelled") == cancelled_before + 1
+    assert metric("realtime_log_resets_total", reason="recreated") == recreated_before + 1
+
+
+async def test_after_a_recreated_stream_a_reconnect_continues_after_the_last_entry(
+    broker_settings_factory: SettingsFactory,
+    tcp_proxy: TcpProxy,
+    sender: RecordingLog,
+    broker_admin: BrokerAdmin,
+    logged: LogEvents,
+) -> None:
+    settings = broker_settings_factory(rabbitmq_url=tcp_proxy.url)
+    attached: list[tuple[str, int | None]] = []  # (offset asked, last offset recorded at that moment)
+    logged.on["consumer.attached"] = lambda fields: attached.append(
+        (fields["offset"], sender.records[-1].offset if sender.records else None)
+    )
+    async with running(settings, sender, first_delivery_timeout_seconds=1.0) as consumer:
+        await _publish(broker_admin, settings, before := _bodies("before", 2))
+        await sender.wait_for_count(2)
+        await broker_admin.delete(queues=[settings.stream_name])
+        await sender.wait_for_reset()
+        await eventually(lambda: consumer.is_consuming, what="consuming the new stream")
+        await _publish(broker_admin, settings, after := _bodies("after", 2))
+        await sender.wait_for_count(4)
+        attaches = len(attached)
+        tcp_proxy.disconnect_all()
+        await eventually(lambda: len(attached) > attaches, what="re-attached after the drop")
+        await _publish(broker_admin, settings, later := _bodies("later", 2))
+        await sender.wait_for_count(6)
+    assert sender.job_ids() == _ids(before + after + later)
+    assert sender.resets == ["recreated"]
+    offset, last_recorded = attached[-1]
+    assert last_recorded is not None
+    assert offset == str(last_recorded + 1)  # not "first" again
+
+
+async def test_a_restart_after_the_stream_was_recreated_while_away_catches_up(
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
+) -> None:
+    async with running(broker_settings, before := RecordingLog()):
+        await _publish(broker_admin, broker_settings, _bodies("old", 5))
+        await before.wait_for_count(5)
+    # Its saved position names offset ~5 of a stream that no longer exists.
+    await broker_admin.delete(queues=[broker_settings.stream_name])
+    async with running(broker_settings, sender, wait=False) as consumer:
+        await asyncio.wait_for(consumer.wait_caught_up(), timeout=10)
+        await _publish(broker_admin, broker_settings, new := _bodies("new", 2))
+        await sender.wait_for_count(2)
+    assert sender.job_ids() == _ids(new)
+    assert sender.records[0].offset == 0
+
+
+async def test_retention_gap_while_disconnected_resets_the_history(
+    broker_settings_factory: SettingsFactory,
+    tcp_proxy: TcpProxy,
+    sender: RecordingLog,
+    broker_admin: BrokerAdmin,
+) -> None:
+    # Tiny retention: 1 MB in segments of 100 kB; 2 MB published while the link is down.
+    settings = broker_settings_factory(
+        rabbitmq_url=tcp_proxy.url, stream_max_bytes=1_000_000, stream_segment_bytes=100_000
+    )
+    gaps_before = metric("realtime_log_resets_total", reason="gap")
+    async with running(settings, sender) as consumer:
+        await _publish(broker_admin, settings, before := _bodies("before", 3))
+        await sender.wait_for_count(3)
+        last_read = sender.records[-1].offset
+        tcp_proxy.refuse(True)
+        tcp_proxy.disconnect_all()
+        await eventually(lambda: not consumer.is_connected, what="link down")
+        filler = b"x" * 50_000
+        for _ in range(40):  # markers of nobody: recorded if still there, never dead-lettered
+            await broker_admin.publish(
+                settings.recommendations_exchange,
+                filler,
+                content_type=None,
+                headers={MARKER_HEADER: "filler"},
+            )
+        first_retained = await broker_admin.first_offset(settings.stream_name)
+        assert first_retained > last_read + 1 + GAP_TOLERANCE, "retention did not drop the old segments"
+        await _publish(broker_admin, settings, after := _bodies("after", 3))
+        tcp_proxy.refuse(False)
+        await sender.wait_for_count(6, timeout=20)
+    assert sender.job_ids() == _ids(before + after)
+    assert sender.resets == ["gap"]
+    assert sender.records[0].offset >= first_retained  # the history restarts at the first retained
+    assert metric("realtime_log_resets_total", reason="gap") == gaps_before + 1
