@@ -8,7 +8,8 @@
 - ``broker_admin``: the test's own connection for publishing raw bodies and inspecting queues.
 - ``tcp_proxy``: a proxy in front of the broker that can drop every connection or refuse new ones.
 - ``private_broker`` (module, marks tests ``slow``): a rabbitmq-server node of our own on spare
-  ports, to kill, stop, restart, or close all connections of; always torn down.
+  ports, to kill, stop, restart, or close all connections of; always torn down. Its stream
+  coordinator is made durable before any test runs (see ``_prime_stream_coordinator``).
   ``private_broker_settings`` are names on that node, with the node (re)started if a test killed it.
 
 Tests using any of these are marked ``broker`` automatically (and ``slow`` for the private node).
@@ -22,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aio_pika
 import pytest
 
 from config.settings import Settings
@@ -168,9 +170,36 @@ def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private
         pytest.fail(f"cannot start a private RabbitMQ node: {error}", pytrace=False)
     try:
         node.start()
+        _prime_stream_coordinator(node)
         yield node
     finally:
         node.teardown()
+
+
+def _prime_stream_coordinator(node: PrivateBroker) -> None:
+    """Start the node's stream coordinator and make its state durable with a graceful restart.
+
+    RabbitMQ 3.10 starts the stream coordinator (a Raft cluster) when the first stream of a node is
+    declared. A node SIGKILLed within about a second of that loses the coordinator's state, and
+    every stream of the node then stays down for good ("home node ... of durable queue ... is down
+    or inaccessible"). Seen on 3.10.8 in every trial that killed the node less than a second after its
+    first stream was declared, and in none with a pause of 1 s or more, or after a graceful restart.
+    A kill test must not depend on how long the node had been up.
+    """
+
+    async def declare_and_delete() -> None:
+        connection = await aio_pika.connect(node.url, timeout=10)
+        try:
+            channel = await connection.channel()
+            name = f"test.prime.{uuid.uuid4().hex[:8]}"
+            await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "stream"})
+            await channel.queue_delete(name)
+        finally:
+            await connection.close()
+
+    asyncio.run(declare_and_delete())
+    node.stop()
+    node.start()
 
 
 @pytest.fixture
