@@ -1,4 +1,7 @@
-"""The producer API and ``python -m publisher``: validated, persistent, confirmed, and received."""
+"""The producer API and ``python -m publisher``: validated, persistent, confirmed, and received.
+
+What is published is read back through a real ``EventConsumer`` on the stream.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ import orjson
 import pytest
 from aio_pika import DeliveryMode
 
+from broker.errors import PublishError, UnroutableError
 from config.settings import Settings
-from consumers import PublishError, UnroutableError
 from consumers.dead_letter import REASON_HEADER
 from publisher import EventPublisher, job_assigned, recommendation_ready
 from tests.consumers.conftest import RecordingLog, running
@@ -94,15 +97,21 @@ async def test_cli_refuses_an_invalid_event_and_publishes_nothing(
 ) -> None:
     bad = tmp_path / "bad.json"
     bad.write_bytes(orjson.dumps({**recommendation_ready(region="x"), "jobId": "nope"}))
-    async with running(broker_settings, sender) as consumer:
+    async with running(broker_settings, sender):
         code, lines, err = await _cli(broker_settings, "--json", str(bad))
         assert code == 1
         assert lines == []
         assert "jobId" in err
         code, lines, err = await _cli(broker_settings, "recommendation-ready", "--region", "not a slug")
         assert code == 1, err
-        assert await broker_admin.depth(consumer.queue_name) == 0
-    assert sender.sent == []
+        assert lines == []
+        code, [published], err = await _cli(broker_settings, "recommendation-ready", "--region", "emea")
+        assert code == 0, err
+        await sender.wait_for_count(1)
+    # The stream holds the consumer's start marker and the valid event, nothing in between.
+    _marker, only = sender.records
+    assert only.payload == published["body"]
+    assert await broker_admin.depth(broker_settings.dead_letter_queue) == 0
 
 
 async def test_cli_json_publishes_a_raw_body_even_an_invalid_one_on_request(
@@ -154,7 +163,8 @@ async def test_publisher_validates_and_reports_unroutable(broker_settings: Setti
             await publisher.publish({"type": "RecommendationReady"})
         with pytest.raises(PublishError, match="too_large"):
             await publisher.publish({**recommendation_ready(region="x"), "pad": "x" * 4096})
-        # Exchanges exist (the publisher declares them) but no instance queue is bound yet.
+        # Exchanges exist (the publisher declares them) but the stream is not bound yet (no
+        # instance has declared it).
         with pytest.raises(UnroutableError, match="no queue bound"):
             await publisher.publish(recommendation_ready(region="north-america"))
 
