@@ -203,10 +203,12 @@ async def test_after_a_recreated_stream_a_reconnect_continues_after_the_last_ent
     logged: LogEvents,
 ) -> None:
     settings = broker_settings_factory(rabbitmq_url=tcp_proxy.url)
-    attached: list[tuple[str, int | None]] = []  # (offset asked, last offset recorded at that moment)
-    logged.on["consumer.attached"] = lambda fields: attached.append(
-        (fields["offset"], sender.records[-1].offset if sender.records else None)
-    )
+    # The last offset read on the old connection, taken when the new one is up (the old channel is
+    # closed by then, so nothing more is read from it), and the offsets the consumer attaches at.
+    read_before_reconnect: list[int] = []
+    logged.on["broker.reconnected"] = lambda _: read_before_reconnect.append(sender.records[-1].offset)
+    attached: list[str] = []
+    logged.on["consumer.attached"] = lambda fields: attached.append(fields["offset"])
     async with running(settings, sender, first_delivery_timeout_seconds=1.0) as consumer:
         await _publish(broker_admin, settings, before := _bodies("before", 2))
         await sender.wait_for_count(2)
@@ -222,9 +224,8 @@ async def test_after_a_recreated_stream_a_reconnect_continues_after_the_last_ent
         await sender.wait_for_count(6)
     assert sender.job_ids() == _ids(before + after + later)
     assert sender.resets == ["recreated"]
-    offset, last_recorded = attached[-1]
-    assert last_recorded is not None
-    assert offset == str(last_recorded + 1)  # not "first" again
+    assert len(read_before_reconnect) == 1
+    assert attached[-1] == str(read_before_reconnect[0] + 1)  # not "first" again
 
 
 async def test_a_restart_after_the_stream_was_recreated_while_away_catches_up(
