@@ -327,6 +327,36 @@ class BrokerAdmin:
             # No ack is needed: a stream keeps its entries; acks are only credit.
             await channel.close()
 
+    async def read_stream_until(
+        self, stream: str, last: Callable[[AbstractIncomingMessage], bool], *, timeout: float = 10.0
+    ) -> list[AbstractIncomingMessage] | None:
+        """Every entry of ``stream`` from the first up to the one ``last`` accepts; None when no such
+        entry arrives within ``timeout``."""
+        assert self._connection is not None, "BrokerAdmin.open() first"
+        channel = await self._connection.channel()
+        try:
+            await channel.set_qos(prefetch_count=500)
+            source = await channel.declare_queue(stream, passive=True, robust=False)
+            entries: list[AbstractIncomingMessage] = []
+            done = asyncio.get_running_loop().create_future()
+
+            async def on_message(message: AbstractIncomingMessage) -> None:
+                entries.append(message)
+                await message.ack()
+                if last(message) and not done.done():
+                    done.set_result(None)
+
+            tag = await source.consume(on_message, arguments={"x-stream-offset": "first"})
+            try:
+                await asyncio.wait_for(done, timeout)
+            except TimeoutError:
+                return None
+            finally:
+                await source.cancel(tag)
+            return entries
+        finally:
+            await channel.close()
+
     async def first_offset(self, stream: str) -> int:
         """The offset of the first entry ``stream`` still retains."""
         [(offset, _)] = await self.read_stream(stream, 1)
