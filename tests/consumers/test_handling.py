@@ -256,7 +256,7 @@ def _refusal(delivery: Delivery) -> EventValidationError | None:
     return None
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(delivery=_deliveries(), seen_before=st.booleans())
 def test_any_entry_has_exactly_one_outcome_and_the_right_one(delivery: Delivery, seen_before: bool) -> None:
     key = message_key(delivery.message_id, delivery.body)
