@@ -148,6 +148,7 @@ class EventConsumer:
         self._expected: int | None = None  # offset after the last entry read
         self._live_position: Position | None = None  # last entry read while live
         self._caught_up = asyncio.Event()
+        self._holding = False  # this consumer holds the write batch (while draining a backlog)
         self._accepting = False
         self._handling = False
         self._stopping = False
@@ -360,7 +361,6 @@ class EventConsumer:
         uncredited = 0
         last: AbstractIncomingMessage | None = None
         info = _enabled(logging.INFO)
-        held = False
         try:
             while True:
                 if await self._handle(message, info=info):
@@ -372,9 +372,9 @@ class EventConsumer:
                     uncredited = 0
                 elif inbox.empty():
                     writes.flush()
-                elif not held:
+                elif not self._holding:
                     writes.hold()
-                    held = True
+                    self._holding = True
                 if not self._accepting:
                     break
                 try:
@@ -387,8 +387,14 @@ class EventConsumer:
                 writes.flush()
                 await self._settler.credit(last)
         finally:
-            if held:
-                writes.release()
+            self._stop_holding()
+
+    def _stop_holding(self) -> None:
+        """Write what is held and stop holding: before anything that waits (other tasks' writes, such
+        as a reconnecting client's handshake reply, must not wait with it)."""
+        if self._holding:
+            self._holding = False
+            self._writes.release()
 
     async def _handle(self, message: AbstractIncomingMessage, *, info: bool) -> bool:
         """Handle one delivery; True when it should be credited (it came from a live channel)."""
@@ -428,7 +434,7 @@ class EventConsumer:
                 self._dedup.remember(outcome.key)
                 if live:
                     metrics.EVENTS_CONSUMED.labels(type=metrics.INVALID).inc()
-                    self._writes.flush()  # nothing handed off waits behind a broker round trip
+                    self._stop_holding()  # nothing handed off waits behind a broker round trip
                     bound = log.bind(**_message_fields(message, delivery))
                     await self._settler.dead_letter(
                         message, reason=outcome.reason, detail=outcome.detail, bound=bound
@@ -471,6 +477,7 @@ class EventConsumer:
             self._started_at + self._settings.consume_grace_seconds - asyncio.get_running_loop().time()
         )
         if remaining > 0:
+            self._stop_holding()
             log.info("consumer.grace_wait", seconds=round(remaining, 2))
             await asyncio.sleep(remaining)
 
@@ -497,6 +504,7 @@ class EventConsumer:
                     exc_info=attempt == self._send_attempts,
                 )
                 if attempt < self._send_attempts:
+                    self._stop_holding()
                     await asyncio.sleep(self._send_retry_delay * 2 ** (attempt - 1))
         else:
             bound = log.bind(**_message_fields(message, None))

@@ -33,8 +33,8 @@ from aiormq import Channel as UnderlayChannel
 from aiormq import spec
 from yarl import URL
 
-from consumers import metrics
 from broker.connection import JitteredRobustConnection, connect_with_retry, redact
+from consumers import metrics
 
 __all__ = ["TRANSIENT", "BrokerLink", "LinkChannels"]
 
