@@ -164,16 +164,21 @@ def test_rabbitmq_loads_the_broker_contract(compose: dict[str, Any]) -> None:
     for name in topology.event_exchanges:
         assert shape(name) == ("topic", True, "/")
     assert shape(topology.dead_letter_exchange) == ("fanout", True, "/")
-    (queue,) = definitions["queues"]
-    # Exactly what consumers/topology.py declares, or its declaration fails with PRECONDITION_FAILED.
-    assert (queue["name"], queue["durable"], queue["auto_delete"]) == (
-        topology.dead_letter_queue,
-        True,
-        False,
-    )
-    assert queue["arguments"] == topology.dead_letter_queue_arguments()
-    assert {(b["source"], b["destination"], b["destination_type"]) for b in definitions["bindings"]} == {
-        (topology.dead_letter_exchange, topology.dead_letter_queue, "queue")
+    queues = {q["name"]: q for q in definitions["queues"]}
+    assert set(queues) == {topology.dead_letter_queue, topology.stream}
+    # Exactly what broker/topology.py declares, or its declaration fails with PRECONDITION_FAILED.
+    for name, arguments in (
+        (topology.dead_letter_queue, topology.dead_letter_queue_arguments()),
+        (topology.stream, topology.stream_arguments()),
+    ):
+        assert (queues[name]["durable"], queues[name]["auto_delete"]) == (True, False)
+        assert queues[name]["arguments"] == arguments
+    bindings = {
+        (b["source"], b["destination"], b["destination_type"], b["routing_key"]) for b in definitions["bindings"]
+    }
+    assert bindings == {
+        (topology.dead_letter_exchange, topology.dead_letter_queue, "queue", ""),
+        *((exchange, topology.stream, "queue", "#") for exchange in topology.event_exchanges),
     }
     assert [v["name"] for v in definitions["vhosts"]] == ["/"]
 
