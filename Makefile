@@ -39,7 +39,7 @@ test: $(VENV)/.installed $(JS)/node_modules/.installed lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed
-	$(PY) -m pytest tests/unit tests/schemas $(PYTEST_ARGS)
+	$(PY) -m pytest tests/protocol tests/auth tests/transports tests/schemas $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) -m bench

@@ -25,7 +25,7 @@ from consumers.topology import Topology
 from tests.support.nginx import NGINX_CONF, nginx_test
 from tests.support.tools import require_tool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DEFINITIONS = ROOT / "config" / "rabbitmq-definitions.json"
 RABBITMQ_CONF = ROOT / "config" / "rabbitmq.conf"

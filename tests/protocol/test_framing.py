@@ -18,7 +18,7 @@ from service.protocol import (
     write_text_record,
     write_varint,
 )
-from tests.unit.protocol.strategies import split_at
+from tests.protocol.strategies import split_at
 
 Reader = TextRecordReader | BinaryRecordReader
 

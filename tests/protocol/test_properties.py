@@ -28,7 +28,7 @@ from service.protocol import (
 )
 from service.protocol.json_protocol import parse_json_payload
 from service.protocol.msgpack_protocol import parse_msgpack_payload
-from tests.unit.protocol.strategies import MESSAGE_STRATEGIES, messages, normalize, split_at, values
+from tests.protocol.strategies import MESSAGE_STRATEGIES, messages, normalize, split_at, values
 
 PROTOCOLS = [pytest.param(JSON_PROTOCOL, id="json"), pytest.param(MESSAGEPACK_PROTOCOL, id="messagepack")]
 cut_points = st.lists(st.integers(min_value=0, max_value=4000), max_size=16)
