@@ -132,7 +132,7 @@ def test_other_uuid_spellings_and_non_uuids_are_refused(contractor_id: str) -> N
 
 @given(st.uuids())
 def test_any_uuid_in_any_case_has_one_group(value: uuid.UUID) -> None:
-    spellings = {str(value), str(value).upper(), value}
+    spellings: set[str | uuid.UUID] = {str(value), str(value).upper(), value}
     assert {contractor_group(spelling) for spelling in spellings} == {f"contractor/{value}"}
 
 
