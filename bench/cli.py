@@ -222,7 +222,7 @@ class Run:
             await asyncio.sleep(1.0)
             result["rss_before_kb"] = server.rss_kb()
             kind = "signalr" if name.startswith("service") else name
-            spec = {
+            spec: dict[str, Any] = {
                 "kind": kind,
                 "protocol": "messagepack" if name == "service-msgpack" else "json",
                 "host": "127.0.0.1",
@@ -551,13 +551,12 @@ def _machine(rabbitmq: str) -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    try:
-        import uvloop
+    from importlib.metadata import PackageNotFoundError, version
 
-        uvloop_version = uvloop.__version__
-    except ImportError:
+    try:
+        uvloop_version: str | None = version("uvloop")
+    except PackageNotFoundError:
         uvloop_version = None
-    from importlib.metadata import version
 
     import aiohttp
 

@@ -321,6 +321,7 @@ async def test_groups_are_rejoined_after_a_reconnect(service: RunningService, pa
     await expect_row(page, event)
 
 
+@pytest.mark.tools
 async def test_console_through_nginx_in_front_of_two_instances(tmp_path: Path, page: Page) -> None:
     """config/nginx.conf as shipped: every request of a connection reaches one instance, on every
     transport, and SSE events are not held back by proxy buffering."""

@@ -138,7 +138,7 @@ class LifetimeManagerConformance:
 
     def test_a_connection_still_in_its_handshake_receives_nothing(self) -> None:
         waiting = FakeConnection("w", None)
-        self.manager.on_connected(waiting)  # type: ignore[arg-type]
+        self.manager.on_connected(waiting)
         self.manager.add_to_group("w", "g")
         assert self.manager.send_all("E") == 0
         assert self.manager.send_group("g", "E") == 0
