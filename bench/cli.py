@@ -192,8 +192,9 @@ class Run:
                 "AUTH_DEV_KEY_DIR": str(key_dir),
                 "LOG_LEVEL": "WARNING",
                 "RABBITMQ_URL": options.amqp,
-                "INSTANCE_ID": "queue",
-                "QUEUE_PREFIX": f"{prefix}.",
+                "INSTANCE_ID": "bench",
+                "STREAM_NAME": f"{prefix}.events",
+                "POSITION_QUEUE_PREFIX": f"{prefix}.position.",
                 "RECOMMENDATIONS_EXCHANGE": exchange,
                 "ASSIGNMENTS_EXCHANGE": f"{prefix}.assignments",
                 "DEAD_LETTER_EXCHANGE": f"{prefix}.dlx",
@@ -203,7 +204,7 @@ class Run:
                 "PREFETCH_COUNT": str(options.prefetch),
                 **options.service_env,
             }
-            cleanup_queues.append(f"{prefix}.dlq")
+            cleanup_queues += [f"{prefix}.dlq", f"{prefix}.events", f"{prefix}.position.bench"]
             cleanup_exchanges += [f"{prefix}.assignments", f"{prefix}.dlx"]
             argv = [self.python, "-c", _SERVICE_LAUNCHER]
         else:
