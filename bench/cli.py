@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
 from bench.broker import Broker, PublishResult
@@ -218,7 +219,10 @@ class Run:
         result: dict[str, Any] = {"name": name, "label": LABELS[name]}
         try:
             server = await Child.start(name, argv, env=env, log_dir=self.workdir, cwd=ROOT)
-            await self._wait_ready(server, queue)
+            if name.startswith("service"):
+                await self._wait_service_ready(server, port)
+            else:
+                await self._wait_ready(server, queue)
             loadgen = await LoadGenProcess.start(self.python, log_dir=self.workdir, name=f"loadgen-{name}")
             await asyncio.sleep(1.0)
             result["rss_before_kb"] = server.rss_kb()
@@ -273,6 +277,20 @@ class Run:
                 await server.stop()
             await self.broker.cleanup(queues=cleanup_queues, exchanges=cleanup_exchanges)
         return result
+
+    async def _wait_service_ready(self, server: Child, port: int) -> None:
+        """The service reads a stream: ready when ``/readyz`` says so (connected, history loaded)."""
+        deadline = time.monotonic() + 60.0
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if not server.alive():
+                    raise RuntimeError(f"{server.name} exited; its log ends:\n{server.log_tail()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"{server.name} not ready within 60 s:\n{server.log_tail()}")
 
     async def _wait_ready(self, server: Child, queue: str) -> None:
         deadline = time.monotonic() + 60.0

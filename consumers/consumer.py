@@ -77,8 +77,9 @@ class _Phase(Enum):
 
 @dataclass(slots=True)
 class _Attachment:
-    tag: str
     start: int | None  # the exact offset asked for, when re-attaching after a known entry
+    since: float  # loop time of the attach
+    tag: str | None = None  # known once basic.consume returned (deliveries may come before that)
     seen: bool = False
 
 
@@ -145,6 +146,7 @@ class EventConsumer:
         self._marker_token: str | None = None
         self._from_first = False
         self._attachment: _Attachment | None = None
+        self._last_arrival = float("-inf")  # loop time of the last delivery
         self._expected: int | None = None  # offset after the last entry read
         self._live_position: Position | None = None  # last entry read while live
         self._caught_up = asyncio.Event()
@@ -280,10 +282,12 @@ class EventConsumer:
         if self._stopping:
             return None
         offset = self._attach_offset()
-        tag = await declared.stream.consume(
+        attachment = self._attachment = _Attachment(
+            offset if isinstance(offset, int) else None, asyncio.get_running_loop().time()
+        )
+        tag = attachment.tag = await declared.stream.consume(
             self._on_delivery, arguments={"x-stream-offset": offset}, timeout=timeout, robust=False
         )
-        attachment = self._attachment = _Attachment(tag, offset if isinstance(offset, int) else None)
         watch = asyncio.create_task(self._watch_first_delivery(attachment), name="event-consumer-watch")
         self._watch_tasks.add(watch)
         watch.add_done_callback(self._watch_tasks.discard)
@@ -316,7 +320,7 @@ class EventConsumer:
         """Nothing at all arrives when the asked offset lies beyond the end of the stream (the broker
         waits silently for it): then the stream was recreated, and this instance starts it afresh."""
         await asyncio.sleep(self._first_delivery_timeout)
-        if attachment.seen or attachment is not self._attachment or self._stopping:
+        if self._last_arrival >= attachment.since or attachment is not self._attachment or self._stopping:
             return
         log.warning("log.beyond_end", asked=attachment.start, stream=self._topology.stream)
         self._reset("recreated")
@@ -334,6 +338,7 @@ class EventConsumer:
     async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
         # No await before put_nowait: callbacks start in delivery order, so the inbox keeps it.
         if self._accepting:
+            self._last_arrival = asyncio.get_running_loop().time()
             self._inbox.put_nowait(message)
 
     async def _work(self) -> None:
@@ -405,7 +410,11 @@ class EventConsumer:
             log.error("log.entry_without_offset", stream=self._topology.stream)
             return True
         attachment = self._attachment
-        if attachment is not None and message.consumer_tag == attachment.tag and not attachment.seen:
+        if (
+            attachment is not None
+            and not attachment.seen
+            and (attachment.tag is None or message.consumer_tag == attachment.tag)
+        ):
             attachment.seen = True
             if attachment.start is not None and delivery.offset > attachment.start + GAP_TOLERANCE:
                 log.warning("log.gap", expected=attachment.start, got=delivery.offset)
