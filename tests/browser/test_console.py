@@ -24,8 +24,9 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
 from config.settings import Settings, Transport
-from consumers import publish as contract
 from publisher import EventPublisher
+from publisher import job_assigned as build_job_assigned
+from publisher import recommendation_ready as build_recommendation_ready
 from tests.support.nginx import running_nginx
 from tests.support.server import RunningService, dev_settings, running_service
 
@@ -50,13 +51,13 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 
 def recommendation_ready(region: str = REGION) -> dict[str, Any]:
-    return contract.recommendation_ready(
+    return build_recommendation_ready(
         region=region, configVersion=3, generatedAt="2026-11-26T10:00:00.123+01:00"
     )
 
 
 def job_assigned(region: str = REGION) -> dict[str, Any]:
-    return contract.job_assigned(region=region, contractor_id=str(uuid.uuid4()))
+    return build_job_assigned(region=region, contractor_id=str(uuid.uuid4()))
 
 
 async def publish(service: RunningService, event: dict[str, Any]) -> None:
@@ -87,7 +88,10 @@ async def service(
         for key in (
             "rabbitmq_url",
             "instance_id",
-            "queue_prefix",
+            "stream_name",
+            "position_queue_prefix",
+            "stream_max_bytes",
+            "stream_segment_bytes",
             "recommendations_exchange",
             "assignments_exchange",
             "dead_letter_exchange",
@@ -101,7 +105,7 @@ async def service(
     ) as running:
         consumer = running.runtime.consumer
         assert consumer is not None
-        await asyncio.wait_for(consumer.wait_consuming(), 20)  # type: ignore[attr-defined]
+        await asyncio.wait_for(consumer.wait_caught_up(), 20)  # type: ignore[attr-defined]
         yield running
 
 
