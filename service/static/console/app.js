@@ -9,7 +9,7 @@
 //   resumes again: what was missed meanwhile is replayed in order, and an event already shown is never
 //   shown twice. When the server cannot replay, the page says so and marks the gap in the event list
 //   (the console has no source of truth to reload from).
-// - A reload of the page reconnects by itself (dev tokens only: a pasted token is not kept) and
+// - A reload of a connected page reconnects by itself (dev tokens only: a pasted token is not kept) and
 //   resumes from the stored position; "Forget position" makes the next Connect start afresh.
 // - The transport in use: the client has no public property for it. Its logger (a public extension
 //   point, configureLogging(ILogger)) reports "Selecting transport 'X'." each time it tries one, and a
@@ -362,14 +362,16 @@ function beginResume(session) {
   session.rowsAtResume = eventCount;
 }
 
+// A refusal (the server answered with an error; the connection stays, in no group) or a failure (the
+// connection went during the call: the next reconnect resumes again).
 function resumeFailed(session, error) {
+  if (connection !== session.hub) return; // Disconnect was clicked: nothing to report
+  const refused = session.hub.state === signalR.HubConnectionState.Connected;
   showGroups([]);
-  showPosition(session.continuity.position, "(not resumed: kept for the next Connect)");
-  showResume("refused", `refused · ${time(new Date())}`);
+  if (refused) showPosition(session.continuity.position, "(not resumed: kept for the next Connect)");
+  showResume(refused ? "refused" : "failed", `${refused ? "refused" : "failed"} · ${time(new Date())}`);
   ui.resume.dataset.replayed = "0";
-  const connected = session.hub.state === signalR.HubConnectionState.Connected;
-  const what = `Resume(${session.groups.join(", ")})`;
-  showError(connected ? `${what} refused: ${error.message}` : `${what} failed: ${error.message}`);
+  showError(`Resume(${session.groups.join(", ")}) ${refused ? "refused" : "failed"}: ${error.message}`);
 }
 
 async function connect(event) {
