@@ -29,22 +29,37 @@ export class Continuity {
    * @param options.onEvent (target, event, position) => void, once per event
    * @param options.onReload async (result) => void: reload state; called when nothing could be replayed
    * @param options.onResume (result) => void: every Resume's outcome (for display)
+   * @param options.onPosition (position) => void: the position moved (e.g. keep it in localStorage)
+   * @param options.onError (error) => void: a Resume after a reconnect failed (refused, or the
+   *   connection went again); start() and resume() throw instead
    * @param options.position a position kept from before (e.g. in localStorage), or null
    */
-  constructor(connection, { groups, targets, onEvent, onReload, onResume, position = null }) {
+  constructor(connection, { groups, targets, onEvent, onReload, onResume, onPosition, onError, position = null }) {
     this.connection = connection;
     this.groups = groups;
     this.position = position;
     this.onEvent = onEvent;
     this.onReload = onReload ?? (async () => {});
     this.onResume = onResume ?? (() => {});
+    this.onPosition = onPosition ?? (() => {});
+    this.onError = onError ?? (() => {});
     this.resuming = false;
     this.lastDuringResume = null;
+    // Whether this connection has resumed into the groups. Until it has, a Checkpoint (sent to every
+    // connection with positions, member of a group or not) says nothing about what the groups missed:
+    // moving the position to it would skip their events. A reconnect is a new connection.
+    this.joined = false;
     for (const target of targets) {
       connection.on(target, (event, eventPosition) => this.receive(target, event, eventPosition));
     }
     connection.on("Checkpoint", (checkpoint) => this.advance(checkpoint));
-    connection.onreconnected(() => this.resume().catch(() => {}));
+    connection.onreconnecting(() => {
+      this.joined = false;
+    });
+    connection.onclose(() => {
+      this.joined = false;
+    });
+    connection.onreconnected(() => this.resume().catch((error) => this.onError(error)));
   }
 
   /** Start the connection and resume from the kept position. */
@@ -65,7 +80,8 @@ export class Continuity {
     }
     // While the call was in flight the server sent the replay, then live events: all in log order and
     // each once. Where we are now is the later of the last of them and the head the server reports.
-    this.position = later(this.lastDuringResume, result.position) ?? this.position;
+    this.joined = true;
+    this.moveTo(later(this.lastDuringResume, result.position) ?? this.position);
     if (!result.recovered) await this.onReload(result);
     this.onResume(result);
     return result;
@@ -78,7 +94,7 @@ export class Continuity {
     } else if (this.position !== null && offsetOf(position) <= offsetOf(this.position)) {
       return; // seen already (a duplicate at the edge of a reconnect)
     } else {
-      this.position = position;
+      this.moveTo(position);
     }
     this.onEvent(target, event, position);
   }
@@ -86,8 +102,16 @@ export class Continuity {
   advance(checkpoint) {
     if (this.resuming) {
       this.lastDuringResume = checkpoint;
+    } else if (!this.joined) {
+      return; // not in the groups yet (see the constructor)
     } else if (this.position === null || offsetOf(checkpoint) > offsetOf(this.position)) {
-      this.position = checkpoint;
+      this.moveTo(checkpoint);
     }
+  }
+
+  moveTo(position) {
+    if (position === this.position) return;
+    this.position = position;
+    this.onPosition(position);
   }
 }
