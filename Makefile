@@ -12,6 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run    - run the service locally (dev auth, local RabbitMQ) and print tokens"
 	@echo "make test   - lint, type-check and run every test (needs RabbitMQ, Node.js, Chromium)"
+	@echo "make unit   - the tests that need no RabbitMQ, Node.js, browser, nginx or docker-compose"
 	@echo "make bench  - fan-out benchmark against python-socketio and a raw aiohttp floor"
 
 $(VENV)/.installed: pyproject.toml
@@ -38,8 +39,9 @@ typecheck: $(VENV)/.installed
 test: $(VENV)/.installed $(JS)/node_modules/.installed lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Every test that needs no RabbitMQ, Node.js, browser or system tool (markers: tests/support/markers.py).
 unit: $(VENV)/.installed
-	$(PY) -m pytest tests/unit tests/schemas $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not broker and not node and not browser and not tools" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) -m bench

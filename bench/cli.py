@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
 from bench.broker import Broker, PublishResult
@@ -192,8 +193,9 @@ class Run:
                 "AUTH_DEV_KEY_DIR": str(key_dir),
                 "LOG_LEVEL": "WARNING",
                 "RABBITMQ_URL": options.amqp,
-                "INSTANCE_ID": "queue",
-                "QUEUE_PREFIX": f"{prefix}.",
+                "INSTANCE_ID": "bench",
+                "STREAM_NAME": f"{prefix}.events",
+                "POSITION_QUEUE_PREFIX": f"{prefix}.position.",
                 "RECOMMENDATIONS_EXCHANGE": exchange,
                 "ASSIGNMENTS_EXCHANGE": f"{prefix}.assignments",
                 "DEAD_LETTER_EXCHANGE": f"{prefix}.dlx",
@@ -203,7 +205,7 @@ class Run:
                 "PREFETCH_COUNT": str(options.prefetch),
                 **options.service_env,
             }
-            cleanup_queues.append(f"{prefix}.dlq")
+            cleanup_queues += [f"{prefix}.dlq", f"{prefix}.events", f"{prefix}.position.bench"]
             cleanup_exchanges += [f"{prefix}.assignments", f"{prefix}.dlx"]
             argv = [self.python, "-c", _SERVICE_LAUNCHER]
         else:
@@ -217,12 +219,15 @@ class Run:
         result: dict[str, Any] = {"name": name, "label": LABELS[name]}
         try:
             server = await Child.start(name, argv, env=env, log_dir=self.workdir, cwd=ROOT)
-            await self._wait_ready(server, queue)
+            if name.startswith("service"):
+                await self._wait_service_ready(server, port)
+            else:
+                await self._wait_ready(server, queue)
             loadgen = await LoadGenProcess.start(self.python, log_dir=self.workdir, name=f"loadgen-{name}")
             await asyncio.sleep(1.0)
             result["rss_before_kb"] = server.rss_kb()
             kind = "signalr" if name.startswith("service") else name
-            spec = {
+            spec: dict[str, Any] = {
                 "kind": kind,
                 "protocol": "messagepack" if name == "service-msgpack" else "json",
                 "host": "127.0.0.1",
@@ -272,6 +277,20 @@ class Run:
                 await server.stop()
             await self.broker.cleanup(queues=cleanup_queues, exchanges=cleanup_exchanges)
         return result
+
+    async def _wait_service_ready(self, server: Child, port: int) -> None:
+        """The service reads a stream: ready when ``/readyz`` says so (connected, history loaded)."""
+        deadline = time.monotonic() + 60.0
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if not server.alive():
+                    raise RuntimeError(f"{server.name} exited; its log ends:\n{server.log_tail()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"{server.name} not ready within 60 s:\n{server.log_tail()}")
 
     async def _wait_ready(self, server: Child, queue: str) -> None:
         deadline = time.monotonic() + 60.0
@@ -551,13 +570,12 @@ def _machine(rabbitmq: str) -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    try:
-        import uvloop
+    from importlib.metadata import PackageNotFoundError, version
 
-        uvloop_version = uvloop.__version__
-    except ImportError:
+    try:
+        uvloop_version: str | None = version("uvloop")
+    except PackageNotFoundError:
         uvloop_version = None
-    from importlib.metadata import version
 
     import aiohttp
 

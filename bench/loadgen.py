@@ -23,6 +23,7 @@ import struct
 import sys
 import time
 from array import array
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -277,7 +278,7 @@ class Client(asyncio.Protocol):
 
     def _invocation(self, invocation_id: str, region: str) -> bytes:
         if self.binary:
-            record = msgpack.packb([1, {}, invocation_id, "JoinDispatchGroup", [region], []])
+            record: bytes = msgpack.packb([1, {}, invocation_id, "JoinDispatchGroup", [region], []])
             return _varint(len(record)) + record
         return (
             orjson.dumps(
@@ -323,6 +324,11 @@ class Client(asyncio.Protocol):
                 # RST instead of FIN: no TIME_WAIT piles up across servers and runs.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
+
+
+def _factory(client: Client) -> Callable[[], Client]:
+    """``create_connection``'s protocol factory for an already built client."""
+    return lambda: client
 
 
 async def negotiate(spec: dict[str, Any], token: str) -> str:
@@ -378,7 +384,7 @@ class LoadGenerator:
                             negotiate(spec, client.token), max(0.1, deadline - time.monotonic())
                         )
                     await asyncio.wait_for(
-                        loop.create_connection(lambda c=client: c, spec["host"], spec["port"]),
+                        loop.create_connection(_factory(client), spec["host"], spec["port"]),
                         max(0.1, deadline - time.monotonic()),
                     )
                     await asyncio.wait_for(client.joined, max(0.1, deadline - time.monotonic()))

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     stream_max_age: str = "1h"
     stream_max_bytes: int = Field(default=2_000_000_000, ge=1_000_000)
     stream_segment_bytes: int = Field(default=100_000_000, ge=100_000)
+    # After attaching at an offset, this long without any delivery means the offset lies beyond the
+    # end of the stream (it was deleted and recreated): start it afresh.
+    stream_attach_timeout_seconds: float = Field(default=10.0, gt=0)
     # Where each instance keeps the last position it delivered (one tiny queue per instance).
     position_queue_prefix: str = "realtime.position."
     queue_type: QueueType = QueueType.CLASSIC

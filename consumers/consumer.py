@@ -77,10 +77,10 @@ class _Phase(Enum):
 
 @dataclass(slots=True)
 class _Attachment:
-    tag: str
     start: int | None  # the exact offset asked for, when re-attaching after a known entry
-    seen: bool = False  # the worker handled its first entry (and checked it for a gap)
-    arrived: bool = False  # the broker delivered something, whether or not the worker got to it
+    since: float  # loop time of the attach
+    tag: str | None = None  # known once basic.consume returned (deliveries may come before that)
+    seen: bool = False
 
 
 class EventConsumer:
@@ -146,9 +146,11 @@ class EventConsumer:
         self._marker_token: str | None = None
         self._from_first = False
         self._attachment: _Attachment | None = None
+        self._last_arrival = float("-inf")  # loop time of the last delivery
         self._expected: int | None = None  # offset after the last entry read
         self._live_position: Position | None = None  # last entry read while live
         self._caught_up = asyncio.Event()
+        self._holding = False  # this consumer holds the write batch (while draining a backlog)
         self._accepting = False
         self._handling = False
         self._stopping = False
@@ -282,17 +284,11 @@ class EventConsumer:
         if self._stopping:
             return None
         offset = self._attach_offset()
-        # Our own tag, known before the first delivery can arrive (deliveries may run before
-        # consume() returns).
         attachment = self._attachment = _Attachment(
-            f"realtime.{uuid.uuid4().hex}", offset if isinstance(offset, int) else None
+            offset if isinstance(offset, int) else None, asyncio.get_running_loop().time()
         )
-        tag = await declared.stream.consume(
-            self._on_delivery,
-            arguments={"x-stream-offset": offset},
-            consumer_tag=attachment.tag,
-            timeout=timeout,
-            robust=False,
+        tag = attachment.tag = await declared.stream.consume(
+            self._on_delivery, arguments={"x-stream-offset": offset}, timeout=timeout, robust=False
         )
         watch = asyncio.create_task(self._watch_first_delivery(attachment), name="event-consumer-watch")
         self._watch_tasks.add(watch)
@@ -326,9 +322,7 @@ class EventConsumer:
         """Nothing at all arrives when the asked offset lies beyond the end of the stream (the broker
         waits silently for it): then the stream was recreated, and this instance starts it afresh."""
         await asyncio.sleep(self._first_delivery_timeout)
-        # "arrived", not "seen": the worker may be busy (e.g. waiting out the grace period) while
-        # the entries of this attachment wait in the inbox.
-        if attachment.arrived or attachment is not self._attachment or self._stopping:
+        if self._last_arrival >= attachment.since or attachment is not self._attachment or self._stopping:
             return
         log.warning("log.beyond_end", asked=attachment.start, stream=self._topology.stream)
         self._reset("recreated")
@@ -345,10 +339,8 @@ class EventConsumer:
 
     async def _on_delivery(self, message: AbstractIncomingMessage) -> None:
         # No await before put_nowait: callbacks start in delivery order, so the inbox keeps it.
-        attachment = self._attachment
-        if attachment is not None and message.consumer_tag == attachment.tag:
-            attachment.arrived = True
         if self._accepting:
+            self._last_arrival = asyncio.get_running_loop().time()
             self._inbox.put_nowait(message)
 
     async def _work(self) -> None:
@@ -376,7 +368,6 @@ class EventConsumer:
         uncredited = 0
         last: AbstractIncomingMessage | None = None
         info = _enabled(logging.INFO)
-        held = False
         try:
             while True:
                 if await self._handle(message, info=info):
@@ -388,9 +379,9 @@ class EventConsumer:
                     uncredited = 0
                 elif inbox.empty():
                     writes.flush()
-                elif not held:
+                elif not self._holding:
                     writes.hold()
-                    held = True
+                    self._holding = True
                 # One turn of the event loop per entry: a stop() (SIGTERM) takes effect after it,
                 # before the next entry is taken.
                 await asyncio.sleep(0)
@@ -404,8 +395,14 @@ class EventConsumer:
                 writes.flush()
                 await self._settler.credit(last)
         finally:
-            if held:
-                writes.release()
+            self._stop_holding()
+
+    def _stop_holding(self) -> None:
+        """Write what is held and stop holding: before anything that waits (other tasks' writes, such
+        as a reconnecting client's handshake reply, must not wait with it)."""
+        if self._holding:
+            self._holding = False
+            self._writes.release()
 
     async def _handle(self, message: AbstractIncomingMessage, *, info: bool) -> bool:
         """Handle one delivery; True when it should be credited (it came from a live channel)."""
@@ -416,7 +413,11 @@ class EventConsumer:
             log.error("log.entry_without_offset", stream=self._topology.stream)
             return True
         attachment = self._attachment
-        if attachment is not None and message.consumer_tag == attachment.tag and not attachment.seen:
+        if (
+            attachment is not None
+            and not attachment.seen
+            and (attachment.tag is None or message.consumer_tag == attachment.tag)
+        ):
             attachment.seen = True
             if attachment.start is not None and delivery.offset > attachment.start + GAP_TOLERANCE:
                 log.warning("log.gap", expected=attachment.start, got=delivery.offset)
@@ -445,7 +446,7 @@ class EventConsumer:
                 self._dedup.remember(outcome.key)
                 if live:
                     metrics.EVENTS_CONSUMED.labels(type=metrics.INVALID).inc()
-                    self._writes.flush()  # nothing handed off waits behind a broker round trip
+                    self._stop_holding()  # nothing handed off waits behind a broker round trip
                     bound = log.bind(**_message_fields(message, delivery))
                     await self._settler.dead_letter(
                         message, reason=outcome.reason, detail=outcome.detail, bound=bound
@@ -497,6 +498,7 @@ class EventConsumer:
             self._started_at + self._settings.consume_grace_seconds - asyncio.get_running_loop().time()
         )
         if remaining > 0:
+            self._stop_holding()
             log.info("consumer.grace_wait", seconds=round(remaining, 2))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), timeout=remaining)
@@ -525,6 +527,7 @@ class EventConsumer:
                     exc_info=attempt == self._send_attempts,
                 )
                 if attempt < self._send_attempts:
+                    self._stop_holding()
                     await asyncio.sleep(self._send_retry_delay * 2 ** (attempt - 1))
         else:
             bound = log.bind(**_message_fields(message, None))

@@ -58,6 +58,7 @@ def _event_consumer(settings: Settings, event_log: EventLog, batch: WriteBatch) 
         heartbeat_seconds=settings.broker_heartbeat_seconds,
         reconnect_interval_seconds=settings.broker_reconnect_interval_seconds,
         watchdog_interval_seconds=settings.consumer_watchdog_interval_seconds,
+        first_delivery_timeout_seconds=settings.stream_attach_timeout_seconds,
         on_fatal=on_fatal,
         writes=batch,
     )

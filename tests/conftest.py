@@ -8,6 +8,7 @@ from config.settings import LogFormat
 from service.logs import configure_logging
 
 pytest_plugins = [
+    "tests.support.markers",
     "tests.support.broker_fixtures",
     "tests.support.tokens",
     "tests.support.hub_fixtures",

@@ -30,7 +30,7 @@ def build_app(args: argparse.Namespace) -> web.Application:
         assert transport is not None
         names = [name for name in request.query.get("groups", "").split(",") if name]
         for name in names:
-            groups.setdefault(name, set()).add(transport)  # type: ignore[arg-type]
+            groups.setdefault(name, set()).add(transport)
         try:
             async for _ in ws:
                 pass
@@ -38,7 +38,7 @@ def build_app(args: argparse.Namespace) -> web.Application:
             for name in names:
                 members = groups.get(name)
                 if members is not None:
-                    members.discard(transport)  # type: ignore[arg-type]
+                    members.discard(transport)
         return ws
 
     def on_event(body: bytes) -> None:

@@ -20,7 +20,7 @@ from bench.servers.feed import Feed, attach_feed, run_server
 def build_app(args: argparse.Namespace) -> web.Application:
     sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
 
-    @sio.event
+    @sio.event  # type: ignore[untyped-decorator]  # python-socketio ships no type information
     async def join(sid: str, room: str) -> bool:
         await sio.enter_room(sid, room)
         return True

@@ -140,7 +140,12 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
 
     def send_positioned(self, target: str, *arguments: Any) -> int:
         message = InvocationMessage(target=target, arguments=arguments)
-        members = [member for member in self._connections.values() if member.positions]
+        memberships = self._memberships
+        members = [
+            member
+            for connection_id, member in self._connections.items()
+            if member.positions and connection_id in memberships
+        ]
         return self._send(members, message)
 
     def _send(

@@ -111,4 +111,6 @@ class HubLifetimeManager(ABC):
 
     @abstractmethod
     def send_positioned(self, target: str, *arguments: Any) -> int:
-        """Invoke ``target(*arguments)`` on every connection that asked for positions (checkpoints)."""
+        """Invoke ``target(*arguments)`` on every connection that asked for positions and is in at least
+        one group (checkpoints). Not before its first join: a checkpoint that reached a connection
+        before its ``Resume`` would move its position past what it is about to ask for."""

@@ -138,7 +138,7 @@ class LifetimeManagerConformance:
 
     def test_a_connection_still_in_its_handshake_receives_nothing(self) -> None:
         waiting = FakeConnection("w", None)
-        self.manager.on_connected(waiting)  # type: ignore[arg-type]
+        self.manager.on_connected(waiting)
         self.manager.add_to_group("w", "g")
         assert self.manager.send_all("E") == 0
         assert self.manager.send_group("g", "E") == 0
@@ -159,11 +159,13 @@ class LifetimeManagerConformance:
         assert plain_msgpack.received[0].payload == plain_msgpack.received[1].payload
         assert (self.json.writes, self.msgpack.writes) == (3, 3)  # once per protocol and variant
 
-    def test_send_positioned_reaches_only_connections_that_asked_for_positions(self) -> None:
-        plain = self.connect()
-        tracking = self.connect(positions=True)
+    def test_send_positioned_reaches_only_joined_connections_that_asked_for_positions(self) -> None:
+        plain = self.connect(groups=("g",))
+        tracking = self.connect(positions=True, groups=("g",))
+        not_joined_yet = self.connect(positions=True)  # between connecting and its Resume
         assert self.manager.send_positioned("Checkpoint", "9:00000001") == 1
         assert plain.received == []
+        assert not_joined_yet.received == []
         assert tracking.invocations() == [("Checkpoint", ["9:00000001"])]
 
     # --- membership ---------------------------------------------------------------------------

@@ -73,15 +73,23 @@ async def test_events_carry_their_position_only_for_connections_that_asked() -> 
 
 async def test_checkpoints_go_to_tracking_connections_when_the_log_moved() -> None:
     hub = HubHarness()
-    _, plain_sink = await hub.connect()
-    _, tracking_sink = await _tracking(hub)
+    plain, plain_sink = await hub.connect()
+    tracking, tracking_sink = await _tracking(hub)
+    _, not_resumed_sink = await _tracking(hub)  # connected, Resume not called yet: no checkpoint
+    for connection in (plain, tracking):
+        await hub.invoke(connection, "JoinDispatchGroup", "europe")
     assert hub.journal.checkpoint() == 0  # nothing read yet
     _feed(hub, _record(1, EU), _record(2, target=None))
     assert hub.journal.checkpoint() == 1
     assert hub.journal.checkpoint() == 0  # the log has not moved since
     assert hub.journal.checkpoint(force=True) == 1  # at shutdown: say it again anyway
-    assert _invocations(tracking_sink) == [("Checkpoint", [_pos(2)]), ("Checkpoint", [_pos(2)])]
-    assert _invocations(plain_sink) == []
+    assert _invocations(tracking_sink) == [
+        ("RecommendationReady", [{"n": 1}, _pos(1)]),
+        ("Checkpoint", [_pos(2)]),
+        ("Checkpoint", [_pos(2)]),
+    ]
+    assert _invocations(plain_sink) == [("RecommendationReady", [{"n": 1}])]
+    assert _invocations(not_resumed_sink) == []
 
 
 # --- resume -----------------------------------------------------------------------------------------

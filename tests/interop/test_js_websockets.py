@@ -73,6 +73,7 @@ async def test_group_send_reaches_only_members_and_each_once(
     assert (await admin.next_message())["args"] == [{"n": 1}]
 
     for client in (north, south, admin):
+        assert client.connection_id is not None
         lifetime.send_connection(client.connection_id, "Marker", 2)
     assert (await admin.next_message())["target"] == "Marker"  # not a second JobAssigned
     assert (await south.next_message())["target"] == "Marker"  # south got nothing

@@ -6,12 +6,16 @@
 //         "automaticReconnect": false | true | [0, 500], "listen": ["RecommendationReady"], ...}
 //        {"id": 2, "cmd": "invoke" | "send", "name": "c1", "method": "JoinDispatchGroup", "args": ["north"]}
 //        {"id": 3, "cmd": "stop" | "state", "name": "c1"}    {"id": 4, "cmd": "setToken", "name": "c1", "token": "..."}
+//        connect with "continuity": {"groups": [...], "position": null} runs the console's Continuity
+//        (service/static/console/continuity.js) on the connection: "listen" events then arrive once
+//        each with their position, and every Resume outcome is reported as {"event": "resumed", ...}.
 //   out: {"id": 1, "ok": true, ...} | {"id": 1, "ok": false, "error": "..."}
 //        {"event": "message" | "reconnecting" | "reconnected" | "close", "name": "c1", ...}
 // The driver never decides anything: the Python test asserts on what it reports.
 import * as signalR from "@microsoft/signalr";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
 import readline from "node:readline";
+import { Continuity } from "../../service/static/console/continuity.js";
 
 const connections = new Map();
 const tokens = new Map();
@@ -56,13 +60,24 @@ async function connect(msg) {
   if (msg.serverTimeoutMs) builder = builder.withServerTimeout(msg.serverTimeoutMs);
   if (msg.keepAliveMs) builder = builder.withKeepAliveInterval(msg.keepAliveMs);
   const connection = builder.build();
-  for (const target of msg.listen ?? []) {
-    connection.on(target, (...args) => emit({ event: "message", name: msg.name, target, args }));
-  }
   connection.onreconnecting((err) => emit({ event: "reconnecting", name: msg.name, error: errorText(err) }));
   connection.onreconnected((id) => emit({ event: "reconnected", name: msg.name, connectionId: id ?? null }));
   connection.onclose((err) => emit({ event: "close", name: msg.name, error: errorText(err) }));
   connections.set(msg.name, connection);
+  if (msg.continuity) {
+    const continuity = new Continuity(connection, {
+      groups: msg.continuity.groups,
+      targets: msg.listen ?? [],
+      position: msg.continuity.position ?? null,
+      onEvent: (target, event, position) => emit({ event: "message", name: msg.name, target, args: [event, position] }),
+      onResume: (result) => emit({ event: "resumed", name: msg.name, result }),
+    });
+    const result = await continuity.start();
+    return { connectionId: connection.connectionId ?? null, state: connection.state, resumed: result };
+  }
+  for (const target of msg.listen ?? []) {
+    connection.on(target, (...args) => emit({ event: "message", name: msg.name, target, args }));
+  }
   await connection.start();
   return { connectionId: connection.connectionId ?? null, state: connection.state };
 }

@@ -132,18 +132,24 @@ def test_other_uuid_spellings_and_non_uuids_are_refused(contractor_id: str) -> N
 
 @given(st.uuids())
 def test_any_uuid_in_any_case_has_one_group(value: uuid.UUID) -> None:
-    spellings = {str(value), str(value).upper(), value}
+    spellings: set[str | uuid.UUID] = {str(value), str(value).upper(), value}
     assert {contractor_group(spelling) for spelling in spellings} == {f"contractor/{value}"}
 
 
-@given(st.text(max_size=40), st.text(max_size=40))
+# A UUID is a valid region slug too: the same key may name both kinds of group.
+@given(st.text(max_size=40) | st.uuids().map(str), st.text(max_size=40) | st.uuids().map(str))
 def test_dispatch_and_contractor_groups_never_collide(region: str, contractor_id: str) -> None:
     groups: list[str] = []
-    for build, key in ((dispatch_group, region), (contractor_group, contractor_id)):
+    for build, key, prefix in (
+        (dispatch_group, region, "dispatch/"),
+        (contractor_group, contractor_id, "contractor/"),
+    ):
         try:
-            groups.append(build(key))
+            group = build(key)
         except InvalidGroupKeyError:
             continue
+        assert group == prefix + key.lower()  # the key itself, in lower case, under its own prefix
+        groups.append(group)
     assert len(set(groups)) == len(groups)
 
 

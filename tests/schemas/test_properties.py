@@ -2,7 +2,8 @@
 
 Only the library's declared exception type may escape (the rule of OSS-Fuzz harnesses). Three generators:
 arbitrary bytes, arbitrary JSON documents, and valid events with one field mutated — the last
-reaches deep into validation, where an unexpected exception would hide. Valid events round-trip.
+reaches deep into validation, where an unexpected exception would hide. Valid events round-trip, and
+whatever parses is the event its document describes (``assert_event_of``).
 """
 
 from __future__ import annotations
@@ -85,24 +86,44 @@ def _parse(body: bytes) -> RecommendationReady | JobAssigned | None:
         return None
 
 
+EVENT_CLASSES: dict[str, type[RecommendationReady | JobAssigned]] = {
+    "RecommendationReady": RecommendationReady,
+    "JobAssigned": JobAssigned,
+}
+
+
+def assert_event_of(event: RecommendationReady | JobAssigned, document: Any) -> None:
+    """``event`` is the event ``document`` describes: its type, its fields unchanged, nothing invented."""
+    assert isinstance(document, dict)
+    assert type(event) is EVENT_CLASSES[document["type"]]
+    payload = event.to_client_payload()
+    assert payload["type"] == event.type == document["type"]
+    assert payload == {key: document[key] for key in payload}
+    assert parse_event(orjson.dumps(payload)) == event  # what clients receive is itself a valid event
+
+
 @SETTINGS
 @given(st.binary(max_size=3000))
 def test_arbitrary_bytes_give_an_event_or_a_validation_error(body: bytes) -> None:
-    _parse(body)
+    event = _parse(body)
+    if event is not None:
+        assert_event_of(event, json.loads(body))
 
 
 @SETTINGS
 @given(json_values)
 def test_arbitrary_json_gives_an_event_or_a_validation_error(document: Any) -> None:
-    _parse(_dumps(document))
+    event = _parse(_dumps(document))
+    if event is not None:
+        assert_event_of(event, document)
 
 
 @SETTINGS
 @given(valid_events)
 def test_valid_events_parse_and_round_trip_exactly(document: dict[str, Any]) -> None:
     event = parse_event(orjson.dumps(document))
-    assert event.type == document["type"]
     assert event.to_client_payload() == document
+    assert_event_of(event, document)
 
 
 @SETTINGS
@@ -113,6 +134,7 @@ def test_extra_fields_never_reach_clients(document: dict[str, Any], extra: dict[
     event = _parse(body)
     if event is not None:  # extras can push the body over the size limit
         assert event.to_client_payload() == document
+        assert_event_of(event, document)
 
 
 @SETTINGS
@@ -133,7 +155,7 @@ def test_one_mutated_field_gives_an_event_or_a_validation_error(
         )
     event = _parse(_dumps(mutated))
     if event is not None:
-        assert event.to_client_payload() == {key: mutated[key] for key in event.to_client_payload()}
+        assert_event_of(event, mutated)
 
 
 def _dumps(document: dict[str, Any]) -> bytes:

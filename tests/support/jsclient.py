@@ -4,7 +4,8 @@ One Node process (``tests/js/driver.mjs``) hosts any number of hub connections; 
 JSON lines, replies and client events come back as JSON lines. Nothing here interprets SignalR: the
 real client does, and tests assert on what it reports.
 
-Rule: a missing Node or ``npm ci`` fails the test loudly (never a skip).
+Rule: a missing Node or ``npm ci`` fails the test loudly (never a skip). Tests that start the
+driver are marked ``node`` (checked here; the ``js`` fixture adds it), so ``make unit`` never selects them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.markers import require_marker
+
 __all__ = ["JsClientError", "JsConnection", "NodeDriver", "node_driver"]
 
 JS_DIR = Path(__file__).resolve().parent.parent / "js"
@@ -32,6 +35,7 @@ class JsClientError(Exception):
 
 
 def _require_node() -> str:
+    require_marker("node", "Node.js")
     node = shutil.which("node")
     if node is None:
         pytest.fail("Node.js is required for the interop tests (install Node 20+)", pytrace=False)

@@ -38,7 +38,7 @@ def hub_settings(tokens: TokenFactory, **overrides: Any) -> Settings:
         "log_format": "console",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 def dev_settings(key_dir: Path, **overrides: Any) -> Settings:
@@ -88,8 +88,8 @@ async def running_service(
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     server = site._server
-    assert server is not None
-    bound = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    assert isinstance(server, asyncio.Server)  # a TCPSite's server, once started
+    bound = server.sockets[0].getsockname()[1]
     running = RunningService(
         url=f"http://127.0.0.1:{bound}", settings=settings, runtime=app[HUB], runner=runner
     )

@@ -48,7 +48,7 @@ class RawHubClient:
         handshake: bytes | None = b'{"protocol":"json","version":1}\x1e',
         **negotiate_query: str,
     ) -> tuple[RawHubClient, dict[str, Any]]:
-        negotiated = await negotiate(session, hub_url, token, **negotiate_query)
+        negotiated = await negotiate(session, hub_url, token, version=1, **negotiate_query)
         ws = await session.ws_connect(
             hub_url.replace("http://", "ws://", 1),
             params={"id": negotiated["connectionToken"]},

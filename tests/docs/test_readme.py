@@ -7,7 +7,7 @@ from pathlib import Path
 
 from config.settings import Settings
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:

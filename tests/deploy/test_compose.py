@@ -25,7 +25,7 @@ from config.settings import Settings
 from tests.support.nginx import NGINX_CONF, nginx_test
 from tests.support.tools import require_tool
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DEFINITIONS = ROOT / "config" / "rabbitmq-definitions.json"
 RABBITMQ_CONF = ROOT / "config" / "rabbitmq.conf"
@@ -82,6 +82,7 @@ def _published(service: dict[str, Any]) -> set[int]:
     return ports
 
 
+@pytest.mark.tools
 def test_the_stack_has_its_four_services_each_health_checked(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert set(services) == {"rabbitmq", *INSTANCES, "nginx"}
@@ -92,6 +93,7 @@ def test_the_stack_has_its_four_services_each_health_checked(compose: dict[str, 
         assert any("/healthz" in part for part in services[name]["healthcheck"]["test"]), name
 
 
+@pytest.mark.tools
 def test_two_service_instances_share_a_dev_key_but_not_a_queue(compose: dict[str, Any]) -> None:
     services = compose["services"]
     environments = [_environment(services[name]) for name in INSTANCES]
@@ -112,6 +114,7 @@ def test_two_service_instances_share_a_dev_key_but_not_a_queue(compose: dict[str
     assert key_volume in compose["volumes"]
 
 
+@pytest.mark.tools
 def test_nginx_fronts_both_instances_with_the_checked_in_config(compose: dict[str, Any]) -> None:
     nginx = compose["services"]["nginx"]
     assert Path(_mounts(nginx)["/etc/nginx/nginx.conf"]) == NGINX_CONF
@@ -138,12 +141,14 @@ def test_nginx_fronts_both_instances_with_the_checked_in_config(compose: dict[st
     assert read_timeout > _defaults().hub_long_polling_timeout
 
 
+@pytest.mark.tools
 def test_nginx_conf_syntax(tmp_path: Path) -> None:
     result = nginx_test(tmp_path, [f"127.0.0.1:{port}" for port in (5004, 5005)])
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
 
 
+@pytest.mark.tools
 def test_rabbitmq_loads_the_broker_contract(compose: dict[str, Any]) -> None:
     rabbitmq = compose["services"]["rabbitmq"]
     assert "management" in rabbitmq["image"]
@@ -164,20 +169,27 @@ def test_rabbitmq_loads_the_broker_contract(compose: dict[str, Any]) -> None:
     for name in topology.event_exchanges:
         assert shape(name) == ("topic", True, "/")
     assert shape(topology.dead_letter_exchange) == ("fanout", True, "/")
-    (queue,) = definitions["queues"]
-    # Exactly what consumers/topology.py declares, or its declaration fails with PRECONDITION_FAILED.
-    assert (queue["name"], queue["durable"], queue["auto_delete"]) == (
-        topology.dead_letter_queue,
-        True,
-        False,
-    )
-    assert queue["arguments"] == topology.dead_letter_queue_arguments()
-    assert {(b["source"], b["destination"], b["destination_type"]) for b in definitions["bindings"]} == {
-        (topology.dead_letter_exchange, topology.dead_letter_queue, "queue")
+    queues = {q["name"]: q for q in definitions["queues"]}
+    assert set(queues) == {topology.dead_letter_queue, topology.stream}
+    # Exactly what broker/topology.py declares, or its declaration fails with PRECONDITION_FAILED.
+    for name, arguments in (
+        (topology.dead_letter_queue, topology.dead_letter_queue_arguments()),
+        (topology.stream, topology.stream_arguments()),
+    ):
+        assert (queues[name]["durable"], queues[name]["auto_delete"]) == (True, False)
+        assert queues[name]["arguments"] == arguments
+    bindings = {
+        (b["source"], b["destination"], b["destination_type"], b["routing_key"])
+        for b in definitions["bindings"]
+    }
+    assert bindings == {
+        (topology.dead_letter_exchange, topology.dead_letter_queue, "queue", ""),
+        *((exchange, topology.stream, "queue", "#") for exchange in topology.event_exchanges),
     }
     assert [v["name"] for v in definitions["vhosts"]] == ["/"]
 
 
+@pytest.mark.tools
 def test_the_service_user_logs_in_with_the_compose_password(compose: dict[str, Any]) -> None:
     """The definitions store only a salted hash; it must match the dev password the instances use."""
     url = urlsplit(_environment(compose["services"]["realtime-1"])["RABBITMQ_URL"])

@@ -17,7 +17,7 @@ import pytest
 from tests.support.tokens import TokenFactory
 from tests.support.wire import RawHubClient
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(**values: str) -> dict[str, str]:

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from service.auth import AuthenticationError, JwksCache, JwksError, TokenValidator
 from service.auth.dev import DevIssuer
 from service.auth.jwks import MAX_JWKS_BYTES, parse_jwks
+from tests.auth.conftest import FakeClock, JwksEndpoint
 from tests.support.tokens import TokenFactory, b64url, pooled_rsa_key
-from tests.unit.auth.conftest import FakeClock, JwksEndpoint
 
 WINDOW = 10.0
 

@@ -16,8 +16,8 @@ import pytest
 
 from service.auth import AuthenticationError, ClaimNames, JwksCache, Principal, TokenValidator
 from service.auth.tokens import MAX_TOKEN_LENGTH
+from tests.auth.conftest import FakeClock
 from tests.support.tokens import OTHER_ISSUER, TokenFactory, b64url, forge
-from tests.unit.auth.conftest import FakeClock
 
 CONTRACTOR_ID = "3f2b8c1e-6d4a-4e7b-9c2d-1a5e8f7b6c3d"
 

@@ -22,7 +22,7 @@ from tests.support.server import RunningService, dev_settings, hub_settings, run
 from tests.support.tokens import TokenFactory
 from tests.support.wire import RawHubClient
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES = ROOT / "tests" / "js" / "node_modules"
 VENDORED = {
     "signalr.min.js": ("@microsoft/signalr", "dist/browser/signalr.min.js"),
