@@ -12,6 +12,7 @@ import asyncio
 
 import orjson
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from config.settings import Settings
 from devkit.local_broker import PrivateBroker
@@ -134,9 +135,12 @@ async def _settled_stream(url: str, settings: Settings) -> list[str]:
         for _ in range(10):
             sentinel = recommendation_ready(region="sentinel")
             await admin.publish(settings.recommendations_exchange, orjson.dumps(sentinel))
-            entries = await admin.read_stream_until(
-                settings.stream_name, lambda message, job=sentinel["jobId"]: job.encode() in message.body
-            )
+            marker = str(sentinel["jobId"]).encode()
+
+            def is_sentinel(message: AbstractIncomingMessage, marker: bytes = marker) -> bool:
+                return marker in message.body
+
+            entries = await admin.read_stream_until(settings.stream_name, is_sentinel)
             if entries is not None:
                 return [
                     body["jobId"]

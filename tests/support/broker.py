@@ -26,10 +26,11 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aiormq import Channel as UnderlayChannel
 from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 from pamqp.body import ContentBody
@@ -221,7 +222,7 @@ class BrokerAdmin:
     def __init__(self, url: str) -> None:
         self.url = url
         self._connection: AbstractRobustConnection | None = None
-        self._channel: AbstractChannel | None = None
+        self._channel: AbstractRobustChannel | None = None
 
     async def open(self) -> None:
         self._connection = await aio_pika.connect_robust(self.url, timeout=10)
@@ -232,7 +233,7 @@ class BrokerAdmin:
             await self._connection.close()
         self._connection = self._channel = None
 
-    async def channel(self) -> AbstractChannel:
+    async def channel(self) -> AbstractRobustChannel:
         """A usable channel (a refused declaration closes a channel; this opens a fresh one)."""
         assert self._connection is not None, "BrokerAdmin.open() first"
         if self._channel is None or self._channel.is_closed:
@@ -282,7 +283,7 @@ class BrokerAdmin:
         assert self._connection is not None, "BrokerAdmin.open() first"
         channel = await self._connection.channel(publisher_confirms=False)
         try:
-            underlay = await channel.get_underlay_channel()
+            underlay = cast(UnderlayChannel, await channel.get_underlay_channel())
             properties = spec.Basic.Properties(
                 content_type=content_type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value
             )
@@ -315,7 +316,9 @@ class BrokerAdmin:
                 async with asyncio.timeout(timeout):
                     while len(entries) < count:
                         message = await received.get()
-                        entries.append((int((message.headers or {})["x-stream-offset"]), message))
+                        offset_header = (message.headers or {})["x-stream-offset"]
+                        assert isinstance(offset_header, int)
+                        entries.append((offset_header, message))
             except TimeoutError:
                 raise AssertionError(
                     f"{stream}: got {len(entries)} of {count} entries within {timeout} s"
