@@ -77,8 +77,9 @@ class _Phase(Enum):
 
 @dataclass(slots=True)
 class _Attachment:
-    start: int | None  # the exact offset asked for, when re-attaching after a known entry
+    start: int | None  # the exact offset asked for, when it is a number
     since: float  # loop time of the attach
+    verify: Position | None = None  # re-attached at this entry, read before: it must come back as is
     tag: str | None = None  # known once basic.consume returned (deliveries may come before that)
     seen: bool = False
 
@@ -148,6 +149,7 @@ class EventConsumer:
         self._attachment: _Attachment | None = None
         self._last_arrival = float("-inf")  # loop time of the last delivery
         self._expected: int | None = None  # offset after the last entry read
+        self._last: Position | None = None  # the last entry read (re-attaching starts there)
         self._live_position: Position | None = None  # last entry read while live
         self._caught_up = asyncio.Event()
         self._holding = False  # this consumer holds the write batch (while draining a backlog)
@@ -285,7 +287,9 @@ class EventConsumer:
             return None
         offset = self._attach_offset()
         attachment = self._attachment = _Attachment(
-            offset if isinstance(offset, int) else None, asyncio.get_running_loop().time()
+            offset if isinstance(offset, int) else None,
+            asyncio.get_running_loop().time(),
+            verify=self._last if isinstance(offset, int) else None,
         )
         tag = attachment.tag = await declared.stream.consume(
             self._on_delivery, arguments={"x-stream-offset": offset}, timeout=timeout, robust=False
@@ -297,8 +301,10 @@ class EventConsumer:
         return tag
 
     def _attach_offset(self) -> int | str | datetime:
-        if self._expected is not None:
-            return self._expected  # after any loss: the entry after the last one read
+        if self._last is not None:
+            # After any loss: at the last entry read, which must come back unchanged. Asking for the
+            # next one could not tell a stream recreated and grown past that offset from the same one.
+            return self._last.offset
         if self._from_first:
             return "first"  # the stream was recreated and nothing of the new one is read yet
         window = self._settings.history_window_seconds
@@ -325,9 +331,15 @@ class EventConsumer:
         if self._last_arrival >= attachment.since or attachment is not self._attachment or self._stopping:
             return
         log.warning("log.beyond_end", asked=attachment.start, stream=self._topology.stream)
+        await self._start_afresh()
+
+    async def _start_afresh(self) -> None:
+        """The stream was recreated: forget where we were and read the new one from its first entry."""
         self._reset("recreated")
         self._from_first = True
         self._expected = None
+        self._last = None
+        self._attachment = None
         await self._link.restart_consumer("recreated")
 
     def _reset(self, reason: str) -> None:
@@ -413,20 +425,44 @@ class EventConsumer:
             log.error("log.entry_without_offset", stream=self._topology.stream)
             return True
         attachment = self._attachment
-        if (
-            attachment is not None
-            and not attachment.seen
-            and (attachment.tag is None or message.consumer_tag == attachment.tag)
-        ):
+        if attachment is None or (attachment.tag is not None and message.consumer_tag != attachment.tag):
+            return False  # from a consumer given up on (the stream was recreated): the new one reads anew
+        if not attachment.seen:
             attachment.seen = True
-            if attachment.start is not None and delivery.offset > attachment.start + GAP_TOLERANCE:
-                log.warning("log.gap", expected=attachment.start, got=delivery.offset)
-                self._reset("gap")
+            if not await self._check_reattach(attachment, delivery):
+                return True  # the stream was recreated: the new consumer reads it from the start
         if self._expected is not None and delivery.offset < self._expected:
-            return True  # read already (a re-attach can overlap what the old consumer delivered)
-        await self._process(delivery, message, info=info)
+            return True  # read already (a re-attach starts at the last entry read)
+        try:
+            await self._process(delivery, message, info=info)
+        except Exception:
+            # A fault of ours or of the hub must not stop the worker: this entry is counted, logged
+            # and passed over; every other entry goes on being delivered.
+            metrics.ENTRY_FAILURES.inc()
+            log.exception("log.entry_failed", offset=delivery.offset)
         self._expected = delivery.offset + 1
+        self._last = Position(delivery.offset, delivery.check)
         metrics.LOG_OFFSET.set(delivery.offset)
+        return True
+
+    async def _check_reattach(self, attachment: _Attachment, delivery: Delivery) -> bool:
+        """The first entry after attaching: is this still the log we were reading? False when it was
+        recreated (and a fresh consumer is on its way)."""
+        verify = attachment.verify
+        if verify is not None:
+            if delivery.offset == verify.offset and delivery.check != verify.check:
+                log.warning("log.recreated", offset=delivery.offset, was=str(verify), now=delivery.check)
+                await self._start_afresh()
+                return False
+            if delivery.offset > verify.offset:
+                # The last entry read is gone: retention removed that stretch while the link was down.
+                log.warning("log.gap", expected=verify.offset, got=delivery.offset)
+                self._reset("gap")
+        elif attachment.start is not None and delivery.offset > attachment.start + GAP_TOLERANCE:
+            # Attached after a saved position (a long restart): a jump past a segment boundary's gap
+            # means the stretch after it was removed meanwhile.
+            log.warning("log.gap", expected=attachment.start, got=delivery.offset)
+            self._reset("gap")
         return True
 
     async def _process(self, delivery: Delivery, message: AbstractIncomingMessage, *, info: bool) -> None:

@@ -6,16 +6,15 @@ Headers added (values are strings unless noted):
 ``x-realtime-reason``               short label: a ``schemas.Reason`` value or ``send_failed``
 ``x-realtime-error``                one-line explanation (validation error text), ≤ 1000 chars
 ``x-realtime-instance``             ``INSTANCE_ID`` of the instance that refused it
-``x-realtime-queue``                the instance queue it was consumed from
+``x-realtime-queue``                the stream it was read from
 ``x-realtime-original-exchange``    exchange it was published to
 ``x-realtime-original-routing-key`` routing key it was published with
-``x-realtime-redelivered``          bool: the refused delivery was a redelivery
+``x-realtime-redelivered``          bool: the delivery's redelivered flag (always false on a stream)
 ``x-realtime-dead-lettered-at``     ISO 8601 UTC time of the decision
 ==================================  ===========================================================
 
-When publishing the dead letter fails, the consumer falls back to ``basic.reject(requeue=False)``
-and the broker dead-letters the message through the queue's ``x-dead-letter-exchange``: then only
-RabbitMQ's own ``x-death`` header (reason ``rejected``) says what happened.
+When publishing the dead letter fails it is counted and logged (``consumers.settle``); the original
+stays in the stream, which cannot reject it anyway.
 
 Rule: the dead letter keeps everything a person needs to replay it (body, ``message_id``,
 ``timestamp``, ``content_type``, original headers) and drops what would make the publish fail or

@@ -19,6 +19,7 @@ __all__ = [
     "CONSUMER_RESTARTS",
     "DEAD_LETTER_FAILURES",
     "DEAD_LETTER_REASONS",
+    "ENTRY_FAILURES",
     "EVENTS_CONSUMED",
     "EVENTS_DEAD_LETTERED",
     "EVENTS_DELIVERED",
@@ -69,6 +70,10 @@ SEND_FAILURES: Final = Counter(
 DEAD_LETTER_FAILURES: Final = Counter(
     "realtime_dead_letter_failures",
     "Refused messages whose dead-letter copy could not be published (they stay in the stream).",
+)
+ENTRY_FAILURES: Final = Counter(
+    "realtime_log_entry_failures",
+    "Stream entries whose handling raised unexpectedly (logged with the offset and passed over).",
 )
 LOG_OFFSET: Final = Gauge(
     "realtime_log_offset",

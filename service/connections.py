@@ -86,6 +86,12 @@ class Sink(Protocol):
         """True when buffered data has made no progress for longer than the send timeout."""
         ...
 
+    def grant(self, extra: int) -> None:
+        """Let the buffer exceed its bound by up to ``extra`` bytes until it has drained back within it
+        (noticed by ``is_stalled`` on the next heartbeat): a replay is one burst, bounded by
+        ``REPLAY_MAX_EVENTS`` instead."""
+        ...
+
     def close(self) -> None:
         """End the transport from the server side (WebSocket close 1000, SSE end, poll 204)."""
         ...

@@ -119,6 +119,25 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
             return 0
         return self._send((connection,), InvocationMessage(target=target, arguments=arguments))
 
+    def send_connection_many(
+        self, connection_id: str, invocations: Sequence[tuple[str, Sequence[Any]]]
+    ) -> int:
+        connection = self._connections.get(connection_id)
+        if connection is None or connection.protocol is None or not invocations:
+            return 0
+        protocol = connection.protocol
+        outs = [
+            Outgoing(protocol.write(InvocationMessage(target=target, arguments=tuple(arguments))))
+            for target, arguments in invocations
+        ]
+        if not connection.send_burst(outs):
+            log.warning("connection.slow_client", connectionId=connection_id, reason="burst_refused")
+            SLOW_CLIENT_DISCONNECTS.labels("buffer_full").inc()
+            connection.abort("slow_client")
+            return 0
+        _delivered(protocol.name).inc(len(outs))
+        return len(outs)
+
     def send_group(self, group: str, target: str, *arguments: Any) -> int:
         _check_group(group)
         return self._send(self._groups.get(group, ()), InvocationMessage(target=target, arguments=arguments))
@@ -189,9 +208,13 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
             member.abort("slow_client")
         total = 0
         for name, count in delivered.items():
-            counter = _DELIVERIES.get(name)
-            if counter is None:
-                counter = _DELIVERIES[name] = HUB_DELIVERIES.labels(name)
-            counter.inc(count)
+            _delivered(name).inc(count)
             total += count
         return total
+
+
+def _delivered(protocol_name: str) -> Any:
+    counter = _DELIVERIES.get(protocol_name)
+    if counter is None:
+        counter = _DELIVERIES[protocol_name] = HUB_DELIVERIES.labels(protocol_name)
+    return counter

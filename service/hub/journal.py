@@ -130,9 +130,11 @@ class EventJournal:
             else:
                 replay = result
         lifetime = self._lifetime
-        for entry in replay:
-            assert entry.target is not None  # replay returns events only
-            lifetime.send_connection(connection_id, entry.target, entry.load_payload(), str(entry.position))
+        if replay:
+            lifetime.send_connection_many(
+                connection_id,
+                [(entry.target or "", (entry.load_payload(), str(entry.position))) for entry in replay],
+            )
         for group in sorted(groups):
             lifetime.add_to_group(connection_id, group)
         outcome = reason or "recovered"

@@ -52,6 +52,10 @@ class Recipient(Protocol):
         """Take ``out`` (already serialized for this connection's protocol); False: too slow, abort it."""
         ...
 
+    def send_burst(self, outs: list[Outgoing]) -> bool:
+        """Take all of ``outs`` at once, past the buffer bound by their size; False: abort it."""
+        ...
+
     def abort(self, reason: str) -> None: ...
 
 
@@ -98,6 +102,13 @@ class HubLifetimeManager(ABC):
 
     @abstractmethod
     def send_connection(self, connection_id: str, target: str, *arguments: Any) -> int: ...
+
+    @abstractmethod
+    def send_connection_many(
+        self, connection_id: str, invocations: Sequence[tuple[str, Sequence[Any]]]
+    ) -> int:
+        """Invoke each ``(target, arguments)`` on one connection, in order, as one burst that may exceed
+        the connection's buffer bound by its own size (a replay). Returns how many were handed over."""
 
     @abstractmethod
     def send_group(self, group: str, target: str, *arguments: Any) -> int: ...

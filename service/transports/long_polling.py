@@ -49,7 +49,11 @@ class LongPollingSink:
     def write(self, out: Outgoing) -> bool:
         return self.outbox.put(out.payload)
 
+    def grant(self, extra: int) -> None:
+        self.outbox.grant(extra)
+
     def is_stalled(self, now: float) -> bool:
+        self.outbox.settle()
         # HttpConnectionManager.Scan: a long-polling client that has not polled for DisconnectTimeout
         # is gone.
         return not self.polling and now - self.last_poll_end > self._disconnect_timeout

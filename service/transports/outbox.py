@@ -12,12 +12,13 @@ __all__ = ["Outbox"]
 
 
 class Outbox:
-    __slots__ = ("_chunks", "_limit", "_size", "_waiter", "closed")
+    __slots__ = ("_allowance", "_chunks", "_limit", "_size", "_waiter", "closed")
 
     def __init__(self, limit: int) -> None:
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._limit = limit
+        self._allowance = 0  # extra bytes granted for one burst, until the outbox is below the limit
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
 
@@ -28,12 +29,21 @@ class Outbox:
     def put(self, data: bytes) -> bool:
         if self.closed:
             return True  # the response is over; nothing to deliver to
-        if self._size + len(data) > self._limit:
+        if self._size + len(data) > self._limit + self._allowance:
             return False
         self._chunks.append(data)
         self._size += len(data)
         self._wake()
         return True
+
+    def grant(self, extra: int) -> None:
+        """Raise the bound by ``extra`` until ``settle()`` finds the outbox back within it."""
+        self._allowance += extra
+
+    def settle(self) -> None:
+        """Called by the heartbeat: once drained back within the bound, a granted burst is over."""
+        if self._allowance and self._size <= self._limit:
+            self._allowance = 0
 
     def take(self) -> bytes:
         data = b"".join(self._chunks)

@@ -60,7 +60,11 @@ class ServerSentEventsSink:
     def write(self, out: Outgoing) -> bool:
         return self.outbox.put(out.payload)
 
+    def grant(self, extra: int) -> None:
+        self.outbox.grant(extra)
+
     def is_stalled(self, now: float) -> bool:
+        self.outbox.settle()
         # The writer task flushes as soon as data arrives; data still waiting this long means the
         # socket stopped draining (the write itself is also bounded by the send timeout).
         if self.outbox.size == 0:

@@ -57,6 +57,7 @@ class WebSocketSink:
     """Writes hub records to one WebSocket."""
 
     __slots__ = (
+        "_allowance",
         "_batch",
         "_connection",
         "_max_buffered",
@@ -89,6 +90,7 @@ class WebSocketSink:
         self._batch = batch
         self._connection = connection
         self._max_buffered = max_buffered
+        self._allowance = 0  # extra bytes granted for one burst (a replay), until drained below the bound
         self._send_timeout = send_timeout
         self._written = 0
         self._progress = 0
@@ -107,15 +109,16 @@ class WebSocketSink:
                 out.payload, binary=self._connection.transfer_format is TransferFormat.BINARY
             )
         size = len(frame)
+        limit = self._max_buffered + self._allowance
         pending = self._pending
         if pending is not None:
             # Bounded as if written: what waits here counts against the same limit.
-            if transport.get_write_buffer_size() + self._pending_size + size > self._max_buffered:
+            if transport.get_write_buffer_size() + self._pending_size + size > limit:
                 return False
             pending.append(frame)
             self._pending_size += size
             return True
-        if transport.get_write_buffer_size() + size > self._max_buffered:
+        if transport.get_write_buffer_size() + size > limit:
             return False
         batch = self._batch
         if batch.held:
@@ -126,6 +129,10 @@ class WebSocketSink:
         transport.write(frame)
         self._written += size
         return True
+
+    def grant(self, extra: int) -> None:
+        """Raise the bound by ``extra`` until the heartbeat finds the buffer back within it."""
+        self._allowance += extra
 
     def flush_held(self) -> None:
         pending = self._pending
@@ -145,6 +152,8 @@ class WebSocketSink:
         if transport is None:
             return False
         pending = transport.get_write_buffer_size()
+        if self._allowance and pending + self._pending_size <= self._max_buffered:
+            self._allowance = 0  # drained back within the bound: a granted burst (a replay) is over
         if pending == 0:
             if self._stalled_since is not None:
                 self._stalled_since = None

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from broker.topology import Topology
 from config.settings import Settings
 from consumers.consumer import GAP_TOLERANCE
 from consumers.handling import MARKER_HEADER
@@ -225,7 +226,39 @@ async def test_after_a_recreated_stream_a_reconnect_continues_after_the_last_ent
     assert sender.job_ids() == _ids(before + after + later)
     assert sender.resets == ["recreated"]
     assert len(read_before_reconnect) == 1
-    assert attached[-1] == str(read_before_reconnect[0] + 1)  # not "first" again
+    assert attached[-1] == str(read_before_reconnect[0])  # the last entry read, not "first" again
+
+
+async def test_a_stream_recreated_and_grown_past_the_last_offset_read_is_read_from_its_start(
+    broker_settings_factory: SettingsFactory,
+    tcp_proxy: TcpProxy,
+    sender: RecordingLog,
+    broker_admin: BrokerAdmin,
+) -> None:
+    """The new stream already holds the offset this instance read last: only its check tells."""
+    settings = broker_settings_factory(rabbitmq_url=tcp_proxy.url)
+    async with running(settings, sender, first_delivery_timeout_seconds=30.0) as consumer:
+        await _publish(broker_admin, settings, before := _bodies("before", 2))
+        await sender.wait_for_count(2)
+        last_read = sender.records[-1].offset
+        tcp_proxy.refuse(True)
+        tcp_proxy.disconnect_all()
+        await eventually(lambda: not consumer.is_connected, what="link down")
+        # An operator recreates the log meanwhile, and producers fill it past that offset.
+        await broker_admin.delete(queues=[settings.stream_name])
+        channel = await broker_admin.channel()
+        topology = Topology.from_settings(settings)
+        stream = await channel.declare_queue(
+            settings.stream_name, durable=True, arguments=topology.stream_arguments()
+        )
+        for exchange in topology.event_exchanges:
+            await stream.bind(exchange, routing_key="#")
+        await _publish(broker_admin, settings, after := _bodies("after", last_read + 3))
+        tcp_proxy.refuse(False)
+        await sender.wait_for_count(len(before) + len(after), timeout=20)
+    assert sender.job_ids() == _ids(before + after)  # nothing of the new stream skipped
+    assert sender.resets == ["recreated"]
+    assert sender.records[0].offset == 0
 
 
 async def test_a_restart_after_the_stream_was_recreated_while_away_catches_up(

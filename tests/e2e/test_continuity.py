@@ -42,14 +42,23 @@ class Client:
     label: str
     events: list[tuple[str, str]] = field(default_factory=list)  # (jobId, position)
     resumes: list[dict[str, Any]] = field(default_factory=list)
+    story: list[str] = field(default_factory=list)  # what the client reported, compressed
 
     def pump(self) -> None:
         for reported in self.connection.received():
-            if reported["event"] == "message":
+            kind = reported["event"]
+            if kind == "message":
                 event, position = reported["args"]
                 self.events.append((event["jobId"], position))
-            elif reported["event"] == "resumed":
-                self.resumes.append(reported["result"])
+                offset = position.split(":")[0]
+                if self.story and self.story[-1].startswith("msg "):
+                    self.story[-1] = f"{self.story[-1].split('..')[0]}..{offset}"
+                else:
+                    self.story.append(f"msg {offset}..{offset}")
+            else:
+                if kind == "resumed":
+                    self.resumes.append(reported["result"])
+                self.story.append(f"{kind} {reported.get('result') or reported.get('error') or ''}")
 
 
 @dataclass
@@ -196,7 +205,20 @@ def _expected(client: Client, published: list[tuple[str, str]]) -> list[str]:
 def _assert_exactly_once_in_order(clients: list[Client], published: list[tuple[str, str]]) -> None:
     for client in clients:
         received = [job_id for job_id, _ in client.events]
-        assert received == _expected(client, published), f"{client.label}: missed, repeated or reordered"
+        expected = _expected(client, published)
+        if received != expected:
+            index = next(
+                (i for i, (a, b) in enumerate(zip(received, expected, strict=False)) if a != b), None
+            )
+            missing = [job_id for job_id in expected if job_id not in set(received)]
+            repeated = len(received) - len(set(received))
+            first_missing = expected.index(missing[0]) if missing else None
+            around = client.events[max(0, (index or 0) - 3) : (index or 0) + 3]
+            pytest.fail(
+                f"{client.label}: {len(received)} received, {len(expected)} expected, first difference at "
+                f"{index}, {len(missing)} missing (first at {first_missing}), {repeated} repeated; "
+                f"entries around it: {around}; story: {client.story}"
+            )
         offsets = [Position.parse(position).offset for _, position in client.events]
         assert offsets == sorted(set(offsets)), f"{client.label}: positions must strictly increase"
 

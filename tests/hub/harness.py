@@ -62,19 +62,29 @@ class ManualClock:
 
 
 class RecordingSink:
-    """A transport that keeps what it is given; ``accept=False`` plays a client that cannot keep up."""
+    """A transport that keeps what it is given; ``accept=False`` plays a client that cannot keep up,
+    ``limit`` one that reads nothing: it takes that many bytes (plus what ``grant`` allows), no more."""
 
-    def __init__(self, capabilities: Capabilities = WEBSOCKET_LIKE, *, accept: bool = True) -> None:
+    def __init__(
+        self, capabilities: Capabilities = WEBSOCKET_LIKE, *, accept: bool = True, limit: int | None = None
+    ) -> None:
         self.capabilities = capabilities
         self.accept = accept
+        self.limit = limit
+        self.granted = 0
         self.written: list[Outgoing] = []
         self.closed = False
 
     def write(self, out: Outgoing) -> bool:
         if not self.accept:
             return False
+        if self.limit is not None and len(self.data()) + len(out.payload) > self.limit + self.granted:
+            return False
         self.written.append(out)
         return True
+
+    def grant(self, extra: int) -> None:
+        self.granted += extra
 
     def is_stalled(self, now: float) -> bool:
         return False

@@ -40,6 +40,7 @@ class FakeConnection:
         self.positions = positions
         self.accept = accept
         self.received: list[Outgoing] = []
+        self.bursts: list[int] = []
         self.aborted: str | None = None
 
     def send_outgoing(self, out: Outgoing) -> bool:
@@ -47,6 +48,10 @@ class FakeConnection:
             return False
         self.received.append(out)
         return True
+
+    def send_burst(self, outs: list[Outgoing]) -> bool:
+        self.bursts.append(len(outs))
+        return all(self.send_outgoing(out) for out in outs)
 
     def abort(self, reason: str) -> None:
         self.aborted = reason
@@ -106,6 +111,20 @@ class LifetimeManagerConformance:
         assert self.manager.send_connection("nobody", "Only", 2) == 0
         assert a.invocations() == [("Only", [1])]
         assert b.received == []
+
+    def test_send_connection_many_is_one_burst_in_order(self) -> None:
+        a, b = self.connect(), self.connect(protocol=self.msgpack)
+        invocations = [("E", (1, "1:00000001")), ("F", (2, "2:00000002"))]
+        assert self.manager.send_connection_many(b.connection_id, invocations) == 2
+        assert b.invocations() == [("E", [1, "1:00000001"]), ("F", [2, "2:00000002"])]
+        assert b.bursts == [2]
+        assert a.received == []
+        assert self.manager.send_connection_many("nobody", invocations) == 0
+
+    def test_a_burst_the_connection_cannot_take_aborts_it(self) -> None:
+        slow = self.connect(accept=False)
+        assert self.manager.send_connection_many(slow.connection_id, [("E", (1,))]) == 0
+        assert slow.aborted == "slow_client"
 
     def test_send_group_reaches_members_only(self) -> None:
         member, outsider = self.connect(groups=("dispatch/a",)), self.connect(groups=("dispatch/b",))

@@ -232,3 +232,16 @@ async def test_a_reset_forgets_the_history_and_sends_tracking_clients_to_resume(
     assert tracking.close_reason == "log_gap"
     assert plain.close_reason is None
     assert plain_sink.json_records() == [{}]
+
+
+async def test_a_replay_larger_than_the_buffer_bound_gets_through_in_one_burst() -> None:
+    """A client that comes back after a long gap: its replay is bigger than HUB_MAX_BUFFERED_BYTES.
+    It must not be dropped as "too slow" for that (it would come back and be dropped again, forever)."""
+    hub = HubHarness()
+    _feed(hub, *(_record(offset, NA) for offset in range(1, 101)))
+    connection, sink = await hub.connect(positions=True, sink=RecordingSink(limit=2_000))
+    result = await _resume(hub, connection, sink, [NA], _pos(1))
+    assert (result["recovered"], result["replayed"]) == (True, 99)
+    assert len(sink.data()) > 2_000
+    assert connection.close_reason is None
+    assert [args[0]["n"] for _, args in _invocations(sink)] == list(range(2, 101))

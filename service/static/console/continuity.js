@@ -75,6 +75,11 @@ export class Continuity {
     let result;
     try {
       result = await this.connection.invoke("Resume", this.groups, this.position);
+    } catch (error) {
+      // The connection went while the replay was arriving: what did arrive was delivered, in order
+      // and once each, so the position moves to its last event; the next Resume continues there.
+      if (this.lastDuringResume !== null) this.moveTo(this.lastDuringResume);
+      throw error;
     } finally {
       this.resuming = false;
     }

@@ -1,0 +1,70 @@
+"""The per-connection buffer bound, and the one burst a replay may take past it.
+
+A client that reads nothing fills at most ``HUB_MAX_BUFFERED_BYTES`` and is then refused (the caller
+drops it). A replay is granted its own size once: it may exceed the bound until the buffer has
+drained back within it (seen by the next heartbeat), after which the bound is the bound again.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from service.connections import Outgoing
+from service.protocol import TransferFormat
+from service.transports.outbox import Outbox
+from service.transports.websockets import WebSocketSink, build_frame
+from service.write_batch import WriteBatch
+
+
+class SlowTransport:
+    """A socket whose kernel buffer only grows until the test drains it."""
+
+    def __init__(self) -> None:
+        self.buffered = 0
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def write(self, data: bytes) -> None:
+        self.buffered += len(data)
+
+
+def _sink(transport: SlowTransport, max_buffered: int) -> WebSocketSink:
+    connection: Any = SimpleNamespace(transfer_format=TransferFormat.TEXT)
+    fake: Any = transport
+    ws: Any = SimpleNamespace()
+    return WebSocketSink(ws, fake, connection, batch=WriteBatch(), max_buffered=max_buffered, send_timeout=10)
+
+
+def test_a_websocket_that_reads_nothing_is_refused_past_the_bound_unless_granted() -> None:
+    transport = SlowTransport()
+    out = Outgoing(b"x" * 90)
+    frame = len(build_frame(out.payload, binary=False))
+    sink = _sink(transport, max_buffered=3 * frame)
+    assert all(sink.write(out) for _ in range(3))
+    assert not sink.write(out)  # the bound
+    sink.grant(2 * frame)  # a replay of two more
+    assert sink.write(out)
+    assert sink.write(out)
+    assert not sink.write(out)  # the grant is used up
+    transport.buffered = 0  # the client read everything …
+    assert not sink.is_stalled(now=0.0)  # … which the next heartbeat notices: the burst is over
+    assert all(sink.write(out) for _ in range(3))
+    assert not sink.write(out)  # and the bound is the bound again
+
+
+def test_an_outbox_takes_a_granted_burst_once() -> None:
+    outbox = Outbox(limit=100)
+    assert outbox.put(b"x" * 100)
+    assert not outbox.put(b"y")
+    outbox.grant(50)
+    assert outbox.put(b"y" * 50)
+    assert not outbox.put(b"z")
+    assert outbox.take() == b"x" * 100 + b"y" * 50
+    outbox.settle()  # the heartbeat: drained, the burst is over
+    assert outbox.put(b"x" * 100)
+    assert not outbox.put(b"y")  # drained below the bound: the grant ended with the burst
