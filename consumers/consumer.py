@@ -36,52 +36,33 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import Enum
 from typing import Any, Final
 
 import structlog
 from aio_pika import DeliveryMode, ExchangeType, Message
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from aio_pika.exceptions import ChannelInvalidStateError
 
 from broker.connection import amqp_url, redact
 from broker.errors import BrokerConfigurationError
 from broker.topology import Topology, declare_topology
 from config.settings import Settings
 from consumers import metrics
+from consumers.amqp import delivery_of, from_closed_channel, message_fields
 from consumers.dedup import DuplicateFilter
-from consumers.handling import OFFSET_HEADER, DeadLetter, Deliver, Delivery, Duplicate, Marker, classify
+from consumers.handling import DeadLetter, Deliver, Delivery, Duplicate, Marker, Outcome, classify
+from consumers.handoff import HandOff
 from consumers.link import BrokerLink, LinkChannels
-from consumers.metrics import SEND_FAILED
+from consumers.place import Attachment, Catchup, LogPlace, Step, Verdict
 from consumers.ports import EventLog, WriteCoalescing
-from consumers.positions import PositionStore, SavedPosition
+from consumers.positions import PositionStore
 from consumers.settle import Settler
-from schemas.log import LogRecord, Position
+from schemas.log import Position
 
 __all__ = ["EventConsumer"]
 
 log = structlog.get_logger(__name__)
 
-# A stream skips one offset at each new segment; a larger jump after re-attaching means entries
-# were removed (retention) while the link was down.
-GAP_TOLERANCE: Final = 16
 POSITION_SAVE_INTERVAL: Final = 1.0
-
-
-class _Phase(Enum):
-    PREFILL = "prefill"
-    LIVE = "live"
-
-
-@dataclass(slots=True)
-class _Attachment:
-    start: int | None  # the exact offset asked for, when it is a number
-    since: float  # loop time of the attach
-    verify: Position | None = None  # re-attached at this entry, read before: it must come back as is
-    tag: str | None = None  # known once basic.consume returned (deliveries may come before that)
-    seen: bool = False
 
 
 class EventConsumer:
@@ -107,8 +88,6 @@ class EventConsumer:
         on_fatal: Any = None,
         writes: WriteCoalescing | None = None,
     ) -> None:
-        if send_attempts < 1:
-            raise ValueError("send_attempts must be at least 1")
         self._settings = settings
         self._log = event_log
         self._topology = Topology.from_settings(settings)
@@ -128,28 +107,27 @@ class EventConsumer:
         )
         self._operation_timeout = operation_timeout_seconds
         self._first_delivery_timeout = first_delivery_timeout_seconds
-        self._send_attempts = send_attempts
-        self._send_retry_delay = send_retry_delay_seconds
         self._on_fatal = on_fatal
         self._writes: WriteCoalescing = writes if writes is not None else _NoCoalescing()
         self._dedup = DuplicateFilter(settings.dedup_window_seconds, settings.dedup_max_entries)
         self._settler = Settler(
             instance_id=settings.instance_id, source=self._topology.stream, timeout=operation_timeout_seconds
         )
+        self._handoff = HandOff(
+            event_log,
+            self._settler,
+            attempts=send_attempts,
+            retry_delay_seconds=send_retry_delay_seconds,
+            before_waiting=self._stop_holding,
+        )
         self._positions = PositionStore(self._topology.position_queue, timeout=operation_timeout_seconds)
         self._publish_channel: AbstractChannel | None = None
 
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._type_metrics: dict[str, _TypeMetrics] = {}
-        self._phase = _Phase.PREFILL
-        self._saved: SavedPosition | None = None
+        self._place = LogPlace()
+        self._catchup = Catchup()
         self._loaded_saved = False
-        self._marker_token: str | None = None
-        self._from_first = False
-        self._attachment: _Attachment | None = None
         self._last_arrival = float("-inf")  # loop time of the last delivery
-        self._expected: int | None = None  # offset after the last entry read
-        self._last: Position | None = None  # the last entry read (re-attaching starts there)
         self._live_position: Position | None = None  # last entry read while live
         self._caught_up = asyncio.Event()
         self._holding = False  # this consumer holds the write batch (while draining a backlog)
@@ -279,18 +257,16 @@ class EventConsumer:
         )
         self._publish_channel = channels.publish
         if not self._loaded_saved:
-            self._saved = await self._positions.load(declared.position_queue)
+            saved = self._catchup.saved = await self._positions.load(declared.position_queue)
             self._loaded_saved = True
-            log.info("consumer.saved_position", position=str(self._saved.position) if self._saved else None)
+            log.info("consumer.saved_position", position=str(saved.position) if saved else None)
         await self._write_marker(channels.publish)
         if self._stopping:
             return None
-        offset = self._attach_offset()
-        attachment = self._attachment = _Attachment(
-            offset if isinstance(offset, int) else None,
-            asyncio.get_running_loop().time(),
-            verify=self._last if isinstance(offset, int) else None,
+        offset = self._place.attach_offset(
+            self._catchup.saved, now=time.time(), window_seconds=self._settings.history_window_seconds
         )
+        attachment = self._place.attach(offset, asyncio.get_running_loop().time())
         tag = attachment.tag = await declared.stream.consume(
             self._on_delivery, arguments={"x-stream-offset": offset}, timeout=timeout, robust=False
         )
@@ -300,20 +276,6 @@ class EventConsumer:
         log.info("consumer.attached", stream=self._topology.stream, offset=str(offset), consumerTag=tag)
         return tag
 
-    def _attach_offset(self) -> int | str | datetime:
-        if self._last is not None:
-            # After any loss: at the last entry read, which must come back unchanged. Asking for the
-            # next one could not tell a stream recreated and grown past that offset from the same one.
-            return self._last.offset
-        if self._from_first:
-            return "first"  # the stream was recreated and nothing of the new one is read yet
-        window = self._settings.history_window_seconds
-        saved = self._saved
-        if saved is not None and saved.saved_at < time.time() - window:
-            # Away longer than the history window: deliver everything since the saved position.
-            return saved.position.offset + 1
-        return datetime.fromtimestamp(time.time() - window, UTC)
-
     async def _write_marker(self, channel: AbstractChannel) -> None:
         """A marker makes the log non-empty and tells this instance when it has read up to "now"."""
         token = f"{self._settings.instance_id}:{uuid.uuid4().hex}"
@@ -322,13 +284,15 @@ class EventConsumer:
             routing_key=self._topology.stream,
             timeout=self._operation_timeout,
         )
-        self._marker_token = token
+        self._catchup.marker = token
 
-    async def _watch_first_delivery(self, attachment: _Attachment) -> None:
+    async def _watch_first_delivery(self, attachment: Attachment) -> None:
         """Nothing at all arrives when the asked offset lies beyond the end of the stream (the broker
         waits silently for it): then the stream was recreated, and this instance starts it afresh."""
         await asyncio.sleep(self._first_delivery_timeout)
-        if self._last_arrival >= attachment.since or attachment is not self._attachment or self._stopping:
+        if self._last_arrival >= attachment.since or attachment is not self._place.attachment:
+            return
+        if self._stopping:
             return
         log.warning("log.beyond_end", asked=attachment.start, stream=self._topology.stream)
         await self._start_afresh()
@@ -336,10 +300,7 @@ class EventConsumer:
     async def _start_afresh(self) -> None:
         """The stream was recreated: forget where we were and read the new one from its first entry."""
         self._reset("recreated")
-        self._from_first = True
-        self._expected = None
-        self._last = None
-        self._attachment = None
+        self._place.start_afresh()
         await self._link.restart_consumer("recreated")
 
     def _reset(self, reason: str) -> None:
@@ -418,21 +379,23 @@ class EventConsumer:
 
     async def _handle(self, message: AbstractIncomingMessage, *, info: bool) -> bool:
         """Handle one delivery; True when it should be credited (it came from a live channel)."""
-        if _closed_channel(message):
-            return False  # from a channel that is gone: the new consumer reads it again
-        delivery = _delivery(message)
+        place = self._place
+        if from_closed_channel(message) or not place.owns(message.consumer_tag):
+            return False  # from a consumer that is gone or given up on: the current one reads it again
+        delivery = delivery_of(message)
         if delivery is None:
             log.error("log.entry_without_offset", stream=self._topology.stream)
             return True
-        attachment = self._attachment
-        if attachment is None or (attachment.tag is not None and message.consumer_tag != attachment.tag):
-            return False  # from a consumer given up on (the stream was recreated): the new one reads anew
-        if not attachment.seen:
-            attachment.seen = True
-            if not await self._check_reattach(attachment, delivery):
-                return True  # the stream was recreated: the new consumer reads it from the start
-        if self._expected is not None and delivery.offset < self._expected:
-            return True  # read already (a re-attach starts at the last entry read)
+        verdict = place.first(delivery.offset, delivery.check)
+        if verdict is Verdict.RECREATED:
+            log.warning("log.recreated", offset=delivery.offset, was=str(place.last), now=delivery.check)
+            await self._start_afresh()
+            return True  # the new consumer reads the new stream from its start
+        if verdict is Verdict.GAP:
+            log.warning("log.gap", last=str(place.last), got=delivery.offset)
+            self._reset("gap")
+        if place.already_read(delivery.offset):
+            return True  # a re-attach starts at the last entry read
         try:
             await self._process(delivery, message, info=info)
         except Exception:
@@ -440,50 +403,27 @@ class EventConsumer:
             # and passed over; every other entry goes on being delivered.
             metrics.ENTRY_FAILURES.inc()
             log.exception("log.entry_failed", offset=delivery.offset)
-        self._expected = delivery.offset + 1
-        self._last = Position(delivery.offset, delivery.check)
+        place.read(delivery.offset, delivery.check)
         metrics.LOG_OFFSET.set(delivery.offset)
-        return True
-
-    async def _check_reattach(self, attachment: _Attachment, delivery: Delivery) -> bool:
-        """The first entry after attaching: is this still the log we were reading? False when it was
-        recreated (and a fresh consumer is on its way)."""
-        verify = attachment.verify
-        if verify is not None:
-            if delivery.offset == verify.offset and delivery.check != verify.check:
-                log.warning("log.recreated", offset=delivery.offset, was=str(verify), now=delivery.check)
-                await self._start_afresh()
-                return False
-            if delivery.offset > verify.offset:
-                # The last entry read is gone: retention removed that stretch while the link was down.
-                log.warning("log.gap", expected=verify.offset, got=delivery.offset)
-                self._reset("gap")
-        elif attachment.start is not None and delivery.offset > attachment.start + GAP_TOLERANCE:
-            # Attached after a saved position (a long restart): a jump past a segment boundary's gap
-            # means the stretch after it was removed meanwhile.
-            log.warning("log.gap", expected=attachment.start, got=delivery.offset)
-            self._reset("gap")
         return True
 
     async def _process(self, delivery: Delivery, message: AbstractIncomingMessage, *, info: bool) -> None:
         outcome = classify(delivery, duplicates=self._dedup, max_event_bytes=self._settings.max_event_bytes)
-        if self._phase is _Phase.PREFILL:
-            await self._advance_prefill(delivery, outcome)
-        live = self._phase is _Phase.LIVE
+        live = await self._live(delivery, outcome)
         match outcome:
             case Deliver():
                 record = outcome.record(delivery)
                 self._log.record(record)
                 self._dedup.remember(outcome.key)
                 if live:
-                    await self._deliver(outcome, record, message, info=info)
+                    await self._handoff.deliver(outcome, record, message, info=info)
             case DeadLetter():
                 self._log.record(delivery.record())
                 self._dedup.remember(outcome.key)
                 if live:
                     metrics.EVENTS_CONSUMED.labels(type=metrics.INVALID).inc()
                     self._stop_holding()  # nothing handed off waits behind a broker round trip
-                    bound = log.bind(**_message_fields(message, delivery))
+                    bound = log.bind(**message_fields(message, delivery))
                     await self._settler.dead_letter(
                         message, reason=outcome.reason, detail=outcome.detail, bound=bound
                     )
@@ -491,35 +431,22 @@ class EventConsumer:
                 self._log.record(delivery.record())
                 if live:
                     metrics.EVENTS_DUPLICATE.inc()
-                    log.info("message.duplicate_skipped", **_message_fields(message, delivery))
+                    log.info("message.duplicate_skipped", **message_fields(message, delivery))
             case Marker():
                 self._log.record(delivery.record())
         if live:
             self._live_position = Position(delivery.offset, delivery.check)
 
-    async def _advance_prefill(self, delivery: Delivery, outcome: object) -> None:
-        """Still filling the history: is this entry the first one to deliver?"""
-        saved = self._saved
-        if saved is not None:
-            if delivery.offset == saved.position.offset and delivery.check != saved.position.check:
-                log.warning("log.saved_position_of_another_stream", saved=str(saved.position))
-                self._saved = saved = None
-            elif delivery.offset > saved.position.offset:
-                self._mark_caught_up()
-                if await self._await_grace():
-                    self._phase = _Phase.LIVE
-                return
-        if isinstance(outcome, Marker) and outcome.token == self._marker_token:
-            if saved is not None:
-                # Our own marker, written at start, lies at or before the saved offset: the stream
-                # ends before where this instance was (it was recreated while the instance was
-                # down), so the saved position names nothing here.
-                log.warning(
-                    "log.saved_position_beyond_end", saved=str(saved.position), marker=delivery.offset
-                )
-                self._saved = None
-            self._mark_caught_up()
-            self._phase = _Phase.LIVE
+    async def _live(self, delivery: Delivery, outcome: Outcome) -> bool:
+        """Whether this entry is delivered (live), or only recorded (the prefill of a start)."""
+        marker = outcome.token if isinstance(outcome, Marker) else None
+        step = self._catchup.observe(delivery.offset, delivery.check, marker)
+        if step is Step.HISTORY:
+            return False
+        self._mark_caught_up()
+        if step is Step.BACKLOG:
+            return await self._await_grace()  # clients rejoin first; nothing is delivered after stop()
+        return True
 
     def _mark_caught_up(self) -> None:
         if not self._caught_up.is_set():
@@ -539,50 +466,6 @@ class EventConsumer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), timeout=remaining)
         return not self._stopping
-
-    async def _deliver(
-        self, outcome: Deliver, record: LogRecord, message: AbstractIncomingMessage, *, info: bool
-    ) -> None:
-        event = outcome.event
-        by_type = self._type_metrics.get(event.type)
-        if by_type is None:
-            by_type = self._type_metrics[event.type] = _TypeMetrics(event.type)
-        by_type.consumed.inc()
-        for attempt in range(1, self._send_attempts + 1):
-            try:
-                delivered = self._log.deliver(record)
-                break
-            except Exception as error:  # the hub is another component; its failure must not stop us
-                metrics.SEND_FAILURES.inc()
-                log.warning(
-                    "event.send_failed",
-                    **_message_fields(message, None),
-                    attempt=attempt,
-                    of=self._send_attempts,
-                    error=f"{type(error).__name__}: {error}",
-                    exc_info=attempt == self._send_attempts,
-                )
-                if attempt < self._send_attempts:
-                    self._stop_holding()
-                    await asyncio.sleep(self._send_retry_delay * 2 ** (attempt - 1))
-        else:
-            bound = log.bind(**_message_fields(message, None))
-            detail = (
-                f"handing the event to the hub failed {self._send_attempts} times; see the instance's logs"
-            )
-            await self._settler.dead_letter(message, reason=SEND_FAILED, detail=detail, bound=bound)
-            return
-        by_type.delivered.inc(delivered)
-        if record.published_at is not None:
-            by_type.latency.observe(max(0.0, time.time() - record.published_at))
-        if info:
-            log.info(
-                "event.delivered",
-                **_message_fields(message, None),
-                **_log_fields(outcome),
-                position=str(record.position),
-                connections=delivered,
-            )
 
     # --- positions ---------------------------------------------------------------------------
 
@@ -612,71 +495,12 @@ class _NoCoalescing:
         return None
 
 
-class _TypeMetrics:
-    """The labelled metric children of one event type, looked up once instead of per message."""
-
-    __slots__ = ("consumed", "delivered", "latency")
-
-    def __init__(self, event_type: str) -> None:
-        self.consumed = metrics.EVENTS_CONSUMED.labels(type=event_type)
-        self.delivered = metrics.EVENTS_DELIVERED.labels(type=event_type)
-        self.latency = metrics.EVENT_LATENCY.labels(type=event_type)
-
-
-def _delivery(message: AbstractIncomingMessage) -> Delivery | None:
-    headers = message.headers or {}
-    offset = headers.get(OFFSET_HEADER)
-    if not isinstance(offset, int) or isinstance(offset, bool):
-        return None
-    return Delivery(
-        offset=offset,
-        body=message.body,
-        exchange=message.exchange or "",
-        routing_key=message.routing_key or "",
-        message_id=message.message_id,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        timestamp=message.timestamp,
-        headers=dict(headers),
-    )
-
-
-def _closed_channel(message: AbstractIncomingMessage) -> bool:
-    try:
-        channel = message.channel
-    except ChannelInvalidStateError:
-        return True
-    return bool(getattr(channel, "is_closed", False))
-
-
 def _enabled(level: int) -> bool:
     """Whether the service's logger emits ``level`` (checked once per batch, not per message)."""
     try:
         return bool(log.isEnabledFor(level))
     except AttributeError:  # a structlog configuration without stdlib levels: assume it does
         return True
-
-
-def _message_fields(message: AbstractIncomingMessage, delivery: Delivery | None) -> dict[str, Any]:
-    fields: dict[str, Any] = {"messageId": message.message_id, "routingKey": message.routing_key}
-    if delivery is not None:
-        fields["offset"] = delivery.offset
-    return fields
-
-
-def _log_fields(outcome: Deliver) -> dict[str, Any]:
-    event = outcome.event
-    fields: dict[str, Any] = {"type": event.type, "jobId": event.job_id, "region": event.region}
-    for name in ("request_id", "contractor_id", "assignment_id"):
-        value = getattr(event, name, None)
-        if value is not None:
-            fields[_camel(name)] = value
-    return fields
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
 
 
 async def _cancel(task: asyncio.Task[None] | None) -> None:

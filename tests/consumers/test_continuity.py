@@ -17,8 +17,8 @@ import pytest
 
 from broker.topology import Topology
 from config.settings import Settings
-from consumers.consumer import GAP_TOLERANCE
 from consumers.handling import MARKER_HEADER
+from consumers.place import GAP_TOLERANCE
 from publisher import recommendation_ready
 from tests.consumers.conftest import LogEvents, RecordingLog, eventually, metric, running
 from tests.support.broker import BrokerAdmin, TcpProxy
