@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     hub_detailed_errors: bool = False
     hub_websocket_compression: bool = False
     hub_max_connections: int = Field(default=0, ge=0)  # 0: bounded only by the OS file limit
+    # Fairness: a connection's inbound records are processed this many at a time, then the loop
+    # serves everyone else before the next ones (one socket cannot monopolise the process).
+    hub_messages_per_turn: int = Field(default=32, ge=1, le=10_000)
 
     # --- RabbitMQ -----------------------------------------------------------------------------
     rabbitmq_url: AnyUrl = AnyUrl("amqp://guest:guest@localhost:5672/")

@@ -14,6 +14,7 @@ Rule: this is the one place where a connection-level failure becomes a ``Close``
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import structlog
@@ -82,6 +83,7 @@ class HubConnection:
         "_reader",
         "_replay",
         "_services",
+        "_turn_left",
         "client_timeout_armed",
         "closed",
         "connection",
@@ -108,6 +110,8 @@ class HubConnection:
         # that never ping (long polling) are not dropped.
         self.client_timeout_armed = False
         self.closed = False
+        # Records this connection may still process before it lets everyone else run (see receive).
+        self._turn_left = services.options.messages_per_turn
 
     @property
     def connection_id(self) -> str:
@@ -116,7 +120,14 @@ class HubConnection:
     # --- inbound ------------------------------------------------------------------------------
 
     async def receive(self, data: bytes) -> None:
-        """Process bytes from the transport, in order; frame boundaries mean nothing."""
+        """Process bytes from the transport, in order; frame boundaries mean nothing.
+
+        Fairness: after ``messages_per_turn`` records (counted across calls — a WebSocket read loop
+        takes frames already buffered without ever waiting) the connection yields to the event loop,
+        so that a socket with thousands of records queued cannot hold everyone else's events, reads
+        and health checks until it is done (issue 11: one flood took a bystander's p99 from 3 to
+        588 ms). Records stay in order: nothing else reads this connection meanwhile.
+        """
         if self.closed:
             return
         self.last_received = self._services.clock.now
@@ -134,6 +145,10 @@ class HubConnection:
                 if message is None:
                     break
                 await self._dispatch(message)
+                self._turn_left -= 1
+                if self._turn_left <= 0:
+                    self._turn_left = self._services.options.messages_per_turn
+                    await asyncio.sleep(0)
         except ProtocolError as error:
             kind = "too_large" if isinstance(error, MessageTooLargeError) else "invalid_message"
             PROTOCOL_ERRORS.labels(kind).inc()

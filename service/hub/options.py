@@ -24,6 +24,7 @@ class HubOptions:
     replay_buffer_size: int = 100_000
     close_on_authentication_expiration: bool = True
     detailed_errors: bool = False
+    messages_per_turn: int = 32
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HubOptions:
@@ -35,6 +36,7 @@ class HubOptions:
             replay_buffer_size=settings.hub_stateful_reconnect_buffer_size,
             close_on_authentication_expiration=settings.hub_close_on_authentication_expiration,
             detailed_errors=settings.hub_detailed_errors,
+            messages_per_turn=settings.hub_messages_per_turn,
         )
 
 
