@@ -15,6 +15,7 @@ Rule: this is the one place where a connection-level failure becomes a ``Close``
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 import structlog
@@ -81,6 +82,7 @@ class HubConnection:
     __slots__ = (
         "_handshake_buffer",
         "_reader",
+        "_refusal_logged",
         "_replay",
         "_services",
         "_turn_left",
@@ -112,6 +114,7 @@ class HubConnection:
         self.closed = False
         # Records this connection may still process before it lets everyone else run (see receive).
         self._turn_left = services.options.messages_per_turn
+        self._refusal_logged = False  # its first refused invocation is logged at INFO, the rest at DEBUG
 
     @property
     def connection_id(self) -> str:
@@ -218,8 +221,12 @@ class HubConnection:
             caller = CallerContext(
                 connection.connection_id, connection.principal, services.lifetime, self.positions
             )
-            completion = await services.dispatcher.invoke(caller, message)
-            if completion is not None:
+            level = logging.DEBUG if self._refusal_logged else logging.INFO
+            completion = await services.dispatcher.run(caller, message, refusal_level=level)
+            if completion.error is not None:
+                self._refusal_logged = True
+            # HubProtocol.md: a non-blocking invocation (no invocationId) gets no reply, not even errors.
+            if message.invocation_id is not None:
                 self.send(completion)
         elif isinstance(message, PingMessage):
             self.client_timeout_armed = True
