@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 import structlog
 
 from service.connections import HttpConnection, Outgoing
-from service.metrics import CONNECTIONS, CONNECTIONS_CLOSED, CONNECTIONS_OPENED, PROTOCOL_ERRORS
+from service.limits import TokenBucket
+from service.metrics import (
+    CONNECTIONS,
+    CONNECTIONS_CLOSED,
+    CONNECTIONS_OPENED,
+    PROTOCOL_ERRORS,
+    RATE_LIMITED,
+)
 from service.protocol import (
     HANDSHAKE_OK,
     PING,
@@ -81,6 +88,7 @@ class HubConnection:
 
     __slots__ = (
         "_handshake_buffer",
+        "_invocations",
         "_reader",
         "_refusal_logged",
         "_replay",
@@ -115,6 +123,13 @@ class HubConnection:
         # Records this connection may still process before it lets everyone else run (see receive).
         self._turn_left = services.options.messages_per_turn
         self._refusal_logged = False  # its first refused invocation is logged at INFO, the rest at DEBUG
+        options = services.options
+        # HUB_MAX_INVOCATIONS_PER_SECOND / HUB_INVOCATION_BURST: every invocation takes a token.
+        self._invocations = (
+            TokenBucket(options.max_invocations_per_second, options.invocation_burst, now)
+            if options.max_invocations_per_second > 0
+            else None
+        )
 
     @property
     def connection_id(self) -> str:
@@ -216,6 +231,11 @@ class HubConnection:
         replay = self._replay
         if replay is not None and is_trackable(message) and not replay.should_process():
             return  # a message the client replays after a resume that we already processed
+        if isinstance(message, InvocationMessage | StreamInvocationMessage):
+            bucket = self._invocations
+            if bucket is not None and not bucket.take(self._services.clock.now):
+                self._close_rate_limited(bucket)
+                return
         if isinstance(message, InvocationMessage):
             services, connection = self._services, self.connection
             caller = CallerContext(
@@ -246,6 +266,28 @@ class HubConnection:
             # No hub method takes upload streams or asks for client results: ASP.NET ignores items and
             # completions for unknown ids, and cancelling an unknown invocation is a no-op.
             log.debug("connection.ignored_message", type=type(message).__name__)
+
+    def _close_rate_limited(self, bucket: TokenBucket) -> None:
+        """Too many calls: one warning, one count, and a Close that tells the client not to come back.
+
+        ``allowReconnect`` is false: a client that calls this often is broken or hostile, and an
+        official client told it may reconnect would start the same loop again at once (a raw one
+        ignores the flag either way; the per-user limits of negotiate bound it).
+        """
+        RATE_LIMITED.labels("invocations").inc()
+        log.warning(
+            "connection.rate_limited",
+            limit="invocations",
+            perSecond=bucket.rate,
+            burst=bucket.burst,
+            subject=self.connection.principal.subject,
+        )
+        self.close(
+            error=f"{_CLOSED_WITH_ERROR} The client sent more than {bucket.rate:g} invocations per second "
+            f"(bursts of up to {bucket.burst:g}); closed.",
+            allow_reconnect=False,
+            reason="rate_limited",
+        )
 
     # --- outbound -----------------------------------------------------------------------------
 
