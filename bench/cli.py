@@ -192,7 +192,12 @@ class Run:
                 prefix=prefix,
                 exchange=exchange,
                 prefetch=options.prefetch,
-                extra=options.service_env,
+                # 10,000 clients share 32 tokens: the per-user limits would refuse most of them.
+                extra={
+                    "HUB_MAX_CONNECTIONS_PER_USER": "0",
+                    "HUB_MAX_NEGOTIATES_PER_USER_PER_MINUTE": "0",
+                    **options.service_env,
+                },
             )
             queues, exchanges = service_queues(prefix)
             cleanup_queues += queues

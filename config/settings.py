@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     # methods on connect (Resume, joins) and now and then after; a user has a few tabs and devices.
     hub_max_invocations_per_second: float = Field(default=20.0, ge=0)  # 0: no limit
     hub_invocation_burst: int = Field(default=100, ge=1)
+    hub_max_connections_per_user: int = Field(default=20, ge=0)  # by the token's subject; 0: no limit
+    hub_max_negotiates_per_user_per_minute: int = Field(default=60, ge=0)  # new connections; 0: no limit
 
     # --- RabbitMQ -----------------------------------------------------------------------------
     rabbitmq_url: AnyUrl = AnyUrl("amqp://guest:guest@localhost:5672/")

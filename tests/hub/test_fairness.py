@@ -16,14 +16,14 @@ from .harness import POLLING_LIKE, HubHarness, RecordingSink
 FLOOD = 5000
 
 
-def _recording_hub(order: list[str], **options: object) -> HubHarness:
+def _recording_hub(order: list[str], *, messages_per_turn: int) -> HubHarness:
     async def record(caller: CallerContext, tag: str) -> None:
         order.append(tag)
 
     methods = HubMethods()
     methods.add("Record", record)
     # Fairness alone: the invocation rate limit (test_invocation_limits.py) would end these floods.
-    return HubHarness(methods=methods, max_invocations_per_second=0, **options)
+    return HubHarness(methods=methods, max_invocations_per_second=0, messages_per_turn=messages_per_turn)
 
 
 def _record(tag: str) -> bytes:
