@@ -62,6 +62,7 @@ SCENARIOS: dict[str, tuple[str, bool]] = {
 class Options:
     invocations: int
     per_frame: int
+    in_flight: int
     rounds: int
     rate: float
     idle: float
@@ -81,6 +82,7 @@ def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.flood", description=__doc__.split("\n\n")[0])
     parser.add_argument("--invocations", type=int, default=10_000, help="invocations per flood")
     parser.add_argument("--per-frame", type=int, default=100, help="invocation records per WebSocket frame")
+    parser.add_argument("--in-flight", type=int, default=1000, help="unanswered invocations at most")
     parser.add_argument("--rounds", type=int, default=3, help="floods per scenario (samples are pooled)")
     parser.add_argument("--rate", type=float, default=200.0, help="events/s published to the bystander")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of the idle window")
@@ -106,6 +108,7 @@ def parse_args(argv: list[str] | None) -> Options:
     return Options(
         invocations=args.invocations,
         per_frame=args.per_frame,
+        in_flight=args.in_flight,
         rounds=args.rounds,
         rate=args.rate,
         idle=args.idle,
@@ -220,7 +223,8 @@ class FloodRun:
                     cpu0, start = server.cpu_seconds(), now_us()
                     outcome = await flooder.call(
                         "flood", 300.0, base=base, path=HUB_PATH, token=abuser_token, method=method,
-                        count=options.invocations, per_frame=options.per_frame, reconnect=reconnect,
+                        count=options.invocations, per_frame=options.per_frame,
+                        window=options.in_flight, reconnect=reconnect,
                         duration=options.storm_seconds if reconnect else 300.0,
                     )  # fmt: skip
                     end = max(now_us(), start + int(options.window * 1e6))
@@ -247,6 +251,7 @@ class FloodRun:
                 "options": {
                     "invocations": options.invocations,
                     "per_frame": options.per_frame,
+                    "in_flight": options.in_flight,
                     "rounds": options.rounds,
                     "rate": options.rate,
                     "idle_s": options.idle,
@@ -363,7 +368,12 @@ def render(result: dict[str, Any]) -> str:
             f"{event['n'] if event else 0} | {ms(event, 'p50')} | {ms(event, 'p99')} | {ms(event, 'max')} | "
             f"{ms(health, 'p50')} | {ms(health, 'p99')} | {ms(health, 'max')} | {what} |"
         )
-    lines += ["", "Latencies in ms."]
+    lines += [
+        "",
+        "Latencies in ms. The flooder columns are what it read: the service closes a socket that still "
+        "has unread input, the kernel resets it, and the flooder may lose the last replies and the "
+        "Close; the /metrics lines below are the service's own count.",
+    ]
     floods = [row["flood"] for row in result["rows"] if row.get("flood")]
     closes = [flood["close_error"] for flood in floods if flood["close_error"]]
     if closes:

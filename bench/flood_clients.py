@@ -7,8 +7,8 @@ line per command line on stdin (``bench.procs.LoadGenProcess`` drives it), like 
   records the latency of every event it receives (the publish time is in the ``jobId``,
   ``bench.wire.job_id``), and polls ``/healthz`` back to back (``interval`` apart), recording each
   answer's latency. ``report`` returns every sample with its time; the orchestrator cuts windows.
-- **flooder**: a raw client that sends ``count`` invocations of ``method`` as fast as the socket
-  takes them, ``per_frame`` records to a WebSocket frame, reading the completions as they come. With
+- **flooder**: a raw client that sends ``count`` invocations of ``method`` as fast as the service
+  answers them (``per_frame`` records to a WebSocket frame, at most ``window`` unanswered). With
   ``reconnect`` it is an abuser that comes back: when closed (or refused) it connects again at once
   and goes on until ``count`` are sent or ``duration`` has passed.
 
@@ -144,6 +144,7 @@ async def flood(
     method: str,
     count: int,
     per_frame: int,
+    window: int,
     reconnect: bool,
     duration: float,
 ) -> dict[str, Any]:
@@ -175,46 +176,57 @@ async def flood(
                     break
                 continue  # an abuser does not wait
             result["connections"] += 1
-            await _flood_one(ws, method, count, per_frame, result)
+            await _flood_one(ws, method, count, per_frame, window, result)
     result["seconds"] = time.monotonic() - started
     return result
 
 
 async def _flood_one(
-    ws: aiohttp.ClientWebSocketResponse, method: str, count: int, per_frame: int, result: dict[str, Any]
+    ws: aiohttp.ClientWebSocketResponse,
+    method: str,
+    count: int,
+    per_frame: int,
+    window: int,
+    result: dict[str, Any],
 ) -> None:
+    """Flood one connection, at most ``window`` invocations unanswered (an abuser wants answers too)."""
     closed = asyncio.Event()
-    expected = [result["sent"]]  # completions to wait for on this connection (grows as we send)
-    done = asyncio.Event()
+    progress = asyncio.Event()
+    here = {"sent": 0, "completions": 0}
 
     async def read() -> None:
         async for message in ws:
             data = _as_bytes(message.data)
-            result["completions"] += data.count(b'"type":3')
+            completions = data.count(b'"type":3')
+            here["completions"] += completions
+            result["completions"] += completions
+            progress.set()
             at = data.find(b'"type":7')
             if at >= 0:
                 result["closes"] += 1
                 close = orjson.loads(data[data.rfind(_RS, 0, at) + 1 : data.find(_RS, at)])
                 result["close_error"] = close.get("error")
                 break
-            if result["completions"] >= expected[0] and result["sent"] >= count:
-                done.set()
         closed.set()
-        done.set()
+        progress.set()
 
     reader = asyncio.create_task(read())
     try:
         while result["sent"] < count and not closed.is_set():
+            if here["sent"] - here["completions"] >= window:
+                progress.clear()
+                await asyncio.wait_for(progress.wait(), 120.0)
+                continue
             n = min(per_frame, count - result["sent"])
             try:
                 await ws.send_bytes(_invocations(method, result["sent"], n))
             except (ConnectionError, RuntimeError):
                 break
             result["sent"] += n
-            expected[0] = result["sent"]
-        if result["completions"] >= result["sent"]:
-            done.set()
-        await asyncio.wait_for(done.wait(), 120.0)
+            here["sent"] += n
+        while here["completions"] < here["sent"] and not closed.is_set():
+            progress.clear()
+            await asyncio.wait_for(progress.wait(), 120.0)
     finally:
         reader.cancel()
         await ws.close()
