@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     hub_max_connections: int = Field(default=0, ge=0)  # 0: bounded only by the OS file limit
     # Fairness: a connection's inbound records are processed this many at a time, then the loop
     # serves everyone else before the next ones (one socket cannot monopolise the process).
-    hub_messages_per_turn: int = Field(default=32, ge=1, le=10_000)
+    hub_messages_per_turn: int = Field(default=8, ge=1, le=10_000)
     # Abuse bounds (issue 11), far above what the official clients do: a connection calls a few hub
     # methods on connect (Resume, joins) and now and then after; a user has a few tabs and devices.
     hub_max_invocations_per_second: float = Field(default=20.0, ge=0)  # 0: no limit

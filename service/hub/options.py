@@ -24,7 +24,7 @@ class HubOptions:
     replay_buffer_size: int = 100_000
     close_on_authentication_expiration: bool = True
     detailed_errors: bool = False
-    messages_per_turn: int = 32
+    messages_per_turn: int = 8
     max_invocations_per_second: float = 20.0  # 0: no limit
     invocation_burst: int = 100
 
