@@ -163,7 +163,7 @@ class TooManyConnectionsError(HubHttpError):
     """
 
     status = 429
-    text = "This user has {limit} connections open, the most allowed; close one before opening another."
+    text = "This user already has the most connections allowed ({limit}); close one before opening another."
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -46,8 +46,8 @@ async def test_a_user_at_the_connection_cap_gets_the_429_text_from_start(
             await js.connect(service.hub_url, token)
         # What the app's catch around start() gets (the JS client does not read Retry-After).
         assert str(refused.value) == (
-            "Failed to complete negotiation with the server: Error: This user has 1 connections open, the "
-            "most allowed; close one before opening another.: Status code '429'"
+            "Failed to complete negotiation with the server: Error: This user already has the most "
+            "connections allowed (1); close one before opening another.: Status code '429'"
         )
 
 

@@ -77,7 +77,7 @@ async def test_the_connection_past_the_users_cap_is_refused_with_429_and_a_close
         assert refused.status == 429
         assert refused.content_type == "text/plain"
         assert await refused.text() == (
-            "This user has 2 connections open, the most allowed; close one before opening another."
+            "This user already has the most connections allowed (2); close one before opening another."
         )
         with pytest.raises(aiohttp.WSServerHandshakeError) as upgrade:
             await session.ws_connect(service.ws_hub_url, headers=_auth(token))  # skipNegotiation too
