@@ -36,12 +36,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
 from bench.broker import Broker, PublishResult
 from bench.procs import Child, LoadGenProcess, kill_all
 from bench.report import render_markdown, summarize
+from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, service_queues, wait_service_ready
 from bench.wire import BROADCAST_GROUP, group_name, now_us, raise_fd_limit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,30 +184,25 @@ class Run:
         cleanup_exchanges = [exchange]
         await self.broker.declare_exchange(exchange)
         if name.startswith("service"):
-            env = {
-                **os.environ,
-                "CONFIG_FILE": str(self.workdir / "empty.env"),
-                "HTTP_HOST": "127.0.0.1",
-                "HTTP_PORT": str(port),
-                "AUTH_DEV_MODE": "true",
-                "AUTH_DEV_KEY_DIR": str(key_dir),
-                "LOG_LEVEL": "WARNING",
-                "RABBITMQ_URL": options.amqp,
-                "INSTANCE_ID": "bench",
-                "STREAM_NAME": f"{prefix}.events",
-                "POSITION_QUEUE_PREFIX": f"{prefix}.position.",
-                "RECOMMENDATIONS_EXCHANGE": exchange,
-                "ASSIGNMENTS_EXCHANGE": f"{prefix}.assignments",
-                "DEAD_LETTER_EXCHANGE": f"{prefix}.dlx",
-                "DEAD_LETTER_QUEUE": f"{prefix}.dlq",
-                "QUEUE_EXPIRES_MS": "60000",
-                "CONSUME_GRACE_SECONDS": "0",
-                "PREFETCH_COUNT": str(options.prefetch),
-                **options.service_env,
-            }
-            cleanup_queues += [f"{prefix}.dlq", f"{prefix}.events", f"{prefix}.position.bench"]
-            cleanup_exchanges += [f"{prefix}.assignments", f"{prefix}.dlx"]
-            argv = [self.python, "-c", _SERVICE_LAUNCHER]
+            env = service_env(
+                workdir=self.workdir,
+                key_dir=key_dir,
+                port=port,
+                amqp=options.amqp,
+                prefix=prefix,
+                exchange=exchange,
+                prefetch=options.prefetch,
+                # 10,000 clients share 32 tokens: the per-user limits would refuse most of them.
+                extra={
+                    "HUB_MAX_CONNECTIONS_PER_USER": "0",
+                    "HUB_MAX_NEGOTIATES_PER_USER_PER_MINUTE": "0",
+                    **options.service_env,
+                },
+            )
+            queues, exchanges = service_queues(prefix)
+            cleanup_queues += queues
+            cleanup_exchanges += exchanges
+            argv = [self.python, "-c", SERVICE_LAUNCHER]
         else:
             env = dict(os.environ)
             module = "bench.servers.raw" if name == "raw" else "bench.servers.socketio_server"
@@ -220,7 +215,7 @@ class Run:
         try:
             server = await Child.start(name, argv, env=env, log_dir=self.workdir, cwd=ROOT)
             if name.startswith("service"):
-                await self._wait_service_ready(server, port)
+                await wait_service_ready(server, port)
             else:
                 await self._wait_ready(server, queue)
             loadgen = await LoadGenProcess.start(self.python, log_dir=self.workdir, name=f"loadgen-{name}")
@@ -277,20 +272,6 @@ class Run:
                 await server.stop()
             await self.broker.cleanup(queues=cleanup_queues, exchanges=cleanup_exchanges)
         return result
-
-    async def _wait_service_ready(self, server: Child, port: int) -> None:
-        """The service reads a stream: ready when ``/readyz`` says so (connected, history loaded)."""
-        deadline = time.monotonic() + 60.0
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                if not server.alive():
-                    raise RuntimeError(f"{server.name} exited; its log ends:\n{server.log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.2)
-        raise RuntimeError(f"{server.name} not ready within 60 s:\n{server.log_tail()}")
 
     async def _wait_ready(self, server: Child, queue: str) -> None:
         deadline = time.monotonic() + 60.0
@@ -512,7 +493,7 @@ class Run:
         options = self.options
         (self.workdir / "empty.env").write_text("")
         key_dir = self.workdir / "keys"
-        tokens = await asyncio.to_thread(_mint_tokens, key_dir, 32)
+        tokens = await asyncio.to_thread(mint_tokens, key_dir, [f"bench-{n}" for n in range(32)])
         await self.broker.connect()
         results: dict[str, Any] = {}
         started = time.monotonic()
@@ -544,23 +525,6 @@ class Run:
             "logs": str(self.workdir),
             "servers": results,
         }
-
-
-# The service's own entry point (``python -m service``) with the fd limit raised first.
-_SERVICE_LAUNCHER = (
-    "import resource, sys\n"
-    "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
-    "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
-    "from service.cli import main\n"
-    "sys.exit(main(['serve']))\n"
-)
-
-
-def _mint_tokens(key_dir: Path, count: int) -> list[str]:
-    from service.auth import DevIssuer
-
-    issuer = DevIssuer(key_dir)
-    return [issuer.mint(subject=f"bench-{n}", roles=["Admin"], ttl_seconds=4 * 3600) for n in range(count)]
 
 
 def _machine(rabbitmq: str) -> dict[str, Any]:

@@ -115,18 +115,29 @@ class Child:
 
 
 class LoadGenProcess:
-    """The load generator child, driven by JSON lines over its stdin/stdout."""
+    """A client child (the load generator, or ``module``), driven by JSON lines over its stdin/stdout.
+
+    The child prints ``{"ready": true}`` once, then answers each command line with one line.
+    """
 
     def __init__(self, child: Child) -> None:
         self.child = child
 
     @classmethod
-    async def start(cls, python: str, *, log_dir: Path, name: str = "loadgen") -> LoadGenProcess:
-        child = await Child.start(name, [python, "-m", "bench.loadgen"], log_dir=log_dir, pipes=True)
+    async def start(
+        cls,
+        python: str,
+        *,
+        log_dir: Path,
+        name: str = "loadgen",
+        module: str = "bench.loadgen",
+        args: tuple[str, ...] = (),
+    ) -> LoadGenProcess:
+        child = await Child.start(name, [python, "-m", module, *args], log_dir=log_dir, pipes=True)
         generator = cls(child)
         ready = await generator._read(30.0)
         if not ready.get("ready"):
-            raise RuntimeError(f"load generator did not start: {ready}")
+            raise RuntimeError(f"{name} did not start: {ready}")
         return generator
 
     async def call(self, op: str, reply_timeout: float, **arguments: Any) -> dict[str, Any]:
@@ -136,7 +147,7 @@ class LoadGenProcess:
         await process.stdin.drain()
         answer = await self._read(reply_timeout)
         if "error" in answer:
-            raise RuntimeError(f"load generator {op}: {answer['error']}")
+            raise RuntimeError(f"{self.child.name} {op}: {answer['error']}")
         return answer
 
     async def _read(self, timeout: float) -> dict[str, Any]:
@@ -144,7 +155,7 @@ class LoadGenProcess:
         assert stdout is not None
         line = await asyncio.wait_for(stdout.readline(), timeout)
         if not line:
-            raise RuntimeError(f"load generator exited; its log ends:\n{self.child.log_tail()}")
+            raise RuntimeError(f"{self.child.name} exited; its log ends:\n{self.child.log_tail()}")
         answer: dict[str, Any] = orjson.loads(line)
         return answer
 

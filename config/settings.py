@@ -117,6 +117,15 @@ class Settings(BaseSettings):
     hub_detailed_errors: bool = False
     hub_websocket_compression: bool = False
     hub_max_connections: int = Field(default=0, ge=0)  # 0: bounded only by the OS file limit
+    # Fairness: a connection's inbound records are processed this many at a time, then the loop
+    # serves everyone else before the next ones (one socket cannot monopolise the process).
+    hub_messages_per_turn: int = Field(default=8, ge=1, le=10_000)
+    # Abuse bounds (issue 11), far above what the official clients do: a connection calls a few hub
+    # methods on connect (Resume, joins) and now and then after; a user has a few tabs and devices.
+    hub_max_invocations_per_second: float = Field(default=20.0, ge=0)  # 0: no limit
+    hub_invocation_burst: int = Field(default=100, ge=1)
+    hub_max_connections_per_user: int = Field(default=20, ge=0)  # by the token's subject; 0: no limit
+    hub_max_negotiates_per_user_per_minute: int = Field(default=60, ge=0)  # new connections; 0: no limit
 
     # --- RabbitMQ -----------------------------------------------------------------------------
     rabbitmq_url: AnyUrl = AnyUrl("amqp://guest:guest@localhost:5672/")

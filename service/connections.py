@@ -207,6 +207,8 @@ class ConnectionManager:
         self._max_connections = max_connections
         self._clock = clock
         self._by_token: dict[str, HttpConnection] = {}
+        # Live connections per user (the token's subject), for HUB_MAX_CONNECTIONS_PER_USER.
+        self._per_user: dict[str, int] = {}
         # Closed long-polling connections whose last messages (e.g. the Close) await one more poll.
         self._draining: dict[str, tuple[HttpConnection, Sink, float]] = {}
 
@@ -219,6 +221,10 @@ class ConnectionManager:
     @property
     def at_capacity(self) -> bool:
         return 0 < self._max_connections <= len(self._by_token)
+
+    def connections_of(self, subject: str) -> int:
+        """How many live connections the user ``subject`` has (negotiated ones included)."""
+        return self._per_user.get(subject, 0)
 
     def create(
         self,
@@ -243,6 +249,8 @@ class ConnectionManager:
             positions=positions,
         )
         self._by_token[token] = connection
+        subject = principal.subject
+        self._per_user[subject] = self._per_user.get(subject, 0) + 1
         return connection
 
     def get(self, token: str) -> HttpConnection | None:
@@ -312,6 +320,13 @@ class ConnectionManager:
         if connection.close_reason is None:
             connection.close_reason = reason
         self._by_token.pop(connection.connection_token, None)
+        # A fresher token may replace the principal, never its subject (the endpoint checks it).
+        subject = connection.principal.subject
+        remaining = self._per_user.get(subject, 0) - 1
+        if remaining > 0:
+            self._per_user[subject] = remaining
+        else:
+            self._per_user.pop(subject, None)
         sink, connection.sink = connection.sink, None
         if sink is not None:
             sink.close()

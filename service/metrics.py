@@ -19,6 +19,7 @@ __all__ = [
     "HUB_DELIVERIES",
     "HUB_INVOCATIONS",
     "PROTOCOL_ERRORS",
+    "RATE_LIMITED",
     "REPLAYED_EVENTS",
     "RESUMES",
     "SLOW_CLIENT_DISCONNECTS",
@@ -55,6 +56,14 @@ HUB_INVOCATIONS = Counter(
     "Hub method invocations from clients, by method and outcome.",
     ["method", "outcome"],
 )
+RATE_LIMITED = Counter(
+    "realtime_hub_rate_limited",
+    "Clients stopped by a per-connection or per-user limit: connections closed for calling too often "
+    "(invocations), requests answered 429 (connections_per_user, negotiates_per_user).",
+    ["limit"],
+)
+for _limit in ("invocations", "connections_per_user", "negotiates_per_user"):
+    RATE_LIMITED.labels(_limit)
 PROTOCOL_ERRORS = Counter(
     "realtime_hub_protocol_errors", "Connections closed for a protocol error.", ["kind"]
 )

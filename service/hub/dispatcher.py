@@ -14,6 +14,7 @@ an unexpected exception's details only with ``HUB_DETAILED_ERRORS``.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, get_type_hints
@@ -154,27 +155,41 @@ class HubDispatcher:
 
     async def invoke(self, context: CallerContext, message: InvocationMessage) -> CompletionMessage | None:
         """Run one invocation; the Completion to send, or None for a non-blocking one."""
-        completion = await self._run(context, message)
+        completion = await self.run(context, message)
         # HubProtocol.md: a non-blocking invocation (no invocationId) gets no reply, not even errors.
         return completion if message.invocation_id is not None else None
 
-    async def _run(self, context: CallerContext, message: InvocationMessage) -> CompletionMessage:
+    async def run(
+        self, context: CallerContext, message: InvocationMessage, *, refusal_level: int = logging.INFO
+    ) -> CompletionMessage:
+        """Run one invocation; its Completion, also for a non-blocking one (the caller drops it).
+
+        A refusal (unknown method, bad arguments, ``HubException``) is counted in
+        ``realtime_hub_invocations_total`` and logged at ``refusal_level``: a connection logs its first
+        at INFO and the rest at DEBUG, so that a client repeating a refused call thousands of times
+        costs one line, not thousands (issue 11).
+        """
         invocation_id = message.invocation_id or ""
         target = message.target
         method = self._methods.get(target)
         if method is None:
-            self._log_failure(context, target, "unknown_method")
-            return CompletionMessage.with_error(invocation_id, _unknown_method(target))
+            error = _unknown_method(target)
+            return self._refuse(refusal_level, target, "unknown_method", invocation_id, error)
         try:
             arguments = self._bind(method, message.arguments)
         except _BindingError as error:
-            self._log_failure(context, method.name, "bad_arguments")
-            return CompletionMessage.with_error(
-                invocation_id, f"Failed to invoke '{target}' due to an error on the server. {error}"
+            return self._refuse(
+                refusal_level,
+                method.name,
+                "bad_arguments",
+                invocation_id,
+                f"Failed to invoke '{target}' due to an error on the server. {error}",
             )
         if message.stream_ids:
-            self._log_failure(context, method.name, "bad_arguments")
-            return CompletionMessage.with_error(
+            return self._refuse(
+                refusal_level,
+                method.name,
+                "bad_arguments",
                 invocation_id,
                 f"An unexpected error occurred invoking '{target}' on the server. HubException: Client sent "
                 f"{len(message.stream_ids)} stream(s), Hub method expects 0.",
@@ -182,8 +197,10 @@ class HubDispatcher:
         try:
             result = await method(context, arguments)
         except HubException as error:
-            self._log_failure(context, method.name, "refused", detail=str(error))
-            return CompletionMessage.with_error(
+            return self._refuse(
+                refusal_level,
+                method.name,
+                "refused",
                 invocation_id,
                 f"An unexpected error occurred invoking '{target}' on the server. HubException: {error}",
             )
@@ -219,14 +236,10 @@ class HubDispatcher:
         return tuple(bound)
 
     @staticmethod
-    def _log_failure(context: CallerContext, method: str, outcome: str, detail: str | None = None) -> None:
-        log.info(
-            "hub.invocation_refused",
-            method=method,
-            outcome=outcome,
-            detail=detail,
-        )
+    def _refuse(level: int, method: str, outcome: str, invocation_id: str, error: str) -> CompletionMessage:
+        log.log(level, "hub.invocation_refused", method=method, outcome=outcome, error=error)
         HUB_INVOCATIONS.labels(method if outcome != "unknown_method" else "<unknown>", outcome).inc()
+        return CompletionMessage.with_error(invocation_id, error)
 
 
 def _unknown_method(target: str) -> str:

@@ -24,6 +24,9 @@ class HubOptions:
     replay_buffer_size: int = 100_000
     close_on_authentication_expiration: bool = True
     detailed_errors: bool = False
+    messages_per_turn: int = 8
+    max_invocations_per_second: float = 20.0  # 0: no limit
+    invocation_burst: int = 100
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HubOptions:
@@ -35,6 +38,9 @@ class HubOptions:
             replay_buffer_size=settings.hub_stateful_reconnect_buffer_size,
             close_on_authentication_expiration=settings.hub_close_on_authentication_expiration,
             detailed_errors=settings.hub_detailed_errors,
+            messages_per_turn=settings.hub_messages_per_turn,
+            max_invocations_per_second=settings.hub_max_invocations_per_second,
+            invocation_burst=settings.hub_invocation_burst,
         )
 
 

@@ -39,6 +39,7 @@ from service.protocol import (
 )
 from service.write_batch import WriteBatch
 
+from .admission import UserAdmission
 from .errors import (
     AtCapacityError,
     ConnectionIdRequiredError,
@@ -74,6 +75,8 @@ class EndpointOptions:
     poll_timeout: float = 90.0
     disconnect_timeout: float = 15.0
     websocket_compression: bool = False
+    max_connections_per_user: int = 0  # 0: no limit
+    negotiates_per_user_per_minute: int = 0  # 0: no limit
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EndpointOptions:
@@ -90,6 +93,8 @@ class EndpointOptions:
             poll_timeout=settings.hub_long_polling_timeout,
             disconnect_timeout=settings.hub_disconnect_timeout,
             websocket_compression=settings.hub_websocket_compression,
+            max_connections_per_user=settings.hub_max_connections_per_user,
+            negotiates_per_user_per_minute=settings.hub_max_negotiates_per_user_per_minute,
         )
 
     def available_transports(self) -> tuple[AvailableTransport, ...]:
@@ -133,6 +138,11 @@ class HubEndpoint:
         self._validator = validator
         self._options = options
         self._available = options.available_transports()
+        self._admission = UserAdmission(
+            manager,
+            max_connections=options.max_connections_per_user,
+            per_minute=options.negotiates_per_user_per_minute,
+        )
         self._send_locks: dict[str, asyncio.Lock] = {}
 
     # --- shared checks --------------------------------------------------------------------------
@@ -161,6 +171,12 @@ class HubEndpoint:
             log.info("request.unauthorized", reason=error.reason, detail=error.description, path=request.path)
             raise UnauthorizedError(www_authenticate(error)) from None
 
+    def _admit(self, principal: Principal) -> None:
+        """May this user have one more connection? (503 when the instance is full, 429 for the user.)"""
+        if self._manager.at_capacity:
+            raise AtCapacityError()
+        self._admission.admit(principal.subject)
+
     # --- negotiate --------------------------------------------------------------------------------
 
     async def negotiate(self, request: web.Request) -> web.StreamResponse:
@@ -171,8 +187,7 @@ class HubEndpoint:
             version = parse_negotiate_version(_query(request, "negotiateVersion"))
         except NegotiateError as error:
             return web.Response(body=negotiate_error_response(str(error)), content_type="application/json")
-        if self._manager.at_capacity:
-            raise AtCapacityError()
+        self._admit(principal)
         stateful = self._options.stateful_reconnect and parse_bool_query(
             _query(request, "useStatefulReconnect")
         )
@@ -232,8 +247,7 @@ class HubEndpoint:
         if token is None:
             if transport is not Transport.WEBSOCKETS:
                 raise ConnectionIdRequiredError()
-            if self._manager.at_capacity:
-                raise AtCapacityError()
+            self._admit(principal)
             # skipNegotiation: a WebSocket without id is a brand-new connection (version 0 semantics).
             connection = self._manager.create(
                 principal=principal,

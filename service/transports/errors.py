@@ -27,6 +27,8 @@ __all__ = [
     "MethodNotAllowedError",
     "OriginNotAllowedError",
     "PostToWebSocketError",
+    "TooManyConnectionsError",
+    "TooManyNewConnectionsError",
     "TransportChangeError",
     "TransportConflictError",
     "TransportNotSupportedError",
@@ -152,6 +154,46 @@ class EarlyInputTooLargeError(HubHttpError):
 
     status = 413
     text = "Too much data before a transport was started."
+
+
+class TooManyConnectionsError(HubHttpError):
+    """``HUB_MAX_CONNECTIONS_PER_USER`` connections of this user (the token's subject) exist already.
+
+    No ``Retry-After``: a slot frees when one of the user's connections ends, which nobody can predict.
+    """
+
+    status = 429
+    text = "This user already has the most connections allowed ({limit}); close one before opening another."
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__()
+
+    @property
+    def body_text(self) -> str:
+        return self.text.format(limit=self.limit)
+
+
+class TooManyNewConnectionsError(HubHttpError):
+    """More than ``HUB_MAX_NEGOTIATES_PER_USER_PER_MINUTE`` new connections of this user: a reconnect
+    storm. ``Retry-After`` says when the next one will be accepted (RFC 6585 §4)."""
+
+    status = 429
+    text = "This user opened more than {limit} connections in a minute; retry after {retry_after} s."
+
+    def __init__(self, limit: int, retry_after: int) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        super().__init__()
+
+    @property
+    def body_text(self) -> str:
+        return self.text.format(limit=self.limit, retry_after=self.retry_after)
+
+    def response(self) -> web.Response:
+        response = super().response()
+        response.headers[hdrs.RETRY_AFTER] = str(self.retry_after)
+        return response
 
 
 class AtCapacityError(HubHttpError):

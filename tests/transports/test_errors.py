@@ -24,6 +24,8 @@ from service.transports.errors import (
     MethodNotAllowedError,
     OriginNotAllowedError,
     PostToWebSocketError,
+    TooManyConnectionsError,
+    TooManyNewConnectionsError,
     TransportChangeError,
     TransportConflictError,
     TransportNotSupportedError,
@@ -48,6 +50,16 @@ TEXT_REFUSALS = [
     (PostToWebSocketError(), 405, "POST requests are not allowed for WebSocket connections."),
     (TransportConflictError(), 409, "Connection already has an active transport."),
     (EarlyInputTooLargeError(), 413, "Too much data before a transport was started."),
+    (
+        TooManyConnectionsError(20),
+        429,
+        "This user already has the most connections allowed (20); close one before opening another.",
+    ),
+    (
+        TooManyNewConnectionsError(60, 7),
+        429,
+        "This user opened more than 60 connections in a minute; retry after 7 s.",
+    ),
     (AtCapacityError(), 503, "The server has reached its connection limit; try again later."),
 ]
 
@@ -88,6 +100,16 @@ async def test_unauthorized_has_an_empty_body_and_the_challenge() -> None:
         assert response.status == 401
         assert await response.read() == b""
         assert response.headers[hdrs.WWW_AUTHENTICATE] == challenge
+    finally:
+        await client.close()
+
+
+async def test_too_many_new_connections_says_when_to_retry() -> None:
+    client = await _client(_raising(TooManyNewConnectionsError(60, 7)))
+    try:
+        response = await client.post("/")
+        assert response.status == 429
+        assert response.headers[hdrs.RETRY_AFTER] == "7"
     finally:
         await client.close()
 
