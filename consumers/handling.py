@@ -11,7 +11,7 @@ event contract (``schemas.parse_event``); then routing (``consumers.routes``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -53,12 +53,14 @@ class Delivery:
     content_encoding: str | None = None
     timestamp: datetime | None = None
     headers: dict[str, Any] | None = None
+    check: str = field(init=False)
+    """The entry's check (``schemas.log.entry_check``): computed once, read several times per entry."""
 
-    @property
-    def check(self) -> str:
-        return entry_check(
+    def __post_init__(self) -> None:
+        check = entry_check(
             self.body, message_id=self.message_id, exchange=self.exchange, routing_key=self.routing_key
         )
+        object.__setattr__(self, "check", check)
 
     @property
     def marker(self) -> str | None:
