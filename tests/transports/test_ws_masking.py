@@ -13,6 +13,7 @@ import itertools
 import os
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,7 +27,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from service.transports.ws_masking import MaskScanner
-from tests.support.server import RunningService
+from tests.support.server import RunningService, hub_settings, running_service
 from tests.support.tokens import TokenFactory
 from tests.support.wire import RawHubClient
 
@@ -269,3 +270,24 @@ async def test_a_library_client_is_unaffected(service: RunningService, token_fac
         with pytest.raises(WSServerHandshakeError):  # and the refusals of the endpoint are unchanged
             await session.ws_connect(service.ws_hub_url, params={"id": "unknown"})
     assert _unmasked_count() == before
+
+
+def test_under_uvloop_as_in_production(tmp_path: Path) -> None:
+    """The service runs on uvloop (``service.cli``), whose transports implement ``set_protocol`` anew."""
+    import uvloop
+
+    async def scenario() -> None:
+        tokens = TokenFactory(tmp_path / "token-factory")
+        async with running_service(hub_settings(tokens)) as service:
+            assert "uvloop" in type(asyncio.get_running_loop()).__module__
+            async with RawSocket.open(service, tokens.dispatcher()) as raw:
+                await raw.handshake()
+                raw.send(frame(b'{"type":6}\x1e', masked=False))
+                await raw.expect_close_1002()
+            async with RawSocket.open(
+                service, tokens.dispatcher(), pipelined=frame(HANDSHAKE, masked=False)
+            ) as raw:
+                await raw.expect_close_1002()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
