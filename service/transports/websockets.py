@@ -2,7 +2,8 @@
 
 Inbound: every Text or Binary frame is appended to the connection's byte stream (frame boundaries
 mean nothing). Outbound: JSON goes out as Text frames, MessagePack as Binary frames (the transfer
-format the handshake picked).
+format the handshake picked). Client frames must be masked (RFC 6455 §5.1): ``ws_masking`` checks
+the bytes before aiohttp parses them, and an unmasked frame fails the connection with 1002.
 
 Rule: outbound writes never await. The frame for a group send is built once per protocol and written
 straight to the socket's transport (aiohttp writes uncompressed frames synchronously too, so frames
