@@ -1,13 +1,17 @@
 """Structured logging (structlog) for the service and the libraries under it.
 
 JSON lines in production, coloured console lines in development; the standard library's loggers
-(aiohttp, aio-pika) go through the same renderer. Rule: a token never reaches a log line — the
-access log redacts ``access_token`` (and the connection token ``id``) from query strings.
+(aiohttp, aio-pika, asyncio) go through the same renderer and the one handler ``configure_logging``
+installs. Rule: a token never reaches a log line. The access log redacts ``access_token`` (and the
+connection token ``id``) from query strings; and because other code logs what it was sent — aiohttp
+logs the start of a request line it could not parse (an over-long line, a bad method) with the
+token in it — every formatted line, whatever its logger, passes ``redact`` before it is written.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -17,10 +21,86 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from config.settings import LogFormat
 
-__all__ = ["RedactingAccessLogger", "configure_logging", "redact_query"]
+__all__ = ["RedactingAccessLogger", "configure_logging", "redact", "redact_query"]
 
 _SECRET_QUERY_KEYS = frozenset({"access_token", "id"})
 _access = structlog.get_logger("aiohttp.access")
+
+_REDACTED = "***"
+
+# What a secret looks like in a formatted line, whoever wrote it: a key and its value (the secret,
+# up to a separator), or a JWT on its own. A value ends at whitespace, ``&``, a quote or a backslash
+# (JSON escapes), so a value aiohttp cut short ("eyJhbGc...") is redacted to its end. Keys are the
+# ones the endpoint reads, as aiohttp reads them: case-sensitive, percent-decoded.
+_VALUE = r"[^\s&'\"\\]*"
+# Every branch starts with a literal, so the regex engine jumps from candidate to candidate
+# character; the value of a key is the last group that matched.
+_NAMED = r"['\"]?\s*[:=]\s*['\"]?"
+_SECRET = re.compile(
+    # access_token=VALUE, id=VALUE: the query parameters that carry the JWT and the connection token
+    # (TransportProtocols.md: the connection token is the ``id`` of every transport request); also
+    # "connectionToken": "VALUE" (the negotiate response) and access_token: VALUE (a mapping's repr).
+    f"access_token{_NAMED}({_VALUE})"
+    f"|connectionToken{_NAMED}({_VALUE})"
+    f"|i(?<![A-Za-z0-9_]i)d=({_VALUE})"  # not uuid=, pid=
+    # RFC 6750 §2.1: Authorization: Bearer VALUE, wherever it is quoted.
+    f"|Bearer\\s+({_VALUE})"
+    # A JWT, or the start of one: its header is base64url JSON, so it begins with "eyJ" ('{"').
+    r"|eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)*"
+)
+# Authorization: <any scheme, any case> VALUE (RFC 9110 §11.6.2; schemes are case-insensitive).
+_AUTHORIZATION = re.compile(r"(?i)authorization['\"]?\s*[:=]\s*['\"]?[a-z]+\s+(" + _VALUE + ")")
+
+
+def _spelled(key: str) -> str:
+    """``key`` as aiohttp reads it from a query: each character plain or percent-encoded."""
+    parts = []
+    for char in key:
+        code = f"{ord(char):02x}"
+        hex_digit = f"[{code[1]}{code[1].upper()}]" if code[1].isalpha() else code[1]  # %5f or %5F
+        parts.append(f"(?:{re.escape(char)}|%{code[0]}{hex_digit})")
+    return "".join(parts)
+
+
+_ENCODED_KEY = re.compile(f"(?<![A-Za-z0-9_])(?:{_spelled('access_token')}|{_spelled('id')})=({_VALUE})")
+
+
+def _redacted(match: re.Match[str]) -> str:
+    """The match with its secret part replaced: the value after a key, or all of a JWT."""
+    group = match.lastindex
+    if group is None:
+        return _REDACTED
+    return match.string[match.start() : match.start(group)] + _REDACTED
+
+
+def redact(line: str) -> str:
+    """``line`` without tokens: query values of ``access_token``/``id``, ``connectionToken`` values,
+    ``Authorization`` credentials and anything shaped like a JWT (whole or cut short) become ``***``."""
+    if "%" in line:
+        line = _ENCODED_KEY.sub(_redacted, line)
+    if "uthorization" in line or "UTHORIZATION" in line:
+        line = _AUTHORIZATION.sub(_redacted, line)
+    if (
+        "id=" in line
+        or "eyJ" in line
+        or "Bearer" in line
+        or "access_token" in line
+        or "connectionToken" in line
+    ):
+        line = _SECRET.sub(_redacted, line)
+    return line
+
+
+class _RedactingFormatter(structlog.stdlib.ProcessorFormatter):
+    """The handler's formatter: renders as structlog does, then redacts the finished line.
+
+    On the finished line, so that nothing escapes — the message, its arguments, an exception's text and
+    traceback, structlog's key-value pairs — and only for lines actually written (after the level
+    check): a few substring tests, and a regex pass on the lines that hold one of the keys.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def redact_query(query_string: str) -> str:
@@ -58,7 +138,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.JSON) -> N
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter = _RedactingFormatter(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,

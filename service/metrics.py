@@ -67,6 +67,7 @@ for _limit in ("invocations", "connections_per_user", "negotiates_per_user"):
 PROTOCOL_ERRORS = Counter(
     "realtime_hub_protocol_errors", "Connections closed for a protocol error.", ["kind"]
 )
+PROTOCOL_ERRORS.labels("unmasked_frame")  # RFC 6455 §5.1, shown at 0 until a client sends one
 AUTH_FAILURES = Counter("realtime_auth_failures", "Requests refused with 401, by reason.", ["reason"])
 HISTORY_ENTRIES = Gauge("realtime_history_entries", "Log entries kept in memory for replays.")
 HISTORY_BYTES = Gauge("realtime_history_bytes", "Approximate bytes of the log entries kept for replays.")

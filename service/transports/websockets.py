@@ -2,7 +2,8 @@
 
 Inbound: every Text or Binary frame is appended to the connection's byte stream (frame boundaries
 mean nothing). Outbound: JSON goes out as Text frames, MessagePack as Binary frames (the transfer
-format the handshake picked).
+format the handshake picked). Client frames must be masked (RFC 6455 §5.1): ``ws_masking`` checks
+the bytes before aiohttp parses them, and an unmasked frame fails the connection with 1002.
 
 Rule: outbound writes never await. The frame for a group send is built once per protocol and written
 straight to the socket's transport (aiohttp writes uncompressed frames synchronously too, so frames
@@ -23,8 +24,11 @@ from aiohttp import WSMsgType, web
 
 from config.settings import Transport
 from service.connections import Capabilities, ConnectionManager, HttpConnection, Outgoing
+from service.metrics import PROTOCOL_ERRORS
 from service.protocol import TRANSFER_FORMATS, TransferFormat
 from service.write_batch import WriteBatch
+
+from .ws_masking import MaskGuard, MaskScanner, pipelined_bytes
 
 __all__ = ["WebSocketSink", "build_frame", "serve_websocket"]
 
@@ -33,6 +37,10 @@ log = structlog.get_logger(__name__)
 _TEXT = 0x81  # FIN + text opcode
 _BINARY = 0x82  # FIN + binary opcode
 _CLOSE_TIMEOUT = 5.0  # WebSocketOptions.CloseTimeout
+# RFC 6455 §7.4.1: "1002 indicates that an endpoint is terminating the connection due to a protocol
+# error." The reason (§5.5.1: UTF-8 after the code) tells a developer what their client did.
+_UNMASKED_CLOSE_REASON = b"client frames must be masked"
+_CLOSE_UNMASKED = struct.pack("!BBH", 0x88, 2 + len(_UNMASKED_CLOSE_REASON), 1002) + _UNMASKED_CLOSE_REASON
 _background: set[asyncio.Task[None]] = set()
 
 CAPABILITIES = Capabilities(
@@ -200,6 +208,35 @@ async def serve_websocket(
     compress: bool,
 ) -> web.WebSocketResponse:
     """Run one WebSocket for ``connection`` until either side ends it."""
+    transport = request.transport
+    opened = failed = False
+
+    def close_failed() -> None:
+        # RFC 6455 §7.1.7, Fail the WebSocket Connection: send a Close frame, close the TCP connection,
+        # and "MUST NOT continue to attempt to process data (including a responding Close frame)".
+        if transport is not None and not transport.is_closing():
+            transport.write(_CLOSE_UNMASKED)
+            transport.close()
+
+    def on_unmasked() -> None:
+        nonlocal failed
+        failed = True
+        PROTOCOL_ERRORS.labels("unmasked_frame").inc()
+        log.info(
+            "websocket.unmasked_frame",
+            connectionId=connection.connection_id,
+            closeStatus=1002,
+            rule="RFC 6455 §5.1: a server MUST close the connection upon receiving an unmasked frame",
+        )
+        if opened:
+            close_failed()  # else right after the 101
+
+    # Installed before prepare: from the 101 on, every byte the client sends passes the check first.
+    scanner = MaskScanner()
+    if scanner.feed(pipelined_bytes(request)) >= 0:
+        on_unmasked()  # an unmasked frame sent along with the upgrade request
+    if transport is not None:
+        MaskGuard.install(transport, scanner, on_unmasked)
     ws = web.WebSocketResponse(
         autoping=True,
         compress=compress,
@@ -208,6 +245,9 @@ async def serve_websocket(
         timeout=_CLOSE_TIMEOUT,
     )
     await ws.prepare(request)
+    opened = True
+    if failed:
+        close_failed()
     sink = WebSocketSink(
         ws,
         request.transport,
@@ -219,8 +259,10 @@ async def serve_websocket(
     await manager.attach_and_deliver(connection, Transport.WEBSOCKETS, sink)
     graceful = False
     try:
-        while True:
+        while not failed:
             message = await ws.receive()
+            if failed:
+                break  # nothing read after an unmasked frame reaches the hub
             kind = message.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                 await manager.receive(connection, message.data)
@@ -230,8 +272,11 @@ async def serve_websocket(
             else:
                 break  # CLOSED / ERROR: the socket dropped
     finally:
-        # A dropped socket of a stateful connection waits for a resume; anything else ends it.
-        manager.detach(connection, sink, keep_alive=connection.resumable and not graceful)
+        if failed and connection.sink is sink:
+            manager.dispose(connection, "protocol_error")
+        else:
+            # A dropped socket of a stateful connection waits for a resume; anything else ends it.
+            manager.detach(connection, sink, keep_alive=connection.resumable and not graceful)
         if not ws.closed:
             with contextlib.suppress(TimeoutError, ConnectionError):
                 await asyncio.wait_for(ws.close(), _CLOSE_TIMEOUT)

@@ -87,9 +87,10 @@ async def running_service(
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.Server)  # a TCPSite's server, once started
-    bound = server.sockets[0].getsockname()[1]
+    # A TCPSite's server, once started: an asyncio.Server, or uvloop's (which is not a subclass).
+    sockets = getattr(site._server, "sockets", None)
+    assert sockets
+    bound = sockets[0].getsockname()[1]
     running = RunningService(
         url=f"http://127.0.0.1:{bound}", settings=settings, runtime=app[HUB], runner=runner
     )
