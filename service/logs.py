@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -154,6 +155,17 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.JSON) -> N
     # aio-pika/aiormq are chatty at INFO about every channel; keep their warnings.
     for noisy in ("aiormq", "aio_pika"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Warnings and uncaught exceptions would go straight to stderr, around the redaction: route both
+    # through the handler above.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, tb)
+        return
+    logging.getLogger("service").critical("process.uncaught_exception", exc_info=(kind, error, tb))
 
 
 class RedactingAccessLogger(AbstractAccessLogger):

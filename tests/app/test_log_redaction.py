@@ -153,3 +153,29 @@ def test_every_logger_goes_through_redaction(handler_output: logging.Handler, fm
     assert "ValueError: Invalid method encountered" in line
     if fmt is LogFormat.JSON:
         assert json.loads(line)["logger"] == "aiohttp.server"
+
+
+def test_warnings_and_uncaught_exceptions_go_through_the_redaction() -> None:
+    """Python writes warnings and an uncaught exception's traceback straight to stderr unless
+    logging takes them over: a token in either must be redacted like any other line."""
+    import subprocess
+    import textwrap
+
+    program = textwrap.dedent(
+        f"""
+        import warnings
+        from config.settings import LogFormat
+        from service.logs import configure_logging
+        configure_logging("INFO", LogFormat.CONSOLE)
+        warnings.warn("retrying /hub?access_token={JWT}")
+        raise RuntimeError("failed: /hub?id=secret-connection-token&access_token={JWT}")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    written = done.stdout + done.stderr
+    assert done.returncode == 1, written
+    assert "process.uncaught_exception" in written and "RuntimeError" in written, written
+    assert "retrying /hub?access_token=***" in written, written
+    assert "eyJ" not in written and "secret-connection-token" not in written, written
