@@ -176,6 +176,8 @@ def test_warnings_and_uncaught_exceptions_go_through_the_redaction() -> None:
     )
     written = done.stdout + done.stderr
     assert done.returncode == 1, written
-    assert "process.uncaught_exception" in written and "RuntimeError" in written, written
+    assert "process.uncaught_exception" in written, written
+    assert "RuntimeError" in written, written
     assert "retrying /hub?access_token=***" in written, written
-    assert "eyJ" not in written and "secret-connection-token" not in written, written
+    assert "eyJ" not in written, written
+    assert "secret-connection-token" not in written, written
