@@ -10,6 +10,12 @@ never interleave); the transport's own buffer is the outbox, bounded by ``max_bu
 that, or with no progress for ``send_timeout``, the client is too slow and is dropped. While the
 consumer holds the app's ``WriteBatch`` (it is draining a backlog), frames wait in the sink, counted
 against the same bound, and go out as one write per socket when it flushes.
+
+Rule: only the task that reads the socket closes it. A server-side close (``WebSocketSink.close``)
+wakes that task, which sends the Close frame and reads until the client's Close frame comes back
+(RFC 6455 §7.1.1: the server closes TCP after the handshake). aiohttp's ``close()`` from another task
+interrupts the reader and closes TCP right after its own frame, so a client busy for a moment found
+the socket gone when it answered and reported 1006 instead of 1000.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import contextlib
 import struct
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from config.settings import Transport
 from service.connections import Capabilities, ConnectionManager, HttpConnection, Outgoing
@@ -33,7 +39,6 @@ log = structlog.get_logger(__name__)
 _TEXT = 0x81  # FIN + text opcode
 _BINARY = 0x82  # FIN + binary opcode
 _CLOSE_TIMEOUT = 5.0  # WebSocketOptions.CloseTimeout
-_background: set[asyncio.Task[None]] = set()
 
 CAPABILITIES = Capabilities(
     transfer_formats=TRANSFER_FORMATS[Transport.WEBSOCKETS], resumable=True, needs_keep_alive=True
@@ -60,6 +65,8 @@ class WebSocketSink:
         "_allowance",
         "_batch",
         "_connection",
+        "_ended",
+        "_ended_waiter",
         "_max_buffered",
         "_pending",
         "_pending_size",
@@ -98,10 +105,22 @@ class WebSocketSink:
         # Frames held back while the batch is held; written as one write by flush_held.
         self._pending: list[bytes] | None = None
         self._pending_size = 0
+        # Set by close(): the read loop sends the Close frame and finishes the handshake.
+        self._ended = False
+        self._ended_waiter: asyncio.Future[None] | None = None
+
+    def ended(self) -> asyncio.Future[None]:
+        """Done once the server has ended this WebSocket (the read loop then closes it)."""
+        waiter = self._ended_waiter
+        if waiter is None:
+            waiter = self._ended_waiter = asyncio.get_running_loop().create_future()
+            if self._ended:
+                waiter.set_result(None)
+        return waiter
 
     def write(self, out: Outgoing) -> bool:
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._ended:
             return True  # going away already; the read loop will notice and clean up
         frame = out.ws_frame
         if frame is None:
@@ -176,16 +195,10 @@ class WebSocketSink:
 
     def close(self) -> None:
         self.flush_held()  # held frames (e.g. a Close message) go out before the close frame
-        task = asyncio.ensure_future(self._close())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-    async def _close(self) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(), _CLOSE_TIMEOUT)
-        except (TimeoutError, ConnectionError):
-            if self._transport is not None:
-                self._transport.abort()
+        self._ended = True  # the read loop sends the Close frame (see the module's rule)
+        waiter = self._ended_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 async def serve_websocket(
@@ -218,9 +231,12 @@ async def serve_websocket(
     )
     await manager.attach_and_deliver(connection, Transport.WEBSOCKETS, sink)
     graceful = False
+    ended = sink.ended()
     try:
-        while True:
-            message = await ws.receive()
+        while not ended.done():
+            message = await _receive_unless(ws, ended)
+            if message is None:
+                break  # the server ended the connection: close the socket below
             kind = message.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                 await manager.receive(connection, message.data)
@@ -233,6 +249,29 @@ async def serve_websocket(
         # A dropped socket of a stateful connection waits for a resume; anything else ends it.
         manager.detach(connection, sink, keep_alive=connection.resumable and not graceful)
         if not ws.closed:
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                await asyncio.wait_for(ws.close(), _CLOSE_TIMEOUT)
+            await _close(ws, sink)
     return ws
+
+
+async def _receive_unless(ws: web.WebSocketResponse, ended: asyncio.Future[None]) -> WSMessage | None:
+    """The next message, or None as soon as ``ended`` is done (the pending read is cancelled)."""
+    receive = asyncio.ensure_future(ws.receive())
+    try:
+        await asyncio.wait((receive, ended), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not receive.done():
+            receive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receive
+    if receive.cancelled():
+        return None
+    return receive.result()
+
+
+async def _close(ws: web.WebSocketResponse, sink: WebSocketSink) -> None:
+    """Send the Close frame and await the client's (``ws``'s timeout bounds the wait); a client that
+    does not take even the Close frame within ``_CLOSE_TIMEOUT`` loses the socket without one."""
+    try:
+        await asyncio.wait_for(ws.close(), _CLOSE_TIMEOUT)
+    except (TimeoutError, ConnectionError):
+        sink.abort()
