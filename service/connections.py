@@ -268,6 +268,11 @@ class ConnectionManager:
     def forget_draining(self, token: str) -> None:
         self._draining.pop(token, None)
 
+    def undelivered(self) -> list[HttpConnection]:
+        """Closed connections whose last bytes (their Close) still wait for the client to collect them:
+        long-polling clients between two polls. (WebSocket and SSE sinks write theirs to the socket.)"""
+        return [connection for connection, sink, _ in self._draining.values() if not sink.drained]
+
     def attach(self, connection: HttpConnection, transport: Transport, sink: Sink) -> bool:
         """Attach a transport's sink; returns whether this resumes an existing hub connection."""
         resumed = connection.state is ConnectionState.INACTIVE and connection.transport is transport

@@ -22,6 +22,7 @@ __all__ = [
     "RATE_LIMITED",
     "REPLAYED_EVENTS",
     "RESUMES",
+    "SHUTDOWN_UNFINISHED",
     "SLOW_CLIENT_DISCONNECTS",
 ]
 
@@ -50,6 +51,12 @@ SLOW_CLIENT_DISCONNECTS = Counter(
     "realtime_hub_slow_client_disconnects",
     "Connections closed because they could not keep up (buffer bound exceeded or send timeout).",
     ["reason"],
+)
+SHUTDOWN_UNFINISHED = Counter(
+    "realtime_hub_shutdown_unfinished",
+    "Connections whose Close was still undelivered when the shutdown drain ended (a long-polling client "
+    "that did not poll again within HUB_SHUTDOWN_DRAIN_SECONDS), by transport.",
+    ["transport"],
 )
 HUB_INVOCATIONS = Counter(
     "realtime_hub_invocations",

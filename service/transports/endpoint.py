@@ -50,6 +50,7 @@ from .errors import (
     MethodNotAllowedError,
     OriginNotAllowedError,
     PostToWebSocketError,
+    ShuttingDownError,
     TransportChangeError,
     TransportConflictError,
     TransportNotSupportedError,
@@ -144,6 +145,11 @@ class HubEndpoint:
             per_minute=options.negotiates_per_user_per_minute,
         )
         self._send_locks: dict[str, asyncio.Lock] = {}
+        self._accepting = True
+
+    def stop_accepting(self) -> None:
+        """Shutdown: no new connection from now on (503); existing ones still poll and post."""
+        self._accepting = False
 
     # --- shared checks --------------------------------------------------------------------------
 
@@ -172,7 +178,10 @@ class HubEndpoint:
             raise UnauthorizedError(www_authenticate(error)) from None
 
     def _admit(self, principal: Principal) -> None:
-        """May this user have one more connection? (503 when the instance is full, 429 for the user.)"""
+        """May this user have one more connection? (503 when the instance is full or shutting down,
+        429 for the user.)"""
+        if not self._accepting:
+            raise ShuttingDownError()
         if self._manager.at_capacity:
             raise AtCapacityError()
         self._admission.admit(principal.subject)
@@ -271,6 +280,8 @@ class HubEndpoint:
 
     def _continue(self, connection: HttpConnection, principal: Principal, transport: Transport) -> None:
         """A transport request for an existing connection: same transport, one at a time."""
+        if connection.transport is None and not self._accepting:
+            raise ShuttingDownError()  # negotiated before the shutdown, never started: a new connection
         if connection.transport is not None and connection.transport is not transport:
             raise TransportChangeError()
         if connection.state is ConnectionState.ACTIVE and transport is not Transport.LONG_POLLING:
@@ -319,6 +330,8 @@ class HubEndpoint:
         connection = self._lookup(principal, token)
         if connection.transport is Transport.WEBSOCKETS:
             raise PostToWebSocketError()
+        if connection.transport is None and not self._accepting:
+            raise ShuttingDownError()  # negotiated before the shutdown, never started: a new connection
         body = await request.read()  # bounded by the application's client_max_size
         if connection.transport is None:
             # Before the first poll/stream (signalrcore sends its handshake first): keep it for the
