@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     hub_transport_send_timeout: float = Field(default=10.0, gt=0)
     hub_max_receive_message_size: int = Field(default=32_768, ge=1024)
     hub_max_buffered_bytes: int = Field(default=131_072, ge=4096)
+    # SO_SNDBUF of WebSocket and SSE sockets (the kernel doubles it and stops growing it): what a
+    # client that stops reading may still absorb beyond HUB_MAX_BUFFERED_BYTES. 0: the kernel's own.
+    hub_socket_send_buffer_bytes: int = Field(default=65_536, ge=0)
     hub_stateful_reconnect: bool = True
     hub_stateful_reconnect_buffer_size: int = Field(default=100_000, ge=1024)
     hub_close_on_authentication_expiration: bool = True

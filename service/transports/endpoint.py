@@ -72,6 +72,7 @@ class EndpointOptions:
     stateful_reconnect: bool = True
     max_frame_size: int = 131_072
     max_buffered: int = 131_072
+    send_buffer: int = 0  # SO_SNDBUF of WebSocket and SSE sockets; 0: the kernel's default
     send_timeout: float = 10.0
     poll_timeout: float = 90.0
     disconnect_timeout: float = 15.0
@@ -90,6 +91,7 @@ class EndpointOptions:
             # A WebSocket frame may batch several records; each record is held to the message limit.
             max_frame_size=max(4 * settings.hub_max_receive_message_size, 65_536),
             max_buffered=settings.hub_max_buffered_bytes,
+            send_buffer=settings.hub_socket_send_buffer_bytes,
             send_timeout=settings.hub_transport_send_timeout,
             poll_timeout=settings.hub_long_polling_timeout,
             disconnect_timeout=settings.hub_disconnect_timeout,
@@ -308,6 +310,7 @@ class HubEndpoint:
                 max_buffered=options.max_buffered,
                 send_timeout=options.send_timeout,
                 compress=options.websocket_compression,
+                send_buffer=options.send_buffer,
             )
         if transport is Transport.SERVER_SENT_EVENTS:
             return await serve_server_sent_events(
@@ -316,6 +319,7 @@ class HubEndpoint:
                 self._manager,
                 max_buffered=options.max_buffered,
                 send_timeout=options.send_timeout,
+                send_buffer=options.send_buffer,
             )
         return await serve_poll(
             request,

@@ -32,6 +32,8 @@ from service.connections import Capabilities, ConnectionManager, HttpConnection,
 from service.protocol import TRANSFER_FORMATS, TransferFormat
 from service.write_batch import WriteBatch
 
+from .sockets import StallWatch, bound_send_buffer, socket_of
+
 __all__ = ["WebSocketSink", "build_frame", "serve_websocket"]
 
 log = structlog.get_logger(__name__)
@@ -70,11 +72,10 @@ class WebSocketSink:
         "_max_buffered",
         "_pending",
         "_pending_size",
-        "_progress",
         "_send_timeout",
-        "_stalled_since",
+        "_socket",
         "_transport",
-        "_written",
+        "_watch",
         "ws",
     )
 
@@ -99,9 +100,8 @@ class WebSocketSink:
         self._max_buffered = max_buffered
         self._allowance = 0  # extra bytes granted for one burst (a replay), until drained below the bound
         self._send_timeout = send_timeout
-        self._written = 0
-        self._progress = 0
-        self._stalled_since: float | None = None
+        self._socket = socket_of(transport)
+        self._watch = StallWatch()  # bytes written vs. bytes still queued, the kernel's included
         # Frames held back while the batch is held; written as one write by flush_held.
         self._pending: list[bytes] | None = None
         self._pending_size = 0
@@ -146,7 +146,7 @@ class WebSocketSink:
             batch.defer(self)
             return True
         transport.write(frame)
-        self._written += size
+        self._watch.written += size
         return True
 
     def grant(self, extra: int) -> None:
@@ -164,38 +164,40 @@ class WebSocketSink:
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         transport.write(data)
-        self._written += len(data)
+        self._watch.written += len(data)
 
     def is_stalled(self, now: float) -> bool:
         transport = self._transport
         if transport is None:
             return False
-        pending = transport.get_write_buffer_size()
-        if self._allowance and pending + self._pending_size <= self._max_buffered:
+        buffered = transport.get_write_buffer_size()
+        if self._allowance and buffered + self._pending_size <= self._max_buffered:
             self._allowance = 0  # drained back within the bound: a granted burst (a replay) is over
-        if pending == 0:
-            if self._stalled_since is not None:
-                self._stalled_since = None
-            return False
-        drained = self._written - pending
-        if drained != self._progress or self._stalled_since is None:
-            self._progress = drained
-            self._stalled_since = now
-            return False
-        return now - self._stalled_since > self._send_timeout
+        # The kernel's queue counts too: bytes that fit in it would otherwise never time out.
+        return self._watch.stalled(now, buffered, self._socket, self._send_timeout)
+
+    @property
+    def stall_cause(self) -> str:
+        return "send_timeout"
 
     @property
     def drained(self) -> bool:
         return True
 
     def abort(self) -> None:
-        """Drop the socket without a close frame (what a vanished peer looks like to the client)."""
+        """Drop the socket without a close frame (a client that does not read; RFC 6455 §7.1.7,
+        "Fail the WebSocket Connection")."""
+        self._pending = None  # nothing held goes out any more
+        self._end()
         if self._transport is not None:
             self._transport.abort()
 
     def close(self) -> None:
         self.flush_held()  # held frames (e.g. a Close message) go out before the close frame
-        self._ended = True  # the read loop sends the Close frame (see the module's rule)
+        self._end()  # the read loop sends the Close frame (see the module's rule)
+
+    def _end(self) -> None:
+        self._ended = True
         waiter = self._ended_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -211,8 +213,10 @@ async def serve_websocket(
     max_buffered: int,
     send_timeout: float,
     compress: bool,
+    send_buffer: int = 0,
 ) -> web.WebSocketResponse:
-    """Run one WebSocket for ``connection`` until either side ends it."""
+    """Run one WebSocket for ``connection`` until either side ends it. ``send_buffer``: the socket's
+    ``SO_SNDBUF`` (0: the kernel's own, growing, default)."""
     ws = web.WebSocketResponse(
         autoping=True,
         compress=compress,
@@ -221,6 +225,7 @@ async def serve_websocket(
         timeout=_CLOSE_TIMEOUT,
     )
     await ws.prepare(request)
+    bound_send_buffer(socket_of(request.transport), send_buffer)
     sink = WebSocketSink(
         ws,
         request.transport,

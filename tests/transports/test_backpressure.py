@@ -29,6 +29,9 @@ class SlowTransport:
     def get_write_buffer_size(self) -> int:
         return self.buffered
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default  # no socket: the kernel's queue is not known
+
     def write(self, data: bytes) -> None:
         self.buffered += len(data)
 
