@@ -56,28 +56,43 @@ def kernel_queued(sock: Any) -> int:
     return int(buffer[0])
 
 
+# Bytes written and not yet seen delivered below which the kernel is not asked every second: a client
+# that far behind costs nothing yet, and healthy connections mostly stay below it (issue 12's W1, half
+# an event a second per connection, reaches it every ~100 s), so the heartbeat's pass over every
+# connection does not turn into one system call per connection per second.
+_UNCONFIRMED_BYTES = 16 * 1024
+# ... and at least once a send timeout the kernel is asked anyway, so that a client silent under a
+# trickle of events is noticed within about two send timeouts of its receive window closing.
+_LOOK_EVERY_TIMEOUTS = 1.0
+
+
 class StallWatch:
     """The send timeout's bookkeeping for one stream: bytes handed to the transport (``written``)
     against bytes still queued — in the transport's buffer and in the kernel's.
 
     Progress is the count of delivered bytes (written − queued) rising above its best so far; bytes
     the server adds that ``written`` does not know of (aiohttp's pongs, chunk headers) only lower
-    it, so they are never mistaken for progress. The kernel is asked only while something written
-    is not known to be delivered: an idle connection costs no system call.
+    it, so they are never mistaken for progress. The kernel is asked only while our own buffer holds
+    bytes, a stall is being timed, or enough is outstanding (see ``_UNCONFIRMED_BYTES``).
     """
 
-    __slots__ = ("_delivered", "_since", "written")
+    __slots__ = ("_delivered", "_next_look", "_since", "written")
 
     def __init__(self) -> None:
         self.written = 0
         self._delivered = 0
         self._since: float | None = None
+        self._next_look = 0.0
 
     def stalled(self, now: float, buffered: int, sock: Any, timeout: float) -> bool:
         """True when queued bytes have made no progress for longer than ``timeout``."""
-        if buffered == 0 and self.written <= self._delivered:
-            self._since = None
-            return False
+        outstanding = self.written - self._delivered
+        if buffered == 0 and self._since is None:
+            if outstanding <= 0:
+                return False
+            if outstanding < _UNCONFIRMED_BYTES and now < self._next_look:
+                return False
+        self._next_look = now + _LOOK_EVERY_TIMEOUTS * timeout
         queued = buffered + kernel_queued(sock)
         if queued == 0:
             self._delivered = self.written

@@ -7,7 +7,8 @@ format the handshake picked).
 Rule: outbound writes never await. The frame for a group send is built once per protocol and written
 straight to the socket's transport (aiohttp writes uncompressed frames synchronously too, so frames
 never interleave); the transport's own buffer is the outbox, bounded by ``max_buffered`` — beyond
-that, or with no progress for ``send_timeout``, the client is too slow and is dropped. While the
+that, or with no progress for ``send_timeout`` (the kernel's queue counted, see ``sockets.py``), the
+client is too slow and is dropped (``ConnectionManager.drop_slow``). While the
 consumer holds the app's ``WriteBatch`` (it is draining a backlog), frames wait in the sink, counted
 against the same bound, and go out as one write per socket when it flushes.
 
