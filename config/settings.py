@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     hub_transport_send_timeout: float = Field(default=10.0, gt=0)
     hub_max_receive_message_size: int = Field(default=32_768, ge=1024)
     hub_max_buffered_bytes: int = Field(default=131_072, ge=4096)
+    # SO_SNDBUF of WebSocket and SSE sockets (the kernel doubles it and stops growing it): what a
+    # client that stops reading may still absorb beyond HUB_MAX_BUFFERED_BYTES. 0: the kernel's own.
+    hub_socket_send_buffer_bytes: int = Field(default=65_536, ge=0)
     hub_stateful_reconnect: bool = True
     hub_stateful_reconnect_buffer_size: int = Field(default=100_000, ge=1024)
     hub_close_on_authentication_expiration: bool = True
@@ -165,6 +168,9 @@ class Settings(BaseSettings):
 
     # --- Process ------------------------------------------------------------------------------
     shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Part of SHUTDOWN_TIMEOUT_SECONDS: after SIGTERM the listener stays open this long at most, so
+    # that a long-polling client between two polls can collect its Close (issue 11, B13).
+    hub_shutdown_drain_seconds: float = Field(default=5.0, ge=0)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -213,6 +219,13 @@ class Settings(BaseSettings):
         # Retention applies to whole segments: a segment larger than the stream would never be deleted.
         if self.stream_segment_bytes > self.stream_max_bytes:
             raise ValueError("STREAM_SEGMENT_BYTES must not exceed STREAM_MAX_BYTES")
+        return self
+
+    @model_validator(mode="after")
+    def _drain_fits(self) -> Settings:
+        # The drain is part of the shutdown bound, and the server needs time left to close sockets.
+        if self.hub_shutdown_drain_seconds >= self.shutdown_timeout_seconds:
+            raise ValueError("HUB_SHUTDOWN_DRAIN_SECONDS must be less than SHUTDOWN_TIMEOUT_SECONDS")
         return self
 
     @field_validator("rabbitmq_url")

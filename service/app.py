@@ -1,9 +1,10 @@
 """``create_app(settings)``: wiring only — routes, shared objects, and resources with a lifetime.
 
 Resources live in ``cleanup_ctx`` (started in order, stopped in reverse): auth keys, the heartbeat,
-the RabbitMQ consumer. Shutdown: stop consuming and finish in-flight messages (nothing is acked that
-was not handed off), tell every client to reconnect elsewhere (a SignalR ``Close`` with
-``allowReconnect``, HubProtocol.md), then close the broker connection.
+the RabbitMQ consumer. Shutdown (``service.shutdown``): refuse new connections, stop consuming and
+finish in-flight messages (nothing is acked that was not handed off), tell every client to reconnect
+elsewhere (a SignalR ``Close`` with ``allowReconnect``, HubProtocol.md), then close the broker
+connection.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 from config.settings import Settings
 from consumers import EventConsumer
 from consumers.ports import EventLog
+from service import shutdown
 from service.auth import build_auth
 from service.connections import ConnectionManager
 from service.cors import CorsPolicy
@@ -150,13 +152,7 @@ def create_app(
         await consumer.stop()  # idempotent: normally already stopped in on_shutdown
 
     async def on_shutdown(app: web.Application) -> None:
-        runtime.accepting = False
-        if runtime.consumer is not None:
-            await runtime.consumer.stop()
-        # Clients with positions learn how far they got before the Close sends them elsewhere.
-        journal.checkpoint(force=True)
-        log.info("shutdown.closing_connections", connections=len(handler))
-        handler.close_all(allow_reconnect=True, reason="shutdown")
+        await shutdown.begin(runtime)  # already done when service.serving drained before
 
     app.router.add_route("*", f"{settings.hub_path}/negotiate", endpoint.negotiate)
     app.router.add_route("*", settings.hub_path, endpoint.connect)

@@ -29,10 +29,9 @@ def _install_uvloop() -> bool:
 
 def serve(settings: Settings) -> int:
     import structlog
-    from aiohttp import web
 
-    from service.app import create_app
-    from service.logs import RedactingAccessLogger, configure_logging
+    from service.logs import configure_logging
+    from service.serving import serve as serve_until_signalled
 
     configure_logging(settings.log_level, settings.log_format)
     uvloop = _install_uvloop()
@@ -46,15 +45,7 @@ def serve(settings: Settings) -> int:
         uvloop=uvloop,
         devAuth=settings.auth_dev_mode,
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        access_log_class=RedactingAccessLogger,
-        handler_cancellation=True,
-        shutdown_timeout=settings.shutdown_timeout_seconds,
-        print=None,
-    )
+    asyncio.run(serve_until_signalled(settings))
     log.info("service.stopped")
     return 0
 

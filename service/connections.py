@@ -7,7 +7,9 @@ the hub, as the ``ConnectionApplication``, turns inbound bytes into hub messages
 other: both only know this module.
 
 Rule: writes are synchronous and never wait for a client. A sink either takes the bytes into its
-bounded buffer or says it cannot (``False``), and the caller closes that one connection.
+bounded buffer or says it cannot (``False``), and the caller closes that one connection — through
+``drop_slow``, the one place where a slow client is counted, logged and dropped, whichever transport
+and whichever bound noticed it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import structlog
 
 from config.settings import Transport
 from service.auth import Principal
+from service.metrics import SLOW_CLIENT_DISCONNECTS
 from service.protocol import TransferFormat, new_connection_id
 
 __all__ = [
@@ -83,7 +86,15 @@ class Sink(Protocol):
         ...
 
     def is_stalled(self, now: float) -> bool:
-        """True when buffered data has made no progress for longer than the send timeout."""
+        """True when buffered data has made no progress for longer than the send timeout (or, long
+        polling, the client stopped polling); ``stall_cause`` then says which."""
+        ...
+
+    @property
+    def stall_cause(self) -> str | None:
+        """Why ``is_stalled`` said so: ``send_timeout`` (queued bytes, the kernel's included, made no
+        progress), ``not_polling`` (a long-polling client stopped polling with messages waiting), or
+        None (it stopped polling with nothing waiting: gone, not slow)."""
         ...
 
     def grant(self, extra: int) -> None:
@@ -94,6 +105,10 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """End the transport from the server side (WebSocket close 1000, SSE end, poll 204)."""
+        ...
+
+    def abort(self) -> None:
+        """End the transport at once, without a goodbye: the client does not read what it is sent."""
         ...
 
     @property
@@ -174,6 +189,10 @@ class HttpConnection:
     def abort(self, reason: str) -> None:
         """End this connection for good (ASP.NET's ``ConnectionContext.Abort``); ``reason`` is kept."""
         self._manager.dispose(self, reason)
+
+    def drop_slow(self, cause: str) -> None:
+        """The client cannot keep up (``cause``: the bound that noticed): ``ConnectionManager.drop_slow``."""
+        self._manager.drop_slow(self, cause)
 
     def __repr__(self) -> str:
         return f"<HttpConnection {self.connection_id} {self.state.value} {self.transport}>"
@@ -268,6 +287,11 @@ class ConnectionManager:
     def forget_draining(self, token: str) -> None:
         self._draining.pop(token, None)
 
+    def undelivered(self) -> list[HttpConnection]:
+        """Closed connections whose last bytes (their Close) still wait for the client to collect them:
+        long-polling clients between two polls. (WebSocket and SSE sinks write theirs to the socket.)"""
+        return [connection for connection, sink, _ in self._draining.values() if not sink.drained]
+
     def attach(self, connection: HttpConnection, transport: Transport, sink: Sink) -> bool:
         """Attach a transport's sink; returns whether this resumes an existing hub connection."""
         resumed = connection.state is ConnectionState.INACTIVE and connection.transport is transport
@@ -312,8 +336,27 @@ class ConnectionManager:
         else:
             self.dispose(connection)
 
-    def dispose(self, connection: HttpConnection, reason: str = "transport_closed") -> None:
-        """End a connection for good. Safe to call more than once; the first ``reason`` is kept."""
+    def drop_slow(self, connection: HttpConnection, cause: str) -> None:
+        """Drop a client that cannot keep up: counted in ``realtime_hub_slow_client_disconnects_total``
+        by ``cause`` (``buffer_full``, ``send_timeout``, ``not_polling``), logged as
+        ``connection.slow_client``, closed with the reason ``slow_client`` — and its socket aborted,
+        since a Close it does not read would only wait behind everything else it does not read."""
+        if connection.state is ConnectionState.CLOSED:
+            return
+        SLOW_CLIENT_DISCONNECTS.labels(cause).inc()
+        log.warning(
+            "connection.slow_client",
+            connectionId=connection.connection_id,
+            reason=cause,
+            transport=connection.transport.value if connection.transport else "none",
+        )
+        self.dispose(connection, "slow_client", abort=True)
+
+    def dispose(
+        self, connection: HttpConnection, reason: str = "transport_closed", *, abort: bool = False
+    ) -> None:
+        """End a connection for good. Safe to call more than once; the first ``reason`` is kept.
+        ``abort``: drop the transport without a goodbye (see ``drop_slow``)."""
         if connection.state is ConnectionState.CLOSED:
             return
         connection.state = ConnectionState.CLOSED
@@ -328,7 +371,9 @@ class ConnectionManager:
         else:
             self._per_user.pop(subject, None)
         sink, connection.sink = connection.sink, None
-        if sink is not None:
+        if sink is not None and abort:
+            sink.abort()
+        elif sink is not None:
             sink.close()
             if not sink.drained:
                 self._draining[connection.connection_token] = (connection, sink, self._clock())
@@ -350,16 +395,14 @@ class ConnectionManager:
                 attached = connection.sink
                 if attached is None or not attached.is_stalled(now):
                     continue
+                cause = attached.stall_cause
+                if cause is not None:
+                    self.drop_slow(connection, cause)
+                    continue
             elif state is ConnectionState.CLOSED or connection.inactive_since >= deadline:
                 continue
-            if state is not active:
-                log.info("connection.expired", connectionId=connection.connection_id, state=state.value)
-                self.dispose(connection, "expired")
-            else:
-                log.warning(
-                    "connection.slow_client", connectionId=connection.connection_id, reason="send_timeout"
-                )
-                self.dispose(connection, "slow_client")
+            log.info("connection.expired", connectionId=connection.connection_id, state=state.value)
+            self.dispose(connection, "expired")
 
     def dispose_all(self, reason: str = "shutdown") -> None:
         for connection in list(self._by_token.values()):

@@ -22,6 +22,7 @@ __all__ = [
     "RATE_LIMITED",
     "REPLAYED_EVENTS",
     "RESUMES",
+    "SHUTDOWN_UNFINISHED",
     "SLOW_CLIENT_DISCONNECTS",
 ]
 
@@ -48,8 +49,18 @@ HUB_DELIVERIES = Counter(
 )
 SLOW_CLIENT_DISCONNECTS = Counter(
     "realtime_hub_slow_client_disconnects",
-    "Connections closed because they could not keep up (buffer bound exceeded or send timeout).",
+    "Connections closed because they could not keep up, by reason: buffer_full (HUB_MAX_BUFFERED_BYTES "
+    "exceeded), send_timeout (queued bytes, the kernel's included, made no progress for "
+    "HUB_TRANSPORT_SEND_TIMEOUT), not_polling (a long-polling client stopped polling with messages waiting).",
     ["reason"],
+)
+for _reason in ("buffer_full", "send_timeout", "not_polling"):
+    SLOW_CLIENT_DISCONNECTS.labels(_reason)
+SHUTDOWN_UNFINISHED = Counter(
+    "realtime_hub_shutdown_unfinished",
+    "Connections whose Close was still undelivered when the shutdown drain ended (a long-polling client "
+    "that did not poll again within HUB_SHUTDOWN_DRAIN_SECONDS), by transport.",
+    ["transport"],
 )
 HUB_INVOCATIONS = Counter(
     "realtime_hub_invocations",

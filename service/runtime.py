@@ -51,6 +51,7 @@ class HubRuntime:
     health: HealthRoutes
     consumer: Consumer | None = None
     accepting: bool = False
+    shutting_down: bool = False  # SIGTERM seen: see service.shutdown
 
 
 HUB = web.AppKey("hub", HubRuntime)

@@ -300,7 +300,7 @@ class HubConnection:
         if self._replay is not None and is_trackable(message):
             self._replay.record_sent(out.payload)
         if not self._write(out):
-            self.abort("slow_client")
+            self.drop_slow("buffer_full")
             return False
         return True
 
@@ -385,8 +385,12 @@ class HubConnection:
             if sequence_id is not None:
                 self.send(AckMessage(sequence_id))
         # Long polling has inherent keep-alive: no Pings (ASP.NET's IConnectionInherentKeepAliveFeature).
-        if now - self.last_written >= options.keep_alive and connection.capabilities.needs_keep_alive:
-            self._write(self._services.ping(protocol))
+        if (
+            now - self.last_written >= options.keep_alive
+            and connection.capabilities.needs_keep_alive
+            and not self._write(self._services.ping(protocol))
+        ):
+            self.drop_slow("buffer_full")
 
     # --- closing ------------------------------------------------------------------------------
 
@@ -403,6 +407,14 @@ class HubConnection:
     def abort(self, reason: str) -> None:
         """End the connection without a goodbye (the client is not reading anyway)."""
         self._finish(reason)
+
+    def drop_slow(self, cause: str) -> None:
+        """The client cannot keep up: no goodbye (it would not read it); counted and logged by the
+        connection layer (``ConnectionManager.drop_slow``)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.connection.drop_slow(cause)
 
     def _finish(self, reason: str) -> None:
         if self.closed:

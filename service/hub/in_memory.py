@@ -11,17 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import structlog
-
 from service.connections import Outgoing
-from service.metrics import GROUP_MEMBERSHIPS, HUB_DELIVERIES, SLOW_CLIENT_DISCONNECTS
+from service.metrics import GROUP_MEMBERSHIPS, HUB_DELIVERIES
 from service.protocol import HubMessage, HubProtocol, InvocationMessage
 
 from .lifetime import HubLifetimeManager, Recipient
 
 __all__ = ["InMemoryHubLifetimeManager"]
-
-log = structlog.get_logger(__name__)
 
 # HUB_DELIVERIES' child per protocol name, looked up once (labels() takes a lock and validates).
 _DELIVERIES: dict[str, Any] = {}
@@ -131,9 +127,7 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
             for target, arguments in invocations
         ]
         if not connection.send_burst(outs):
-            log.warning("connection.slow_client", connectionId=connection_id, reason="burst_refused")
-            SLOW_CLIENT_DISCONNECTS.labels("buffer_full").inc()
-            connection.abort("slow_client")
+            connection.drop_slow("buffer_full")
             return 0
         _delivered(protocol.name).inc(len(outs))
         return len(outs)
@@ -203,9 +197,7 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
         if last_protocol is not None:
             delivered[name] = delivered.get(name, 0) + count
         for member in slow:
-            log.warning("connection.slow_client", connectionId=member.connection_id, reason="buffer_full")
-            SLOW_CLIENT_DISCONNECTS.labels("buffer_full").inc()
-            member.abort("slow_client")
+            member.drop_slow("buffer_full")
         total = 0
         for name, count in delivered.items():
             _delivered(name).inc(count)

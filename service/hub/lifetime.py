@@ -58,6 +58,10 @@ class Recipient(Protocol):
 
     def abort(self, reason: str) -> None: ...
 
+    def drop_slow(self, cause: str) -> None:
+        """It could not take what it was sent (``cause``: which bound): counted, logged, dropped."""
+        ...
+
 
 class GroupManager(Protocol):
     """Group membership by connection id: what hub methods may see and change (ASP.NET's

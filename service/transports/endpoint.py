@@ -50,6 +50,7 @@ from .errors import (
     MethodNotAllowedError,
     OriginNotAllowedError,
     PostToWebSocketError,
+    ShuttingDownError,
     TransportChangeError,
     TransportConflictError,
     TransportNotSupportedError,
@@ -71,6 +72,7 @@ class EndpointOptions:
     stateful_reconnect: bool = True
     max_frame_size: int = 131_072
     max_buffered: int = 131_072
+    send_buffer: int = 0  # SO_SNDBUF of WebSocket and SSE sockets; 0: the kernel's default
     send_timeout: float = 10.0
     poll_timeout: float = 90.0
     disconnect_timeout: float = 15.0
@@ -89,6 +91,7 @@ class EndpointOptions:
             # A WebSocket frame may batch several records; each record is held to the message limit.
             max_frame_size=max(4 * settings.hub_max_receive_message_size, 65_536),
             max_buffered=settings.hub_max_buffered_bytes,
+            send_buffer=settings.hub_socket_send_buffer_bytes,
             send_timeout=settings.hub_transport_send_timeout,
             poll_timeout=settings.hub_long_polling_timeout,
             disconnect_timeout=settings.hub_disconnect_timeout,
@@ -144,6 +147,11 @@ class HubEndpoint:
             per_minute=options.negotiates_per_user_per_minute,
         )
         self._send_locks: dict[str, asyncio.Lock] = {}
+        self._accepting = True
+
+    def stop_accepting(self) -> None:
+        """Shutdown: no new connection from now on (503); existing ones still poll and post."""
+        self._accepting = False
 
     # --- shared checks --------------------------------------------------------------------------
 
@@ -172,7 +180,10 @@ class HubEndpoint:
             raise UnauthorizedError(www_authenticate(error)) from None
 
     def _admit(self, principal: Principal) -> None:
-        """May this user have one more connection? (503 when the instance is full, 429 for the user.)"""
+        """May this user have one more connection? (503 when the instance is full or shutting down,
+        429 for the user.)"""
+        if not self._accepting:
+            raise ShuttingDownError()
         if self._manager.at_capacity:
             raise AtCapacityError()
         self._admission.admit(principal.subject)
@@ -271,6 +282,8 @@ class HubEndpoint:
 
     def _continue(self, connection: HttpConnection, principal: Principal, transport: Transport) -> None:
         """A transport request for an existing connection: same transport, one at a time."""
+        if connection.transport is None and not self._accepting:
+            raise ShuttingDownError()  # negotiated before the shutdown, never started: a new connection
         if connection.transport is not None and connection.transport is not transport:
             raise TransportChangeError()
         if connection.state is ConnectionState.ACTIVE and transport is not Transport.LONG_POLLING:
@@ -297,6 +310,7 @@ class HubEndpoint:
                 max_buffered=options.max_buffered,
                 send_timeout=options.send_timeout,
                 compress=options.websocket_compression,
+                send_buffer=options.send_buffer,
             )
         if transport is Transport.SERVER_SENT_EVENTS:
             return await serve_server_sent_events(
@@ -305,6 +319,7 @@ class HubEndpoint:
                 self._manager,
                 max_buffered=options.max_buffered,
                 send_timeout=options.send_timeout,
+                send_buffer=options.send_buffer,
             )
         return await serve_poll(
             request,
@@ -319,6 +334,8 @@ class HubEndpoint:
         connection = self._lookup(principal, token)
         if connection.transport is Transport.WEBSOCKETS:
             raise PostToWebSocketError()
+        if connection.transport is None and not self._accepting:
+            raise ShuttingDownError()  # negotiated before the shutdown, never started: a new connection
         body = await request.read()  # bounded by the application's client_max_size
         if connection.transport is None:
             # Before the first poll/stream (signalrcore sends its handshake first): keep it for the

@@ -27,6 +27,7 @@ __all__ = [
     "MethodNotAllowedError",
     "OriginNotAllowedError",
     "PostToWebSocketError",
+    "ShuttingDownError",
     "TooManyConnectionsError",
     "TooManyNewConnectionsError",
     "TransportChangeError",
@@ -201,6 +202,14 @@ class AtCapacityError(HubHttpError):
 
     status = 503
     text = "The server has reached its connection limit; try again later."
+
+
+class ShuttingDownError(HubHttpError):
+    """The instance got SIGTERM: it only hands its existing clients their Close now (the client's
+    retry, or its balancer, finds another instance)."""
+
+    status = 503
+    text = "The server is shutting down; connect again to reach another instance."
 
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

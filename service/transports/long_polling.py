@@ -55,11 +55,19 @@ class LongPollingSink:
     def is_stalled(self, now: float) -> bool:
         self.outbox.settle()
         # HttpConnectionManager.Scan: a long-polling client that has not polled for DisconnectTimeout
-        # is gone.
+        # is gone — slow, if messages wait for it (stall_cause).
         return not self.polling and now - self.last_poll_end > self._disconnect_timeout
+
+    @property
+    def stall_cause(self) -> str | None:
+        return "not_polling" if self.outbox.size else None
 
     def close(self) -> None:
         self.outbox.close()
+
+    def abort(self) -> None:
+        self.outbox.close()
+        self.outbox.take()  # a later poll finds nothing: 204
 
     @property
     def drained(self) -> bool:

@@ -6,13 +6,14 @@ ends the connection. Each flush of pending bytes becomes one event (ASP.NET
 ``ServerSentEventsMessageFormatter``).
 
 Rule: the hub's writes go into a bounded ``Outbox``; only this request's task awaits the socket, with
-the send timeout, so a stuck client costs nobody else anything.
+the send timeout, so a stuck client costs nobody else anything. A client that stops reading is
+dropped as slow (``ConnectionManager.drop_slow``) by whichever notices first: the outbox bound, the
+write's timeout, or the heartbeat finding queued bytes (the kernel's included) without progress.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from aiohttp import web
 
@@ -21,6 +22,7 @@ from service.connections import Capabilities, ConnectionManager, HttpConnection,
 from service.protocol import TRANSFER_FORMATS
 
 from .outbox import Outbox
+from .sockets import StallWatch, bound_send_buffer, socket_of
 
 __all__ = ["ServerSentEventsSink", "format_event", "serve_server_sent_events"]
 
@@ -48,14 +50,18 @@ CAPABILITIES = Capabilities(
 
 
 class ServerSentEventsSink:
-    __slots__ = ("_send_timeout", "last_progress", "outbox")
+    __slots__ = ("_send_timeout", "_socket", "_transport", "_watch", "outbox")
 
     capabilities = CAPABILITIES
 
-    def __init__(self, *, max_buffered: int, send_timeout: float, now: float) -> None:
+    def __init__(
+        self, *, max_buffered: int, send_timeout: float, transport: asyncio.Transport | None = None
+    ) -> None:
         self.outbox = Outbox(max_buffered)
         self._send_timeout = send_timeout
-        self.last_progress = now
+        self._transport = transport
+        self._socket = socket_of(transport)
+        self._watch = StallWatch()  # bytes handed to the response vs. bytes still queued
 
     def write(self, out: Outgoing) -> bool:
         return self.outbox.put(out.payload)
@@ -63,17 +69,31 @@ class ServerSentEventsSink:
     def grant(self, extra: int) -> None:
         self.outbox.grant(extra)
 
+    def wrote(self, size: int) -> None:
+        """The writer task handed ``size`` bytes to the response."""
+        self._watch.written += size
+
     def is_stalled(self, now: float) -> bool:
         self.outbox.settle()
-        # The writer task flushes as soon as data arrives; data still waiting this long means the
-        # socket stopped draining (the write itself is also bounded by the send timeout).
-        if self.outbox.size == 0:
-            self.last_progress = now
-            return False
-        return now - self.last_progress > self._send_timeout
+        # The writer task takes the outbox as soon as data arrives and blocks in the response's write
+        # (bounded by the send timeout) once the transport's buffer is full; what waits in the
+        # transport's buffer and the kernel's counts, so bytes that fit there time out too.
+        transport = self._transport
+        buffered = 0 if transport is None else transport.get_write_buffer_size()
+        return self._watch.stalled(now, buffered, self._socket, self._send_timeout)
+
+    @property
+    def stall_cause(self) -> str:
+        return "send_timeout"
 
     def close(self) -> None:
         self.outbox.close()
+
+    def abort(self) -> None:
+        self.outbox.close()
+        self.outbox.take()  # nothing more goes out
+        if self._transport is not None:
+            self._transport.abort()
 
     @property
     def drained(self) -> bool:
@@ -87,8 +107,13 @@ async def serve_server_sent_events(
     *,
     max_buffered: int,
     send_timeout: float,
+    send_buffer: int = 0,
 ) -> web.StreamResponse:
-    sink = ServerSentEventsSink(max_buffered=max_buffered, send_timeout=send_timeout, now=time.monotonic())
+    """Stream to ``connection`` until either side ends it. ``send_buffer``: the socket's ``SO_SNDBUF``
+    (0: the kernel's default)."""
+    transport = request.transport
+    bound_send_buffer(socket_of(transport), send_buffer)
+    sink = ServerSentEventsSink(max_buffered=max_buffered, send_timeout=send_timeout, transport=transport)
     response = web.StreamResponse(status=200, headers=_HEADERS)
     await response.prepare(request)
     await manager.attach_and_deliver(connection, Transport.SERVER_SENT_EVENTS, sink)
@@ -101,12 +126,16 @@ async def serve_server_sent_events(
             await outbox.wait(None)
             data = outbox.take()
             if data:
-                await asyncio.wait_for(response.write(format_event(data)), send_timeout)
-                sink.last_progress = time.monotonic()
+                event = format_event(data)
+                sink.wrote(len(event))
+                await asyncio.wait_for(response.write(event), send_timeout)
             if outbox.closed:
                 break
-    except (ConnectionError, TimeoutError):
-        pass  # the client went away or stopped reading; detach below ends the connection
+    except TimeoutError:
+        # The response's write waited for the socket to drain longer than the send timeout.
+        manager.drop_slow(connection, "send_timeout")
+    except ConnectionError:
+        pass  # the client went away; detach below ends the connection
     finally:
         manager.detach(connection, sink, keep_alive=False)
     return response

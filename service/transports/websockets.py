@@ -8,9 +8,16 @@ the bytes before aiohttp parses them, and an unmasked frame fails the connection
 Rule: outbound writes never await. The frame for a group send is built once per protocol and written
 straight to the socket's transport (aiohttp writes uncompressed frames synchronously too, so frames
 never interleave); the transport's own buffer is the outbox, bounded by ``max_buffered`` — beyond
-that, or with no progress for ``send_timeout``, the client is too slow and is dropped. While the
+that, or with no progress for ``send_timeout`` (the kernel's queue counted, see ``sockets.py``), the
+client is too slow and is dropped (``ConnectionManager.drop_slow``). While the
 consumer holds the app's ``WriteBatch`` (it is draining a backlog), frames wait in the sink, counted
 against the same bound, and go out as one write per socket when it flushes.
+
+Rule: only the task that reads the socket closes it. A server-side close (``WebSocketSink.close``)
+wakes that task, which sends the Close frame and reads until the client's Close frame comes back
+(RFC 6455 §7.1.1: the server closes TCP after the handshake). aiohttp's ``close()`` from another task
+interrupts the reader and closes TCP right after its own frame, so a client busy for a moment found
+the socket gone when it answered and reported 1006 instead of 1000.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import contextlib
 import struct
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from config.settings import Transport
 from service.connections import Capabilities, ConnectionManager, HttpConnection, Outgoing
@@ -28,6 +35,7 @@ from service.metrics import PROTOCOL_ERRORS
 from service.protocol import TRANSFER_FORMATS, TransferFormat
 from service.write_batch import WriteBatch
 
+from .sockets import StallWatch, bound_send_buffer, socket_of
 from .ws_masking import MaskGuard, MaskScanner, pipelined_bytes
 
 __all__ = ["WebSocketSink", "build_frame", "serve_websocket"]
@@ -41,7 +49,6 @@ _CLOSE_TIMEOUT = 5.0  # WebSocketOptions.CloseTimeout
 # error." The reason (§5.5.1: UTF-8 after the code) tells a developer what their client did.
 _UNMASKED_CLOSE_REASON = b"client frames must be masked"
 _CLOSE_UNMASKED = struct.pack("!BBH", 0x88, 2 + len(_UNMASKED_CLOSE_REASON), 1002) + _UNMASKED_CLOSE_REASON
-_background: set[asyncio.Task[None]] = set()
 
 CAPABILITIES = Capabilities(
     transfer_formats=TRANSFER_FORMATS[Transport.WEBSOCKETS], resumable=True, needs_keep_alive=True
@@ -68,14 +75,15 @@ class WebSocketSink:
         "_allowance",
         "_batch",
         "_connection",
+        "_ended",
+        "_ended_waiter",
         "_max_buffered",
         "_pending",
         "_pending_size",
-        "_progress",
         "_send_timeout",
-        "_stalled_since",
+        "_socket",
         "_transport",
-        "_written",
+        "_watch",
         "ws",
     )
 
@@ -100,16 +108,27 @@ class WebSocketSink:
         self._max_buffered = max_buffered
         self._allowance = 0  # extra bytes granted for one burst (a replay), until drained below the bound
         self._send_timeout = send_timeout
-        self._written = 0
-        self._progress = 0
-        self._stalled_since: float | None = None
+        self._socket = socket_of(transport)
+        self._watch = StallWatch()  # bytes written vs. bytes still queued, the kernel's included
         # Frames held back while the batch is held; written as one write by flush_held.
         self._pending: list[bytes] | None = None
         self._pending_size = 0
+        # Set by close(): the read loop sends the Close frame and finishes the handshake.
+        self._ended = False
+        self._ended_waiter: asyncio.Future[None] | None = None
+
+    def ended(self) -> asyncio.Future[None]:
+        """Done once the server has ended this WebSocket (the read loop then closes it)."""
+        waiter = self._ended_waiter
+        if waiter is None:
+            waiter = self._ended_waiter = asyncio.get_running_loop().create_future()
+            if self._ended:
+                waiter.set_result(None)
+        return waiter
 
     def write(self, out: Outgoing) -> bool:
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._ended:
             return True  # going away already; the read loop will notice and clean up
         frame = out.ws_frame
         if frame is None:
@@ -135,7 +154,7 @@ class WebSocketSink:
             batch.defer(self)
             return True
         transport.write(frame)
-        self._written += size
+        self._watch.written += size
         return True
 
     def grant(self, extra: int) -> None:
@@ -153,47 +172,43 @@ class WebSocketSink:
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         transport.write(data)
-        self._written += len(data)
+        self._watch.written += len(data)
 
     def is_stalled(self, now: float) -> bool:
         transport = self._transport
         if transport is None:
             return False
-        pending = transport.get_write_buffer_size()
-        if self._allowance and pending + self._pending_size <= self._max_buffered:
+        buffered = transport.get_write_buffer_size()
+        if self._allowance and buffered + self._pending_size <= self._max_buffered:
             self._allowance = 0  # drained back within the bound: a granted burst (a replay) is over
-        if pending == 0:
-            if self._stalled_since is not None:
-                self._stalled_since = None
-            return False
-        drained = self._written - pending
-        if drained != self._progress or self._stalled_since is None:
-            self._progress = drained
-            self._stalled_since = now
-            return False
-        return now - self._stalled_since > self._send_timeout
+        # The kernel's queue counts too: bytes that fit in it would otherwise never time out.
+        return self._watch.stalled(now, buffered, self._socket, self._send_timeout)
+
+    @property
+    def stall_cause(self) -> str:
+        return "send_timeout"
 
     @property
     def drained(self) -> bool:
         return True
 
     def abort(self) -> None:
-        """Drop the socket without a close frame (what a vanished peer looks like to the client)."""
+        """Drop the socket without a close frame (a client that does not read; RFC 6455 §7.1.7,
+        "Fail the WebSocket Connection")."""
+        self._pending = None  # nothing held goes out any more
+        self._end()
         if self._transport is not None:
             self._transport.abort()
 
     def close(self) -> None:
         self.flush_held()  # held frames (e.g. a Close message) go out before the close frame
-        task = asyncio.ensure_future(self._close())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        self._end()  # the read loop sends the Close frame (see the module's rule)
 
-    async def _close(self) -> None:
-        try:
-            await asyncio.wait_for(self.ws.close(), _CLOSE_TIMEOUT)
-        except (TimeoutError, ConnectionError):
-            if self._transport is not None:
-                self._transport.abort()
+    def _end(self) -> None:
+        self._ended = True
+        waiter = self._ended_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 async def serve_websocket(
@@ -206,8 +221,10 @@ async def serve_websocket(
     max_buffered: int,
     send_timeout: float,
     compress: bool,
+    send_buffer: int = 0,
 ) -> web.WebSocketResponse:
-    """Run one WebSocket for ``connection`` until either side ends it."""
+    """Run one WebSocket for ``connection`` until either side ends it. ``send_buffer``: the socket's
+    ``SO_SNDBUF`` (0: the kernel's own, growing, default)."""
     transport = request.transport
     opened = failed = False
 
@@ -245,6 +262,7 @@ async def serve_websocket(
         timeout=_CLOSE_TIMEOUT,
     )
     await ws.prepare(request)
+    bound_send_buffer(socket_of(request.transport), send_buffer)
     opened = True
     if failed:
         close_failed()
@@ -258,11 +276,12 @@ async def serve_websocket(
     )
     await manager.attach_and_deliver(connection, Transport.WEBSOCKETS, sink)
     graceful = False
+    ended = sink.ended()
     try:
-        while not failed:
-            message = await ws.receive()
-            if failed:
-                break  # nothing read after an unmasked frame reaches the hub
+        while not failed and not ended.done():
+            message = await _receive_unless(ws, ended)
+            if message is None or failed:
+                break  # the server ended it, or an unmasked frame came: nothing more reaches the hub
             kind = message.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                 await manager.receive(connection, message.data)
@@ -278,6 +297,29 @@ async def serve_websocket(
             # A dropped socket of a stateful connection waits for a resume; anything else ends it.
             manager.detach(connection, sink, keep_alive=connection.resumable and not graceful)
         if not ws.closed:
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                await asyncio.wait_for(ws.close(), _CLOSE_TIMEOUT)
+            await _close(ws, sink)
     return ws
+
+
+async def _receive_unless(ws: web.WebSocketResponse, ended: asyncio.Future[None]) -> WSMessage | None:
+    """The next message, or None as soon as ``ended`` is done (the pending read is cancelled)."""
+    receive = asyncio.ensure_future(ws.receive())
+    try:
+        await asyncio.wait((receive, ended), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not receive.done():
+            receive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receive
+    if receive.cancelled():
+        return None
+    return receive.result()
+
+
+async def _close(ws: web.WebSocketResponse, sink: WebSocketSink) -> None:
+    """Send the Close frame and await the client's (``ws``'s timeout bounds the wait); a client that
+    does not take even the Close frame within ``_CLOSE_TIMEOUT`` loses the socket without one."""
+    try:
+        await asyncio.wait_for(ws.close(), _CLOSE_TIMEOUT)
+    except (TimeoutError, ConnectionError):
+        sink.abort()

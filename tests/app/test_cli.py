@@ -55,6 +55,10 @@ def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ),
         ({"AUTH_DEV_MODE": "true", "RABBITMQ_URL": "http://x"}, "configuration error: RABBITMQ_URL"),
         ({"AUTH_DEV_MODE": "true", "LOG_FORMAT": "xml"}, "configuration error: LOG_FORMAT"),
+        (
+            {"AUTH_DEV_MODE": "true", "HUB_SHUTDOWN_DRAIN_SECONDS": "10", "SHUTDOWN_TIMEOUT_SECONDS": "10"},
+            "configuration error: HUB_SHUTDOWN_DRAIN_SECONDS must be less than SHUTDOWN_TIMEOUT_SECONDS",
+        ),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(env: dict[str, str], expected: str) -> None:

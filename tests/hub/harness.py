@@ -74,6 +74,7 @@ class RecordingSink:
         self.granted = 0
         self.written: list[Outgoing] = []
         self.closed = False
+        self.aborted = False
 
     def write(self, out: Outgoing) -> bool:
         if not self.accept:
@@ -89,8 +90,16 @@ class RecordingSink:
     def is_stalled(self, now: float) -> bool:
         return False
 
+    @property
+    def stall_cause(self) -> str | None:
+        return None
+
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+        self.aborted = True
 
     @property
     def drained(self) -> bool:

@@ -42,6 +42,7 @@ class FakeConnection:
         self.received: list[Outgoing] = []
         self.bursts: list[int] = []
         self.aborted: str | None = None
+        self.slow_cause: str | None = None
 
     def send_outgoing(self, out: Outgoing) -> bool:
         if not self.accept:
@@ -55,6 +56,10 @@ class FakeConnection:
 
     def abort(self, reason: str) -> None:
         self.aborted = reason
+
+    def drop_slow(self, cause: str) -> None:
+        self.aborted = "slow_client"
+        self.slow_cause = cause
 
     def invocations(self) -> list[tuple[str, list[Any]]]:
         result = []

@@ -90,6 +90,7 @@ def _settings(url: str, **overrides: Any) -> Settings:
         "queue_expires_ms": 60_000,  # a queue a crashed test leaves behind disappears by itself
         "broker_connect_timeout_seconds": 5.0,
         "shutdown_timeout_seconds": 5.0,
+        "hub_shutdown_drain_seconds": 1.0,
         # Settings requires auth configuration unless in dev mode; the consumers do not use it.
         "auth_dev_mode": True,
     }

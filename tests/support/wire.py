@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["RawHubClient", "negotiate"]
+__all__ = ["RawHubClient", "RawLongPollingClient", "negotiate", "parse_records"]
 
 RS = b"\x1e"
 
@@ -94,3 +94,51 @@ class RawHubClient:
                 return self.ws.close_code
             if message.type is aiohttp.WSMsgType.ERROR:
                 return self.ws.close_code
+
+
+class RawLongPollingClient:
+    """One Long-Polling connection driven by hand: every poll and post is the test's own request."""
+
+    def __init__(self, session: aiohttp.ClientSession, hub_url: str, token: str, negotiated: dict[str, Any]):
+        self.session = session
+        self.url = hub_url
+        self.negotiated = negotiated
+        self.params = {"id": negotiated["connectionToken"]}
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    @classmethod
+    async def connect(
+        cls, session: aiohttp.ClientSession, hub_url: str, token: str, *, join: str | None = "north-america"
+    ) -> RawLongPollingClient:
+        """Negotiate, start (the first poll), hand-shake, and join ``join``'s dispatch group."""
+        client = cls(session, hub_url, token, await negotiate(session, hub_url, token))
+        assert await client.poll() == (200, b"")
+        records = b'{"protocol":"json","version":1}\x1e'
+        if join is not None:
+            invocation = {"type": 1, "target": "JoinDispatchGroup", "arguments": [join], "invocationId": "0"}
+            records += json.dumps(invocation).encode() + RS
+        assert await client.post(records) == 200
+        expected = [{}] if join is None else [{}, {"type": 3, "invocationId": "0"}]
+        received: list[dict[str, Any]] = []
+        while len(received) < len(expected):
+            status, body = await client.poll()
+            assert status == 200, status
+            received += parse_records(body)
+        assert received[: len(expected)] == expected  # events of the group may follow at once
+        return client
+
+    async def poll(self) -> tuple[int, bytes]:
+        async with self.session.get(self.url, params=self.params, headers=self.headers) as response:
+            return response.status, await response.read()
+
+    async def post(self, body: bytes) -> int:
+        async with self.session.post(
+            self.url, params=self.params, headers=self.headers, data=body
+        ) as response:
+            return response.status
+
+
+def parse_records(body: bytes) -> list[dict[str, Any]]:
+    """The JSON records of one body (every body holds only complete records)."""
+    assert not body or body.endswith(RS), body
+    return [json.loads(part) for part in body.split(RS)[:-1]]

@@ -29,6 +29,9 @@ class SlowTransport:
     def get_write_buffer_size(self) -> int:
         return self.buffered
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default  # no socket: the kernel's queue is not known
+
     def write(self, data: bytes) -> None:
         self.buffered += len(data)
 
@@ -68,3 +71,20 @@ def test_an_outbox_takes_a_granted_burst_once() -> None:
     outbox.settle()  # the heartbeat: drained, the burst is over
     assert outbox.put(b"x" * 100)
     assert not outbox.put(b"y")  # drained below the bound: the grant ended with the burst
+
+
+def test_the_send_timeout_times_queued_bytes_and_takes_only_drained_bytes_for_progress() -> None:
+    transport = SlowTransport()
+    out = Outgoing(b"x" * 90)
+    sink = _sink(transport, max_buffered=1 << 20)  # send timeout 10 s
+    assert sink.write(out)
+    assert not sink.is_stalled(now=0.0)  # bytes wait: the clock starts
+    transport.buffered += 6  # a pong aiohttp wrote: queued, but not ours — it must not look like progress
+    assert sink.write(out)  # more bytes for a client that reads nothing: not progress either
+    assert not sink.is_stalled(now=5.0)
+    assert sink.is_stalled(now=10.5)
+    assert sink.stall_cause == "send_timeout"
+    transport.buffered -= 50  # the client read something: the clock starts again
+    assert not sink.is_stalled(now=11.0)
+    assert not sink.is_stalled(now=20.0)
+    assert sink.is_stalled(now=21.5)

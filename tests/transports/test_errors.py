@@ -24,6 +24,7 @@ from service.transports.errors import (
     MethodNotAllowedError,
     OriginNotAllowedError,
     PostToWebSocketError,
+    ShuttingDownError,
     TooManyConnectionsError,
     TooManyNewConnectionsError,
     TransportChangeError,
@@ -49,6 +50,7 @@ TEXT_REFUSALS = [
     (MethodNotAllowedError(), 405, "Method Not Allowed"),
     (PostToWebSocketError(), 405, "POST requests are not allowed for WebSocket connections."),
     (TransportConflictError(), 409, "Connection already has an active transport."),
+    (ShuttingDownError(), 503, "The server is shutting down; connect again to reach another instance."),
     (EarlyInputTooLargeError(), 413, "Too much data before a transport was started."),
     (
         TooManyConnectionsError(20),

@@ -31,6 +31,9 @@ class FakeTransport:
     def get_write_buffer_size(self) -> int:
         return self.buffered
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default  # no socket: the kernel's queue is not known
+
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
 
