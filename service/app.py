@@ -32,6 +32,8 @@ from service.hub import (
     InMemoryHubLifetimeManager,
     RecommendationsHub,
 )
+from service.loop_lag import sample_loop_lag
+from service.metrics import EVENT_LOOP_LAG
 from service.runtime import HUB, Consumer, HubRuntime
 from service.transports import EndpointOptions, HubEndpoint, refusal_middleware
 from service.write_batch import WriteBatch
@@ -138,6 +140,17 @@ def create_app(
             await task
         manager.dispose_all()
 
+    async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+        interval = settings.event_loop_lag_interval_seconds
+        if interval <= 0:
+            yield
+            return
+        task = asyncio.create_task(sample_loop_lag(interval, EVENT_LOOP_LAG.observe), name="loop-lag")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
     async def consumer_ctx(app: web.Application) -> AsyncIterator[None]:
         if factory is None:
             yield
@@ -161,6 +174,7 @@ def create_app(
     app.router.add_route("*", f"{settings.hub_path}/negotiate", endpoint.negotiate)
     app.router.add_route("*", settings.hub_path, endpoint.connect)
     app.cleanup_ctx.append(auth_ctx)
+    app.cleanup_ctx.append(loop_lag_ctx)
     app.cleanup_ctx.append(heartbeat_ctx)
     app.cleanup_ctx.append(consumer_ctx)
     app.on_shutdown.append(on_shutdown)
