@@ -35,7 +35,7 @@ from service.hub import (
 from service.loop_lag import sample_loop_lag
 from service.metrics import EVENT_LOOP_LAG
 from service.runtime import HUB, Consumer, HubRuntime
-from service.transports import EndpointOptions, HubEndpoint, refusal_middleware
+from service.transports import EndpointOptions, HubEndpoint
 from service.write_batch import WriteBatch
 
 __all__ = ["ConsumerFactory", "create_app"]
@@ -89,7 +89,9 @@ def create_app(
 
     endpoint_options = EndpointOptions.from_settings(settings)
     # A POST may batch several records; each record is still held to HUB_MAX_RECEIVE_MESSAGE_SIZE.
-    app = web.Application(client_max_size=endpoint_options.max_frame_size, middlewares=[refusal_middleware])
+    # No refusal middleware: the endpoint answers its refusals itself (a middleware's frame would stay
+    # alive under every WebSocket).
+    app = web.Application(client_max_size=endpoint_options.max_frame_size)
     # Built now, loaded at startup (auth_ctx): no request ever sees auth or the endpoint missing.
     auth = build_auth(settings)
     lifetime = InMemoryHubLifetimeManager()
