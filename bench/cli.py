@@ -434,7 +434,6 @@ class Run:
         first, the drain measures the server (and the load generator), not the publisher.
         """
         phase = self.next_phase()
-        lag0 = await scrape_lag(self.port)
         server.pause()
         try:
             published = await self.broker.publish_burst(exchange, phase, count=events, region_of=region_of)
@@ -444,10 +443,9 @@ class Run:
             resumed = now_us()
             server.resume()
         published.first_us = resumed  # deliveries/s counts from the moment the server can run
-        stats = await self._collect(phase, published, sizes, server, loadgen, cpu0, gen0, wall0, 180.0)
-        # The pause itself is one long "lag" (the sampler wakes late by the time stopped): not the server's.
-        stats["loop_lag"] = lag_between(lag0, await scrape_lag(self.port))
-        return stats
+        # No loop lag here: the pause itself is one long "lag" (the sampler wakes late by the time
+        # stopped), which says nothing about the server.
+        return await self._collect(phase, published, sizes, server, loadgen, cpu0, gen0, wall0, 180.0)
 
     async def _find_max(
         self,
