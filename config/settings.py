@@ -166,6 +166,7 @@ class Settings(BaseSettings):
     # --- Process ------------------------------------------------------------------------------
     shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
     event_loop_lag_interval_seconds: float = Field(default=0.05, ge=0)  # 0: not sampled
+    gc_freeze: bool = True  # service.gc_freeze: keep connections' state out of full GC passes
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ from service.auth import build_auth
 from service.connections import ConnectionManager
 from service.cors import CorsPolicy
 from service.devtools import install_dev_routes
+from service.gc_freeze import HeapFreezer
 from service.health import HealthRoutes
 from service.hub import (
     EventJournal,
@@ -33,7 +34,7 @@ from service.hub import (
     RecommendationsHub,
 )
 from service.loop_lag import sample_loop_lag
-from service.metrics import EVENT_LOOP_LAG
+from service.metrics import EVENT_LOOP_LAG, GC_FREEZES
 from service.runtime import HUB, Consumer, HubRuntime
 from service.transports import EndpointOptions, HubEndpoint
 from service.write_batch import WriteBatch
@@ -205,6 +206,7 @@ async def _heartbeat(runtime: HubRuntime) -> None:
     loop = asyncio.get_running_loop()
     next_checkpoint = loop.time()
     handler, manager = runtime.handler, runtime.manager
+    freezer = HeapFreezer() if runtime.settings.gc_freeze else None
     while True:
         steps = heartbeat_steps(max(len(handler), len(manager)))
         for step in range(steps):
@@ -215,6 +217,11 @@ async def _heartbeat(runtime: HubRuntime) -> None:
             except Exception:
                 log.exception("heartbeat.failed")
         try:
+            if freezer is not None:
+                action = freezer.after_round(len(handler), handler.closed_total)
+                if action is not None:
+                    GC_FREEZES.labels(action).inc()
+                    log.info("gc.frozen", action=action, connections=len(handler))
             if loop.time() >= next_checkpoint:
                 next_checkpoint = loop.time() + runtime.settings.checkpoint_interval_seconds
                 runtime.journal.checkpoint()

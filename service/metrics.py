@@ -16,6 +16,7 @@ __all__ = [
     "CONNECTIONS_CLOSED",
     "CONNECTIONS_OPENED",
     "EVENT_LOOP_LAG",
+    "GC_FREEZES",
     "GROUP_MEMBERSHIPS",
     "HISTORY_BYTES",
     "HISTORY_ENTRIES",
@@ -87,3 +88,11 @@ EVENT_LOOP_LAG = Histogram(
     "delays every read and write by as much.",
     buckets=LAG_BUCKETS,
 )
+GC_FREEZES = Counter(
+    "realtime_gc_freezes",
+    "Connection state moved out of the garbage collector's full passes (GC_FREEZE): freeze after a storm, "
+    "refreeze (with one full collection) after a quarter of the frozen connections closed.",
+    ["action"],
+)
+for _action in ("freeze", "refreeze"):
+    GC_FREEZES.labels(_action)

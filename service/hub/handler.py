@@ -45,6 +45,7 @@ class HubConnectionHandler:
         self._connections: dict[str, HubConnection] = {}
         # The connections of the heartbeat's current round (see ``tick``).
         self._round: list[HubConnection] = []
+        self.closed_total = 0  # hub connections closed since start (service.gc_freeze counts churn)
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -73,6 +74,7 @@ class HubConnectionHandler:
         hub_connection = self._connections.pop(connection.connection_id, None)
         if hub_connection is None:
             return
+        self.closed_total += 1
         self.lifetime.on_disconnected(hub_connection)
         hub_connection.on_closed()
 
