@@ -13,14 +13,15 @@ there soon after (issue 12; ``gc.callbacks`` timings in ``bench/NOTES.md``).
 garbage are never collected while frozen, so the policy here is:
 
 - once the number of connections has grown by ``min_growth`` since the last freeze and stopped
-  growing (a storm is over): collect what is not frozen, then freeze — the survivors are the
-  connections' state;
+  growing (a storm is over): collect the young generations (a few milliseconds; a full collection
+  here would be the very pause this avoids — the full passes during a storm find nothing to free),
+  then freeze: the survivors are the connections' state;
 - once as many connections have closed since the last freeze as a quarter of those frozen (at
   least ``min_growth``): unfreeze, collect everything (the closed connections' cycles are freed),
   freeze again.
 
-One full pass per storm and per quarter of churn, at a moment chosen here, instead of one every
-time a quarter of the old generation's size has passed through it.
+One full pass per quarter of churn, at a moment chosen here, instead of several during every storm
+and one every time a quarter of the old generation's size has passed through it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class GcApi(Protocol):
 
     def unfreeze(self) -> None: ...
 
-    def collect(self) -> int: ...
+    def collect(self, generation: int = 2) -> int: ...
 
 
 class _StdGc:
@@ -46,8 +47,8 @@ class _StdGc:
     def unfreeze(self) -> None:
         gc.unfreeze()
 
-    def collect(self) -> int:
-        return gc.collect()
+    def collect(self, generation: int = 2) -> int:
+        return gc.collect(generation)
 
 
 class HeapFreezer:
@@ -74,12 +75,13 @@ class HeapFreezer:
         grown = connections - self._frozen >= self._min_growth
         if churned and self._frozen:
             self._gc.unfreeze()
+            self._gc.collect()  # one full pass: the closed connections' cycles are freed
             action = "refreeze"
         elif grown:
+            self._gc.collect(1)
             action = "freeze"
         else:
             return None
-        self._gc.collect()
         self._gc.freeze()
         self._frozen = connections
         self._closed_at = closed_total
