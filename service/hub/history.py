@@ -11,9 +11,9 @@ offset, one after the other), with a binary search as the fallback.
 Entries are kept as plain tuples of ints, strings, bytes and floats, which CPython's cyclic garbage
 collector stops tracking after their first collection (only exact tuples of untracked items are
 untracked). As objects (``HistoryEntry``) the history added one tracked object per event read — up
-to ``HISTORY_MAX_ENTRIES`` of them — and every 25 % of growth of the tracked heap set off a full
-collection over every object of every connection: ~0.4 s of CPU with 10,000 connections, a stall
-every few minutes at 500 events/s. A ``HistoryEntry`` is built only when one is asked for.
+to ``HISTORY_MAX_ENTRIES`` of them — to the old generation, which every full collection walks and
+whose growth sets the next one off (see ``service.gc_freeze``). A ``HistoryEntry`` is built only
+when one is asked for.
 """
 
 from __future__ import annotations
