@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from bench.broker import Broker, PublishResult
+from bench.lag import lag_between, scrape_lag
 from bench.procs import Child, LoadGenProcess, kill_all
 from bench.report import render_markdown, summarize
 from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, service_queues, wait_service_ready
@@ -164,6 +165,7 @@ class Run:
         self.broker = Broker(options.amqp)
         self.python = sys.executable
         self.phase = 0
+        self.port = 0  # the server being measured (its /metrics has the loop-lag histogram)
         self.argv: list[str] = []
 
     def log(self, message: str) -> None:
@@ -177,6 +179,7 @@ class Run:
 
     async def measure(self, name: str, port: int, tokens: list[str], key_dir: Path) -> dict[str, Any]:
         options = self.options
+        self.port = port
         prefix = f"bench.{self.run_id}.{name}"
         exchange = f"{prefix}.recommendations"
         queue = f"{prefix}.queue"
@@ -348,9 +351,11 @@ class Run:
 
     def _log_phase(self, name: str, workload: str, phase: str, stats: dict[str, Any]) -> None:
         latency = stats.get("latency_ms") or {}
+        lag = stats.get("loop_lag") or {}
         self.log(
             f"{name}: {workload} {phase}: {stats['received']}/{stats['expected']} delivered, "
-            f"{stats['deliveries_per_s']:.0f}/s, p99 {latency.get('p99')} ms, "
+            f"{stats['deliveries_per_s']:.0f}/s, p99 {latency.get('p99')} max {latency.get('max')} ms, "
+            f"loop lag p99 {lag.get('p99_ms')} / max {lag.get('max_ms')} ms, "
             f"cpu {stats['cpu_s_per_1k']} s/1k, server cpu {stats['server_cpu_util']:.0%}"
         )
 
@@ -403,11 +408,16 @@ class Run:
         duration: float,
     ) -> dict[str, Any]:
         phase = self.next_phase()
+        lag0 = await scrape_lag(self.port)
         cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.child.cpu_seconds(), time.monotonic()
         published = await self.broker.publish_rate(
             exchange, phase, rate=events_per_s, duration=duration, region_of=region_of
         )
-        return await self._collect(phase, published, sizes, server, loadgen, cpu0, gen0, wall0, duration + 60)
+        stats = await self._collect(
+            phase, published, sizes, server, loadgen, cpu0, gen0, wall0, duration + 60
+        )
+        stats["loop_lag"] = lag_between(lag0, await scrape_lag(self.port))
+        return stats
 
     async def _burst(
         self,
@@ -433,6 +443,8 @@ class Run:
             resumed = now_us()
             server.resume()
         published.first_us = resumed  # deliveries/s counts from the moment the server can run
+        # No loop lag here: the pause itself is one long "lag" (the sampler wakes late by the time
+        # stopped), which says nothing about the server.
         return await self._collect(phase, published, sizes, server, loadgen, cpu0, gen0, wall0, 180.0)
 
     async def _find_max(
@@ -455,11 +467,25 @@ class Run:
             stats = await self._steady(
                 exchange, server, loadgen, sizes, region_of, rate / fanout, options.step_duration
             )
-            p99 = (stats["latency_ms"] or {}).get("p99")
+            latency = stats["latency_ms"] or {}
+            p99 = latency.get("p99")
             passed = stats["lost"] == 0 and p99 is not None and p99 < P99_LIMIT_MS
-            steps.append({"rate": rate, "passed": passed, "p99_ms": p99, "lost": stats["lost"]})
+            lag = stats.get("loop_lag") or {}
+            steps.append(
+                {
+                    "rate": rate,
+                    "passed": passed,
+                    "p50_ms": latency.get("p50"),
+                    "p99_ms": p99,
+                    "max_ms": latency.get("max"),
+                    "lost": stats["lost"],
+                    "cpu_s_per_1k": stats["cpu_s_per_1k"],
+                    "loop_lag": stats.get("loop_lag"),
+                }
+            )
             self.log(
-                f"{name}: {workload} find-max {rate:.0f}/s: p99 {p99} ms, lost {stats['lost']} -> {passed}"
+                f"{name}: {workload} find-max {rate:.0f}/s: p99 {p99} ms, loop lag p99 "
+                f"{lag.get('p99_ms')} / max {lag.get('max_ms')} ms, lost {stats['lost']} -> {passed}"
             )
             await asyncio.sleep(1.0)
             if passed:

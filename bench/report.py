@@ -41,8 +41,10 @@ def _row(server: dict[str, Any], workload: str) -> dict[str, Any] | None:
         "rss_before_kb": round(server["rss_before_kb"]),
         "rss_after_kb": round(server["rss_after_kb"]),
         "kb_per_connection": round(server["kb_per_connection"], 2),
+        "loop_lag": steady.get("loop_lag"),
         "max_rate": find_max.get("max_rate"),
         "p99_at_half_max_ms": (half.get("latency_ms") or {}).get("p99"),
+        "find_max_steps": find_max.get("steps") or [],
     }
 
 
@@ -175,6 +177,13 @@ def _latencies(latency: dict[str, Any] | None) -> str:
     return " / ".join(_fmt(latency.get(key), 1) for key in ("p50", "p90", "p99", "max"))
 
 
+def _lag(lag: dict[str, Any] | None) -> str:
+    """Loop lag p99 / max (ms); max is the upper bound of the highest histogram bucket reached."""
+    if not lag:
+        return "–"
+    return f"{_fmt(lag.get('p99_ms'), 1)} / ≤{_fmt(lag.get('max_ms'), 0)}"
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     summary = result["summary"]
     machine = result["machine"]
@@ -200,11 +209,13 @@ def render_markdown(result: dict[str, Any]) -> str:
         "Ratios in parentheses are to the raw aiohttp floor of the same run. *deliveries/s*: the saturation "
         "burst (a backlog published while the server was paused, then drained). Latency: the steady phase. "
         "CPU: seconds of the server process per 1,000 deliveries, steady phase | burst. *max rate*: "
-        "deliveries/s of the highest `--find-max` step with nothing lost and p99 < 100 ms.",
+        "deliveries/s of the highest `--find-max` step with nothing lost and p99 < 100 ms. *loop lag*: "
+        "the server's event-loop lag in the steady phase (`realtime_event_loop_lag_seconds`, sampled every "
+        "50 ms), p99 / the upper bound of the highest bucket reached.",
         "",
         "| workload | server | delivered / expected | deliveries/s | p50 / p90 / p99 / max ms | "
-        "CPU s / 1k (steady \\| burst) | RSS KB/conn | max rate /s | p99 @ ½ max |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "loop lag p99 / max ms | CPU s / 1k (steady \\| burst) | RSS KB/conn | max rate /s | p99 @ ½ max |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["rows"]:
         ratios = row["ratio_to_raw"]
@@ -214,6 +225,7 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{row['received']:,} / {row['expected']:,}",
             f"{_fmt(row['deliveries_per_s'])}{_x(ratios.get('deliveries_per_s'))}",
             _latencies(row["latency_ms"]),
+            _lag(row.get("loop_lag")),
             f"{_fmt(row['cpu_s_per_1k'], 4)}{_x(ratios.get('cpu_s_per_1k'))} \\| "
             f"{_fmt(row['cpu_s_per_1k_burst'], 4)}{_x(ratios.get('cpu_s_per_1k_burst'))}",
             f"{_fmt(row['kb_per_connection'], 1)}{_x(ratios.get('kb_per_connection'))}",
@@ -221,6 +233,29 @@ def render_markdown(result: dict[str, Any]) -> str:
             _fmt(row["p99_at_half_max_ms"], 1),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    steps = [row for row in summary["rows"] if row.get("find_max_steps")]
+    if steps:
+        lines += [
+            "",
+            "`--find-max` steps (each `--step-duration` s; a step passes with nothing lost and "
+            "p99 < 100 ms):",
+            "",
+            "| workload | server | rate /s | passed | p50 / p99 / max ms | loop lag p99 / max ms "
+            "| CPU s / 1k |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in steps:
+            for step in row["find_max_steps"]:
+                cells = [
+                    row["workload"],
+                    row["label"],
+                    _fmt(round(step["rate"])),
+                    "yes" if step["passed"] else "**no**",
+                    " / ".join(_fmt(step.get(key), 1) for key in ("p50_ms", "p99_ms", "max_ms")),
+                    _lag(step.get("loop_lag")),
+                    _fmt(step.get("cpu_s_per_1k"), 4),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
     if summary["storm"]:
         lines += [
             "",

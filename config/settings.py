@@ -171,6 +171,8 @@ class Settings(BaseSettings):
     # Part of SHUTDOWN_TIMEOUT_SECONDS: after SIGTERM the listener stays open this long at most, so
     # that a long-polling client between two polls can collect its Close (issue 11, B13).
     hub_shutdown_drain_seconds: float = Field(default=5.0, ge=0)
+    event_loop_lag_interval_seconds: float = Field(default=0.05, ge=0)  # 0: not sampled
+    gc_freeze: bool = True  # service.gc_freeze: keep connections' state out of full GC passes
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -230,6 +230,8 @@ class ConnectionManager:
         self._per_user: dict[str, int] = {}
         # Closed long-polling connections whose last messages (e.g. the Close) await one more poll.
         self._draining: dict[str, tuple[HttpConnection, Sink, float]] = {}
+        # The connections of the heartbeat's current round (see ``scan``).
+        self._round: list[HttpConnection] = []
 
     def __len__(self) -> int:
         return len(self._by_token)
@@ -379,17 +381,28 @@ class ConnectionManager:
                 self._draining[connection.connection_token] = (connection, sink, self._clock())
         self.application.on_closed(connection)
 
-    def scan(self) -> None:
-        """Heartbeat: dispose connections left without a transport longer than DisconnectTimeout."""
+    def scan(self, part: int = 0, parts: int = 1) -> None:
+        """Heartbeat: dispose connections left without a transport longer than DisconnectTimeout, and
+        those whose socket made no progress for the send timeout.
+
+        Slice ``part`` of ``parts``: a round of ``parts`` calls (about a second) visits every
+        connection once, so that no call holds the event loop for all of them (like ``tick``).
+        """
         now = self._clock()
         deadline = now - self._disconnect_timeout
-        for token, (_, sink, closed_at) in list(self._draining.items()):
-            if sink.drained or closed_at < deadline:
-                del self._draining[token]
+        if part == 0:
+            for token, (_, sink, closed_at) in list(self._draining.items()):
+                if sink.drained or closed_at < deadline:
+                    del self._draining[token]
+            self._round = list(self._by_token.values())
+        members = self._round
+        count = len(members)
+        if part >= parts - 1:
+            self._round = []
         active = ConnectionState.ACTIVE
-        # This visits every connection every second: the common case (active, nothing stalled) is
-        # kept to two attribute reads and one call.
-        for connection in list(self._by_token.values()):
+        # Every connection once a round: the common case (active, nothing stalled) is kept to two
+        # attribute reads and one call.
+        for connection in members[part * count // parts : (part + 1) * count // parts]:
             state = connection.state
             if state is active:
                 attached = connection.sink

@@ -33,9 +33,14 @@ class CorsPolicy:
         app.on_response_prepare.append(self._decorate)
 
     @web.middleware
-    async def _preflight(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+    def _preflight(self, request: web.Request, handler: _Handler) -> Awaitable[web.StreamResponse]:
+        # Not a coroutine: for anything but a preflight it hands back the handler's own awaitable, so
+        # no frame of this middleware stays alive under a long-lived request (a WebSocket).
         if request.method != hdrs.METH_OPTIONS or hdrs.ACCESS_CONTROL_REQUEST_METHOD not in request.headers:
-            return await handler(request)
+            return handler(request)
+        return self._answer_preflight(request)
+
+    async def _answer_preflight(self, request: web.Request) -> web.StreamResponse:
         response = web.Response(status=204)
         origin = request.headers.get(hdrs.ORIGIN)
         if self.allowed(origin):

@@ -6,13 +6,17 @@ small closed sets (transport, protocol, reason); never a connection id, region o
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
+
+from service.loop_lag import LAG_BUCKETS
 
 __all__ = [
     "AUTH_FAILURES",
     "CONNECTIONS",
     "CONNECTIONS_CLOSED",
     "CONNECTIONS_OPENED",
+    "EVENT_LOOP_LAG",
+    "GC_FREEZES",
     "GROUP_MEMBERSHIPS",
     "HISTORY_BYTES",
     "HISTORY_ENTRIES",
@@ -90,3 +94,17 @@ RESUMES = Counter(
 REPLAYED_EVENTS = Counter("realtime_replayed_events", "Events replayed to resuming connections.")
 for _outcome in ("recovered", "fresh", "empty", "window", "epoch", "ahead", "cap"):
     RESUMES.labels(_outcome)
+EVENT_LOOP_LAG = Histogram(
+    "realtime_event_loop_lag_seconds",
+    "How late the event loop woke a periodic sampler (EVENT_LOOP_LAG_INTERVAL_SECONDS): a stall of the loop "
+    "delays every read and write by as much.",
+    buckets=LAG_BUCKETS,
+)
+GC_FREEZES = Counter(
+    "realtime_gc_freezes",
+    "Connection state moved out of the garbage collector's full passes (GC_FREEZE): freeze after a storm, "
+    "refreeze (with one full collection) after a quarter of the frozen connections closed.",
+    ["action"],
+)
+for _action in ("freeze", "refreeze"):
+    GC_FREEZES.labels(_action)

@@ -17,8 +17,10 @@ from collections.abc import Awaitable, Callable
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from bench.wire import raise_fd_limit
+from service.loop_lag import LAG_BUCKETS, sample_loop_lag
 
 __all__ = ["Feed", "add_feed_arguments", "attach_feed", "run_server"]
 
@@ -87,14 +89,30 @@ class Feed:
                 await last.ack(multiple=True)
 
 
+LAG_INTERVAL = 0.05  # the service's default EVENT_LOOP_LAG_INTERVAL_SECONDS
+
+
 def attach_feed(app: web.Application, feed: Feed) -> None:
-    """Run ``feed`` for the application's lifetime (started on startup, stopped on cleanup)."""
+    """Run ``feed`` for the application's lifetime (started on startup, stopped on cleanup), and
+    sample the event loop's lag as the service does, into ``GET /metrics`` (its own registry)."""
+    registry = CollectorRegistry()
+    lag = Histogram(
+        "realtime_event_loop_lag_seconds", "Event-loop lag.", buckets=LAG_BUCKETS, registry=registry
+    )
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), content_type="text/plain")
 
     async def feed_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+        sampler = asyncio.create_task(sample_loop_lag(LAG_INTERVAL, lag.observe))
         await feed.start()
         yield
         await feed.stop()
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
 
+    app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(feed_ctx)
 
 

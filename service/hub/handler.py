@@ -43,6 +43,9 @@ class HubConnectionHandler:
             dispatcher=HubDispatcher(methods, detailed_errors=options.detailed_errors),
         )
         self._connections: dict[str, HubConnection] = {}
+        # The connections of the heartbeat's current round (see ``tick``).
+        self._round: list[HubConnection] = []
+        self.closed_total = 0  # hub connections closed since start (service.gc_freeze counts churn)
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -71,18 +74,31 @@ class HubConnectionHandler:
         hub_connection = self._connections.pop(connection.connection_id, None)
         if hub_connection is None:
             return
+        self.closed_total += 1
         self.lifetime.on_disconnected(hub_connection)
         hub_connection.on_closed()
 
     # --- heartbeat ------------------------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Advance every connection's timers; called about once a second."""
+    def tick(self, part: int = 0, parts: int = 1) -> None:
+        """Advance the timers of slice ``part`` of ``parts`` of the connections; a round of ``parts``
+        calls (``0 .. parts - 1``, about a second) visits every connection once.
+
+        The round is spread so that no call holds the event loop for all of them: with 10,000
+        connections one pass took ~12 ms, a stall every delivery waiting behind it paid.
+        Connections that arrive during a round are first visited in the next one.
+        """
         clock = self.clock
         clock.tick()
         now, wall_clock = clock.now, clock.wall
-        for hub_connection in list(self._connections.values()):
+        if part == 0:
+            self._round = list(self._connections.values())
+        members = self._round
+        count = len(members)
+        for hub_connection in members[part * count // parts : (part + 1) * count // parts]:
             hub_connection.tick(now, wall_clock)
+        if part >= parts - 1:
+            self._round = []
 
     def close_positioned(self, reason: str) -> None:
         """Close (reconnect allowed) every connection that tracks positions, so that it resumes."""

@@ -7,6 +7,13 @@ entries, by bytes of payload, and by age — whichever bites first drops the old
 Rule: no I/O and no clock of its own beyond the one it is given; entries are kept in offset order,
 and a lookup by offset is O(1) while the log is contiguous (it is: a stream gives every message an
 offset, one after the other), with a binary search as the fallback.
+
+Entries are kept as plain tuples of ints, strings, bytes and floats, which CPython's cyclic garbage
+collector stops tracking after their first collection (only exact tuples of untracked items are
+untracked). As objects (``HistoryEntry``) the history added one tracked object per event read — up
+to ``HISTORY_MAX_ENTRIES`` of them — to the old generation, which every full collection walks and
+whose growth sets the next one off (see ``service.gc_freeze``). A ``HistoryEntry`` is built only
+when one is asked for.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ class ReplayMiss:
     reason: Miss
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class HistoryEntry:
     offset: int
     check: str
@@ -56,6 +63,28 @@ class HistoryEntry:
 
     def load_payload(self) -> object:
         return None if self.payload is None else orjson.loads(self.payload)
+
+
+# (offset, check, target, groups, payload, at): what History keeps per entry (see the module doc). The
+# groups are one string, joined by NUL (never in a group name): a nested tuple is untracked only once
+# the collector has visited it before its parent, which a single pass does not guarantee.
+_Row = tuple[int, str, str | None, str, bytes | None, float]
+_SEP: Final = "\0"
+_OFFSET: Final = 0
+_CHECK: Final = 1
+_TARGET: Final = 2
+_GROUPS: Final = 3
+_PAYLOAD: Final = 4
+_AT: Final = 5
+
+
+def _groups(row: _Row) -> tuple[str, ...]:
+    joined = row[_GROUPS]
+    return tuple(joined.split(_SEP)) if joined else ()
+
+
+def _entry(row: _Row) -> HistoryEntry:
+    return HistoryEntry(row[_OFFSET], row[_CHECK], row[_TARGET], _groups(row), row[_PAYLOAD], row[_AT])
 
 
 class History:
@@ -73,7 +102,7 @@ class History:
         self._max_bytes = max_bytes
         self._max_age = max_age_seconds
         self._clock = clock
-        self._entries: list[HistoryEntry] = []
+        self._entries: list[_Row] = []
         self._start = 0  # index of the oldest live entry (the list is compacted now and then)
         self.size_bytes = 0
 
@@ -82,25 +111,32 @@ class History:
 
     @property
     def head(self) -> HistoryEntry | None:
-        return self._entries[-1] if len(self) else None
+        return _entry(self._entries[-1]) if len(self) else None
 
     @property
     def oldest(self) -> HistoryEntry | None:
-        return self._entries[self._start] if len(self) else None
+        return _entry(self._entries[self._start]) if len(self) else None
 
     def append(self, record: LogRecord) -> HistoryEntry:
         """Keep ``record``; its offset must be above the head's (the caller resets on a new epoch)."""
-        head = self.head
-        if head is not None and record.offset <= head.offset:
-            raise ValueError(f"offset {record.offset} is not after the head {head.offset}")
+        entries = self._entries
+        if len(self) and record.offset <= entries[-1][_OFFSET]:
+            raise ValueError(f"offset {record.offset} is not after the head {entries[-1][_OFFSET]}")
         payload = None if record.payload is None else orjson.dumps(record.payload)
         now = self._clock()
         at = record.published_at if record.published_at is not None else now
-        entry = HistoryEntry(record.offset, record.check, record.target, record.groups, payload, min(at, now))
-        self._entries.append(entry)
+        row: _Row = (
+            record.offset,
+            str(record.check),
+            None if record.target is None else str(record.target),
+            _SEP.join(record.groups),
+            payload,
+            float(min(at, now)),
+        )
+        entries.append(row)
         self.size_bytes += _ENTRY_OVERHEAD + (len(payload) if payload else 0)
         self._evict(now)
-        return entry
+        return _entry(row)
 
     def expire(self) -> None:
         """Drop what has grown too old (also done on every append)."""
@@ -114,10 +150,10 @@ class History:
         while start < end and (
             end + 1 - start > self._max_entries
             or self.size_bytes > self._max_bytes
-            or entries[start].at < oldest_allowed
+            or entries[start][_AT] < oldest_allowed
         ):
-            dropped = entries[start]
-            self.size_bytes -= _ENTRY_OVERHEAD + (len(dropped.payload) if dropped.payload else 0)
+            payload = entries[start][_PAYLOAD]
+            self.size_bytes -= _ENTRY_OVERHEAD + (len(payload) if payload else 0)
             start += 1
         if start > 4096 and start * 2 > len(entries):
             del entries[:start]
@@ -133,19 +169,19 @@ class History:
         if not len(self):
             return None
         entries = self._entries
-        guess = self._start + offset - entries[self._start].offset
-        if self._start <= guess < len(entries) and entries[guess].offset == offset:
+        guess = self._start + offset - entries[self._start][_OFFSET]
+        if self._start <= guess < len(entries) and entries[guess][_OFFSET] == offset:
             return guess
-        lo = bisect.bisect_left(entries, offset, lo=self._start, key=lambda e: e.offset)
-        return lo if lo < len(entries) and entries[lo].offset == offset else None
+        lo = bisect.bisect_left(entries, offset, lo=self._start, key=lambda e: e[_OFFSET])
+        return lo if lo < len(entries) and entries[lo][_OFFSET] == offset else None
 
     def get(self, offset: int) -> HistoryEntry | None:
         index = self._index(offset)
-        return None if index is None else self._entries[index]
+        return None if index is None else _entry(self._entries[index])
 
     def matches(self, position: Position) -> bool:
-        entry = self.get(position.offset)
-        return entry is not None and entry.check == position.check
+        index = self._index(position.offset)
+        return index is not None and self._entries[index][_CHECK] == position.check
 
     def replay(
         self, after: Position, *, through: int, groups: Set[str], cap: int
@@ -158,20 +194,20 @@ class History:
             return ReplayMiss(Miss.AHEAD)
         index = self._index(after.offset)
         if index is None:
-            return ReplayMiss(Miss.WINDOW if after.offset < self._entries[-1].offset else Miss.AHEAD)
-        if self._entries[index].check != after.check:
+            return ReplayMiss(Miss.WINDOW if after.offset < self._entries[-1][_OFFSET] else Miss.AHEAD)
+        if self._entries[index][_CHECK] != after.check:
             return ReplayMiss(Miss.EPOCH)
         found: list[HistoryEntry] = []
-        for entry in self._iter_from(index + 1):
-            if entry.offset > through:
+        for row in self._iter_from(index + 1):
+            if row[_OFFSET] > through:
                 break
-            if entry.target is not None and not groups.isdisjoint(entry.groups):
+            if row[_TARGET] is not None and not groups.isdisjoint(_groups(row)):
                 if len(found) >= cap:
                     return ReplayMiss(Miss.CAP)
-                found.append(entry)
+                found.append(_entry(row))
         return found
 
-    def _iter_from(self, index: int) -> Iterator[HistoryEntry]:
+    def _iter_from(self, index: int) -> Iterator[_Row]:
         entries = self._entries
         for position in range(index, len(entries)):
             yield entries[position]

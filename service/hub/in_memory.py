@@ -8,6 +8,7 @@ serializes it lazily once per hub protocol (``SerializedHubMessage.cs``), and ha
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -40,8 +41,10 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
     def __init__(self) -> None:
         self._connections: dict[str, Recipient] = {}
         self._groups: dict[str, set[Recipient]] = {}
-        # connection id -> its groups; only for connections that joined one (most of ours do).
-        self._memberships: dict[str, set[str]] = {}
+        # connection id -> its groups; only for connections that joined one (most of ours do). A tuple,
+        # not a set: a connection has a handful of groups, joins are rare, and an empty set alone is
+        # 216 bytes per connection.
+        self._memberships: dict[str, tuple[str, ...]] = {}
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -63,15 +66,14 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
 
     def add_to_group(self, connection_id: str, group: str) -> None:
         _check_group(group)
+        group = sys.intern(group)  # one string per group name, not one per member
         connection = self._connections.get(connection_id)
         if connection is None:
             return
-        joined = self._memberships.get(connection_id)
-        if joined is None:
-            joined = self._memberships[connection_id] = set()
-        elif group in joined:
+        joined = self._memberships.get(connection_id, ())
+        if group in joined:
             return
-        joined.add(group)
+        self._memberships[connection_id] = (*joined, group)
         self._groups.setdefault(group, set()).add(connection)
         GROUP_MEMBERSHIPS.labels(_group_kind(group)).inc()
 
@@ -80,8 +82,10 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
         joined = self._memberships.get(connection_id)
         if joined is None or group not in joined:
             return
-        joined.discard(group)
-        if not joined:
+        remaining = tuple(name for name in joined if name != group)
+        if remaining:
+            self._memberships[connection_id] = remaining
+        else:
             del self._memberships[connection_id]
         self._leave(self._connections[connection_id], group)
 

@@ -12,18 +12,21 @@ body and ``WWW-Authenticate``, before any upgrade), its ``Origin`` checked (403)
 | DELETE                            | graceful close (LP only)                 |
 
 Rule: a refusal is raised as one of the ``HubHttpError`` exceptions of ``errors.py`` (statuses and
-texts are those of ASP.NET Core's ``HttpConnectionDispatcher.cs``); the app's ``refusal_middleware``
-turns it into the response. Handlers here return only successful responses.
+texts are those of ASP.NET Core's ``HttpConnectionDispatcher.cs``); the two handlers (``negotiate``,
+``connect``) turn it into the response themselves — not a middleware, whose frame every WebSocket
+would keep for its whole life. Everything else here returns only successful responses.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import structlog
 from aiohttp import hdrs, web
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars, bound_contextvars, reset_contextvars
 
 from config.settings import Settings, Transport
 from service.auth import AuthenticationError, Principal, TokenValidator, extract_token, www_authenticate
@@ -47,6 +50,7 @@ from .errors import (
     ConnectionOfAnotherUserError,
     DeleteNotSupportedError,
     EarlyInputTooLargeError,
+    HubHttpError,
     MethodNotAllowedError,
     OriginNotAllowedError,
     PostToWebSocketError,
@@ -105,14 +109,19 @@ class EndpointOptions:
 
 
 def _query(request: web.Request, name: str) -> str | None:
-    """Query values by case-insensitive key, as ASP.NET reads ``negotiateVersion`` and friends."""
-    value = request.query.get(name)
-    if value is not None:
-        return value
+    """Query values by case-insensitive key, as ASP.NET reads ``negotiateVersion`` and friends.
+
+    Parsed from the query string on each call instead of ``request.query``: aiohttp caches that
+    parsed multidict on the request, which a WebSocket keeps for its whole life (~0.5 KB each).
+    """
+    pairs = parse_qsl(request.query_string, keep_blank_values=True)
+    for key, value in pairs:
+        if key == name:
+            return value
     lowered = name.lower()
-    for key, candidate in request.query.items():
+    for key, value in pairs:
         if key.lower() == lowered:
-            return candidate
+            return value
     return None
 
 
@@ -172,7 +181,7 @@ class HubEndpoint:
             log.info("request.origin_refused", origin=request.headers.get(hdrs.ORIGIN), path=request.path)
             raise OriginNotAllowedError()
         try:
-            token = extract_token(request.headers.get(hdrs.AUTHORIZATION), request.query.get("access_token"))
+            token = extract_token(request.headers.get(hdrs.AUTHORIZATION), _query(request, "access_token"))
             return await self._validator.validate(token)
         except AuthenticationError as error:
             AUTH_FAILURES.labels(error.reason).inc()
@@ -191,6 +200,12 @@ class HubEndpoint:
     # --- negotiate --------------------------------------------------------------------------------
 
     async def negotiate(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._negotiate(request)
+        except HubHttpError as refusal:
+            return refusal.response()
+
+    async def _negotiate(self, request: web.Request) -> web.StreamResponse:
         if request.method != hdrs.METH_POST:
             raise MethodNotAllowedError()
         principal = await self._guard(request)
@@ -221,18 +236,36 @@ class HubEndpoint:
     # --- transports -------------------------------------------------------------------------------
 
     async def connect(self, request: web.Request) -> web.StreamResponse:
-        method = request.method
-        if method not in (hdrs.METH_GET, hdrs.METH_POST, hdrs.METH_DELETE):
-            raise MethodNotAllowedError()
-        principal = await self._guard(request)
-        token = _query(request, "id")
-        if method == hdrs.METH_GET:
-            return await self._get(request, principal, token)
-        if token is None:
-            raise ConnectionIdRequiredError()
-        if method == hdrs.METH_POST:
-            return await self._send(request, principal, token)
-        return self._delete(principal, token)
+        try:
+            method = request.method
+            if method not in (hdrs.METH_GET, hdrs.METH_POST, hdrs.METH_DELETE):
+                raise MethodNotAllowedError()
+            principal = await self._guard(request)
+            token = _query(request, "id")
+            if method == hdrs.METH_GET:
+                # A WebSocket or SSE stream is awaited here for its whole life: only this frame and the
+                # transport's own stay alive under it (every coroutine frame in between costs each
+                # connection its memory), so the steps before are synchronous.
+                opened = self._open(request, principal, token)
+                if isinstance(opened, web.StreamResponse):
+                    return opened
+                connection, transport = opened
+                # Logs of this request (and of the hub handling what it carries) name the connection.
+                bound = bind_contextvars(connectionId=connection.connection_id)
+                try:
+                    if token is not None:
+                        self._continue(connection, principal, transport)
+                    return await self._serve(request, connection, transport)
+                finally:
+                    reset_contextvars(**bound)
+            if token is None:
+                raise ConnectionIdRequiredError()
+            if method == hdrs.METH_POST:
+                return await self._send(request, principal, token)
+            return self._delete(principal, token)
+        except HubHttpError as refusal:
+            # Raised only before a transport starts (no transport raises one).
+            return refusal.response()
 
     def _transport_of(self, request: web.Request) -> Transport:
         if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
@@ -251,7 +284,10 @@ class HubEndpoint:
             raise ConnectionOfAnotherUserError()
         return connection
 
-    async def _get(self, request: web.Request, principal: Principal, token: str | None) -> web.StreamResponse:
+    def _open(
+        self, request: web.Request, principal: Principal, token: str | None
+    ) -> tuple[HttpConnection, Transport] | web.StreamResponse:
+        """The connection a GET is for, and its transport (or the final poll of a closed one)."""
         transport = self._transport_of(request)
         if transport not in self._options.transports:
             raise TransportNotSupportedError(transport.value)
@@ -274,11 +310,7 @@ class HubEndpoint:
                 if draining is not None and transport is Transport.LONG_POLLING:
                     return serve_final_poll(self._manager, token, draining[1])
                 raise
-        # Logs of this request (and of the hub handling what it carries) name the connection.
-        with bound_contextvars(connectionId=connection.connection_id):
-            if token is not None:
-                self._continue(connection, principal, transport)
-            return await self._serve(request, connection, transport)
+        return connection, transport
 
     def _continue(self, connection: HttpConnection, principal: Principal, transport: Transport) -> None:
         """A transport request for an existing connection: same transport, one at a time."""
@@ -296,12 +328,13 @@ class HubEndpoint:
             old.close()
         connection.principal = principal  # a fresher token extends the connection's authentication
 
-    async def _serve(
+    def _serve(
         self, request: web.Request, connection: HttpConnection, transport: Transport
-    ) -> web.StreamResponse:
+    ) -> Awaitable[web.StreamResponse]:
+        """The transport's coroutine, not awaited here (no frame of this method stays alive)."""
         options = self._options
         if transport is Transport.WEBSOCKETS:
-            return await serve_websocket(
+            return serve_websocket(
                 request,
                 connection,
                 self._manager,
@@ -313,7 +346,7 @@ class HubEndpoint:
                 send_buffer=options.send_buffer,
             )
         if transport is Transport.SERVER_SENT_EVENTS:
-            return await serve_server_sent_events(
+            return serve_server_sent_events(
                 request,
                 connection,
                 self._manager,
@@ -321,7 +354,7 @@ class HubEndpoint:
                 send_timeout=options.send_timeout,
                 send_buffer=options.send_buffer,
             )
-        return await serve_poll(
+        return serve_poll(
             request,
             connection,
             self._manager,

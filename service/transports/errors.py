@@ -1,8 +1,9 @@
 """The HTTP refusals of the hub endpoint, one exception per refusal, answered in one place.
 
-The endpoint raises; ``refusal_middleware`` (installed by the app) turns the exception into the
-response. Statuses and body texts are the ones ASP.NET Core's ``HttpConnectionDispatcher.cs`` sends,
-because clients show them to people and some match on them (TransportProtocols.md,
+The endpoint raises; its two handlers turn the exception into the response (``refusal.response()``;
+``refusal_middleware`` does the same for an app that mounts endpoint methods some other way).
+Statuses and body texts are the ones ASP.NET Core's ``HttpConnectionDispatcher.cs`` sends, because
+clients show them to people and some match on them (TransportProtocols.md,
 https://github.com/dotnet/aspnetcore/tree/main/src/SignalR/docs/specs). Bodies are ``text/plain``;
 the 401 has an empty body and says why in its ``WWW-Authenticate`` challenge (RFC 6750 §3).
 

@@ -31,6 +31,7 @@ _ROW_KEYS = {
     "kb_per_connection",
     "max_rate",
     "ratio_to_raw",
+    "loop_lag",
 }
 
 
@@ -66,6 +67,9 @@ def test_quick_benchmark_delivers_everything(broker_url: str, tmp_path: Path) ->
         assert row["expected"] > 0
         assert row["received"] == row["expected"]
         assert {"p50", "p90", "p99", "max"} <= set(row["latency_ms"])
+        # Every server samples its event loop's lag; the steady phase has its own share of samples.
+        assert row["loop_lag"]["samples"] > 0, row["loop_lag"]
+        assert {"p99_ms", "max_ms"} <= set(row["loop_lag"])
         assert {"deliveries_per_s", "cpu_s_per_1k", "kb_per_connection"} <= set(row["ratio_to_raw"])
     storms = {storm["server"]: storm for storm in summary["storm"]}
     assert set(storms) == set(result["servers"])

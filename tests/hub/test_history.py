@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
@@ -151,3 +153,21 @@ def test_replay_matches_a_model(
         assert not isinstance(result, ReplayMiss)
         assert [entry.offset for entry in result] == expected
         assert [entry.load_payload() for entry in result] == [{"n": o} for o in expected]
+
+
+def test_what_the_history_keeps_is_not_tracked_by_the_garbage_collector() -> None:
+    """An object tracked per event kept the cyclic GC's full collections coming: every 25 % of growth
+    of the tracked heap, one pass over every connection's objects (~0.4 s with 10,000 connections)."""
+    history = _history(max_entries=10_000)
+    records = [_record(offset, groups=GROUPS) for offset in range(2000)]
+    gc.collect()
+    before = len(gc.get_objects())
+    for record in records:
+        history.append(record)
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100  # not one per entry (2,000)
+    del records
+    replay = history.replay(Position(0, "00000000"), through=1999, groups={"dispatch/a"}, cap=5000)
+    assert not isinstance(replay, ReplayMiss)
+    assert [entry.offset for entry in replay] == list(range(1, 2000))
+    assert replay[0].load_payload() == {"n": 1}

@@ -1,0 +1,81 @@
+"""Event-loop lag of a server over one phase, from its ``realtime_event_loop_lag_seconds`` histogram.
+
+Every benchmarked server samples its loop's lag (``service.loop_lag``; the comparison servers with
+the same sampler and buckets, ``bench.servers.feed``) and exposes the histogram at ``/metrics``. The
+benchmark scrapes it before and after a phase; the difference is that phase's lag distribution:
+p99 interpolated within its bucket (as Prometheus' ``histogram_quantile``), max as the upper bound of
+the highest bucket reached (the histogram keeps no exact maximum).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import aiohttp
+
+__all__ = ["Buckets", "lag_between", "scrape_lag"]
+
+_METRIC = "realtime_event_loop_lag_seconds_bucket{"
+
+Buckets = dict[float, float]  # upper bound (s) -> cumulative count
+
+
+def parse_lag(metrics: str) -> Buckets:
+    buckets: Buckets = {}
+    for line in metrics.splitlines():
+        if not line.startswith(_METRIC):
+            continue
+        labels, value = line.rsplit(" ", 1)
+        bound = labels.split('le="', 1)[1].split('"', 1)[0]
+        buckets[math.inf if bound == "+Inf" else float(bound)] = float(value)
+    return buckets
+
+
+async def scrape_lag(port: int) -> Buckets | None:
+    """The server's lag histogram now, or None if it has none (or does not answer in 5 s)."""
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        timeout = aiohttp.ClientTimeout(total=5.0)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            if response.status == 200:
+                return parse_lag(await response.text()) or None
+    return None
+
+
+def lag_between(before: Buckets | None, after: Buckets | None) -> dict[str, Any] | None:
+    """Samples, p99 and max (ms) of the lag observed between two scrapes."""
+    if not before or not after:
+        return None
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1]
+    if total <= 0:
+        return None
+    rank = 0.99 * total
+    p99 = None
+    lower, previous = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if math.isinf(bound):
+                p99 = lower  # beyond the last finite bucket: its bound is what we can say
+            else:
+                inside = cumulative - previous
+                p99 = lower + (bound - lower) * ((rank - previous) / inside if inside else 1.0)
+            break
+        lower, previous = bound, cumulative
+    highest = 0.0
+    previous = 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative > previous:
+            highest = bound if not math.isinf(bound) else bounds[-2]
+        previous = cumulative
+    return {
+        "samples": int(total),
+        "p99_ms": None if p99 is None else round(p99 * 1000, 2),
+        "max_ms": round(highest * 1000, 2),  # upper bound of the highest bucket reached
+        "beyond_last_bucket": counts[-1] > counts[-2] if len(counts) > 1 else False,
+    }

@@ -1,0 +1,89 @@
+"""Keep the long-lived state of connections out of the cyclic garbage collector's full passes.
+
+CPython runs a full collection — a pass over every tracked object, with the event loop stopped —
+whenever the objects that reached the old generation since the last one amount to a quarter of it.
+With 10,000 connections the old generation is ~800,000 objects (~80 per connection) and one pass
+takes 0.4–0.9 s of CPU: seven of them during a 10,000-client storm, and in steady state one every
+~2 minutes at 1,000 events/s, because short-lived objects of the fan-out path that happen to
+survive two young collections are counted when they reach the old generation, though they die
+there soon after (issue 12; ``gc.callbacks`` timings in ``bench/NOTES.md``).
+
+``gc.freeze()`` moves every tracked object to a permanent generation that collections skip
+(https://docs.python.org/3/library/gc.html#gc.freeze). Frozen objects that later become cyclic
+garbage are never collected while frozen, so the policy here is:
+
+- once the number of connections has grown by ``min_growth`` since the last freeze and stopped
+  growing (a storm is over): collect the young generations (a few milliseconds; a full collection
+  here would be the very pause this avoids — the full passes during a storm find nothing to free),
+  then freeze: the survivors are the connections' state;
+- once as many connections have closed since the last freeze as a quarter of those frozen (at
+  least ``min_growth``): unfreeze, collect everything (the closed connections' cycles are freed),
+  freeze again.
+
+One full pass per quarter of churn, at a moment chosen here, instead of several during every storm
+and one every time a quarter of the old generation's size has passed through it.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Protocol
+
+__all__ = ["GcApi", "HeapFreezer"]
+
+
+class GcApi(Protocol):
+    def freeze(self) -> None: ...
+
+    def unfreeze(self) -> None: ...
+
+    def collect(self, generation: int = 2) -> int: ...
+
+
+class _StdGc:
+    def freeze(self) -> None:
+        gc.freeze()
+
+    def unfreeze(self) -> None:
+        gc.unfreeze()
+
+    def collect(self, generation: int = 2) -> int:
+        return gc.collect(generation)
+
+
+class HeapFreezer:
+    """Called once per heartbeat round with the number of live connections and of closes so far."""
+
+    __slots__ = ("_churn", "_closed_at", "_frozen", "_gc", "_min_growth", "_previous", "freezes")
+
+    def __init__(self, *, min_growth: int = 1000, churn: float = 0.25, gc_api: GcApi | None = None) -> None:
+        self._gc: GcApi = gc_api or _StdGc()
+        self._min_growth = min_growth
+        self._churn = churn
+        self._frozen = 0  # live connections at the last freeze
+        self._closed_at = 0  # closes counted at the last freeze
+        self._previous = 0  # live connections at the previous round
+        self.freezes = 0
+
+    def after_round(self, connections: int, closed_total: int) -> str | None:
+        """Freeze or refreeze when due; returns what was done (``freeze``, ``refreeze``) or None."""
+        settled = connections <= self._previous
+        self._previous = connections
+        if not settled:
+            return None  # connections are still arriving: wait until the storm is over
+        churned = closed_total - self._closed_at >= max(self._min_growth, self._churn * self._frozen)
+        grown = connections - self._frozen >= self._min_growth
+        if churned and self._frozen:
+            self._gc.unfreeze()
+            self._gc.collect()  # one full pass: the closed connections' cycles are freed
+            action = "refreeze"
+        elif grown:
+            self._gc.collect(1)
+            action = "freeze"
+        else:
+            return None
+        self._gc.freeze()
+        self._frozen = connections
+        self._closed_at = closed_total
+        self.freezes += 1
+        return action

@@ -1,0 +1,58 @@
+"""What an open WebSocket keeps alive on the server: the coroutine frames awaiting it for its whole life.
+
+Every coroutine between aiohttp's request handler and the socket's read loop stays alive as long as
+the socket (a frame, its locals, its coroutine object: ~0.2–0.5 KB per connection each). A refusal
+middleware, a CORS middleware that awaited, and routing coroutines (``_get``, ``_serve``, a
+``bound_contextvars`` context manager) made the service's idle WebSocket ~1.5 KB heavier than it
+needs to be (issue 12, memory per connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import hdrs
+from aiohttp.test_utils import TestClient, TestServer
+
+from service.app import create_app
+from tests.support.server import hub_settings
+from tests.support.tokens import TokenFactory
+
+RS = "\x1e"
+
+
+def _chain(task: asyncio.Task[Any]) -> Iterator[Any]:
+    """The coroutines a task is suspended in, outermost first."""
+    awaited: Any = task.get_coro()
+    while awaited is not None and hasattr(awaited, "cr_code"):
+        yield awaited
+        awaited = awaited.cr_await
+
+
+def _ours(coroutine: Any) -> bool:
+    frame = coroutine.cr_frame
+    return frame is not None and str(frame.f_globals.get("__name__", "")).startswith("service.")
+
+
+async def test_an_open_websocket_keeps_only_the_endpoint_and_the_read_loop_frames(
+    token_factory: TokenFactory,
+) -> None:
+    client = TestClient(TestServer(create_app(hub_settings(token_factory), consumer_factory=False)))
+    await client.start_server()
+    try:
+        auth = {hdrs.AUTHORIZATION: f"Bearer {token_factory.dispatcher()}"}
+        ws = await client.ws_connect("/hub/recommendations", headers=auth)
+        await ws.send_str(json.dumps({"protocol": "json", "version": 1}) + RS)
+        assert (await ws.receive()).data == "{}" + RS  # the socket is open and past its handshake
+
+        chains = [list(_chain(task)) for task in asyncio.all_tasks()]
+        serving = [chain for chain in chains if any(c.__qualname__ == "serve_websocket" for c in chain)]
+        assert len(serving) == 1
+        ours = [coroutine.__qualname__ for coroutine in serving[0] if _ours(coroutine)]
+        assert ours == ["HubEndpoint.connect", "serve_websocket"]
+        await ws.close()
+    finally:
+        await client.close()
