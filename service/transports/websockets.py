@@ -23,11 +23,11 @@ the socket gone when it answered and reported 1006 instead of 1000.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
+from typing import Any
 
 import structlog
-from aiohttp import WSMessage, WSMsgType, web
+from aiohttp import WSMsgType, web
 
 from config.settings import Transport
 from service.connections import Capabilities, ConnectionManager, HttpConnection, Outgoing
@@ -76,10 +76,10 @@ class WebSocketSink:
         "_batch",
         "_connection",
         "_ended",
-        "_ended_waiter",
         "_max_buffered",
         "_pending",
         "_pending_size",
+        "_reader",
         "_send_timeout",
         "_socket",
         "_transport",
@@ -115,16 +115,26 @@ class WebSocketSink:
         self._pending_size = 0
         # Set by close(): the read loop sends the Close frame and finishes the handshake.
         self._ended = False
-        self._ended_waiter: asyncio.Future[None] | None = None
+        # The read loop's task while it waits for the next message (None while it handles one): the
+        # server ending the socket interrupts that wait. No task or future per connection for this —
+        # an idle socket's footprint is what it keeps alive (issue 12).
+        self._reader: asyncio.Task[Any] | None = None
 
-    def ended(self) -> asyncio.Future[None]:
-        """Done once the server has ended this WebSocket (the read loop then closes it)."""
-        waiter = self._ended_waiter
-        if waiter is None:
-            waiter = self._ended_waiter = asyncio.get_running_loop().create_future()
-            if self._ended:
-                waiter.set_result(None)
-        return waiter
+    @property
+    def ended(self) -> bool:
+        """The server has ended this WebSocket (the read loop then closes it)."""
+        return self._ended
+
+    def reading(self, task: asyncio.Task[Any] | None) -> None:
+        """The read loop waits for the next message in ``task`` (None: it handles one)."""
+        self._reader = task
+
+    def interrupted(self, task: asyncio.Task[Any]) -> bool:
+        """Was ``task``'s cancellation _end's, and only _end's? Then it is taken back (uncancel)."""
+        if not self._ended or task.cancelling() > 1:
+            return False  # a cancellation from outside goes on
+        task.uncancel()
+        return True
 
     def write(self, out: Outgoing) -> bool:
         transport = self._transport
@@ -205,10 +215,12 @@ class WebSocketSink:
         self._end()  # the read loop sends the Close frame (see the module's rule)
 
     def _end(self) -> None:
+        if self._ended:
+            return
         self._ended = True
-        waiter = self._ended_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()  # aiohttp's receive() gives up its wait cleanly; the read loop closes
 
 
 async def serve_websocket(
@@ -276,12 +288,20 @@ async def serve_websocket(
     )
     await manager.attach_and_deliver(connection, Transport.WEBSOCKETS, sink)
     graceful = False
-    ended = sink.ended()
     try:
-        while not failed and not ended.done():
-            message = await _receive_unless(ws, ended)
-            if message is None or failed:
-                break  # the server ended it, or an unmasked frame came: nothing more reaches the hub
+        task = asyncio.current_task()
+        while not failed and not sink.ended:
+            sink.reading(task)
+            try:
+                message = await ws.receive()
+            except asyncio.CancelledError:
+                if task is None or not sink.interrupted(task):
+                    raise
+                break  # the server ended the socket: close it below
+            finally:
+                sink.reading(None)
+            if failed:
+                break  # an unmasked frame came: nothing more reaches the hub
             kind = message.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                 await manager.receive(connection, message.data)
@@ -299,21 +319,6 @@ async def serve_websocket(
         if not ws.closed:
             await _close(ws, sink)
     return ws
-
-
-async def _receive_unless(ws: web.WebSocketResponse, ended: asyncio.Future[None]) -> WSMessage | None:
-    """The next message, or None as soon as ``ended`` is done (the pending read is cancelled)."""
-    receive = asyncio.ensure_future(ws.receive())
-    try:
-        await asyncio.wait((receive, ended), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not receive.done():
-            receive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receive
-    if receive.cancelled():
-        return None
-    return receive.result()
 
 
 async def _close(ws: web.WebSocketResponse, sink: WebSocketSink) -> None:
