@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     hub_invocation_burst: int = Field(default=100, ge=1)
     hub_max_connections_per_user: int = Field(default=20, ge=0)  # by the token's subject; 0: no limit
     hub_max_negotiates_per_user_per_minute: int = Field(default=60, ge=0)  # new connections; 0: no limit
+    # ... of which at most this many at once (a reconnect storm gets them, then one every 60/rate s).
+    hub_negotiate_burst: int = Field(default=10, ge=1)
 
     # --- RabbitMQ -----------------------------------------------------------------------------
     rabbitmq_url: AnyUrl = AnyUrl("amqp://guest:guest@localhost:5672/")

@@ -41,11 +41,14 @@ class UserAdmission:
         *,
         max_connections: int,
         per_minute: int,
+        burst: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._manager = manager
         self._max_connections = max_connections
         self._per_minute = per_minute
+        # At most ``burst`` at once (all of a minute's when not given), then one every 60/per_minute s.
+        self._burst = per_minute if burst is None else max(1, min(burst, per_minute))
         self._clock = clock
         # A full bucket is the same as none: entries are dropped when full (see _sweep).
         self._buckets: dict[str, TokenBucket] = {}
@@ -60,11 +63,11 @@ class UserAdmission:
         if self._per_minute > 0:
             bucket = self._buckets.get(subject)
             if bucket is None:
-                bucket = self._buckets[subject] = TokenBucket(self._per_minute / 60, self._per_minute, now)
+                bucket = self._buckets[subject] = TokenBucket(self._per_minute / 60, self._burst, now)
             if not bucket.take(now):
                 retry_after = bucket.retry_after(now)
                 self._refused(subject, "negotiates_per_user", now, perMinute=self._per_minute)
-                raise TooManyNewConnectionsError(self._per_minute, retry_after)
+                raise TooManyNewConnectionsError(self._per_minute, self._burst, retry_after)
         limit = self._max_connections
         if limit > 0 and self._manager.connections_of(subject) >= limit:
             self._refused(subject, "connections_per_user", now, maxConnections=limit)

@@ -83,6 +83,7 @@ class EndpointOptions:
     websocket_compression: bool = False
     max_connections_per_user: int = 0  # 0: no limit
     negotiates_per_user_per_minute: int = 0  # 0: no limit
+    negotiate_burst: int = 10  # of those, at once at most
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EndpointOptions:
@@ -102,6 +103,7 @@ class EndpointOptions:
             websocket_compression=settings.hub_websocket_compression,
             max_connections_per_user=settings.hub_max_connections_per_user,
             negotiates_per_user_per_minute=settings.hub_max_negotiates_per_user_per_minute,
+            negotiate_burst=settings.hub_negotiate_burst,
         )
 
     def available_transports(self) -> tuple[AvailableTransport, ...]:
@@ -154,6 +156,7 @@ class HubEndpoint:
             manager,
             max_connections=options.max_connections_per_user,
             per_minute=options.negotiates_per_user_per_minute,
+            burst=options.negotiate_burst,
         )
         self._send_locks: dict[str, asyncio.Lock] = {}
         self._accepting = True

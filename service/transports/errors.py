@@ -177,20 +177,25 @@ class TooManyConnectionsError(HubHttpError):
 
 
 class TooManyNewConnectionsError(HubHttpError):
-    """More than ``HUB_MAX_NEGOTIATES_PER_USER_PER_MINUTE`` new connections of this user: a reconnect
-    storm. ``Retry-After`` says when the next one will be accepted (RFC 6585 §4)."""
+    """More new connections of this user than ``HUB_MAX_NEGOTIATES_PER_USER_PER_MINUTE`` allows (at
+    most ``HUB_NEGOTIATE_BURST`` at once): a reconnect storm. ``Retry-After`` says when the next one
+    will be accepted (RFC 6585 §4)."""
 
     status = 429
-    text = "This user opened more than {limit} connections in a minute; retry after {retry_after} s."
+    text = (
+        "This user opened connections faster than allowed ({burst} at once, then {limit} a minute); "
+        "retry after {retry_after} s."
+    )
 
-    def __init__(self, limit: int, retry_after: int) -> None:
+    def __init__(self, limit: int, burst: int, retry_after: int) -> None:
         self.limit = limit
+        self.burst = burst
         self.retry_after = retry_after
         super().__init__()
 
     @property
     def body_text(self) -> str:
-        return self.text.format(limit=self.limit, retry_after=self.retry_after)
+        return self.text.format(limit=self.limit, burst=self.burst, retry_after=self.retry_after)
 
     def response(self) -> web.Response:
         response = super().response()

@@ -58,9 +58,9 @@ TEXT_REFUSALS = [
         "This user already has the most connections allowed (20); close one before opening another.",
     ),
     (
-        TooManyNewConnectionsError(60, 7),
+        TooManyNewConnectionsError(60, 10, 7),
         429,
-        "This user opened more than 60 connections in a minute; retry after 7 s.",
+        "This user opened connections faster than allowed (10 at once, then 60 a minute); retry after 7 s.",
     ),
     (AtCapacityError(), 503, "The server has reached its connection limit; try again later."),
 ]
@@ -107,7 +107,7 @@ async def test_unauthorized_has_an_empty_body_and_the_challenge() -> None:
 
 
 async def test_too_many_new_connections_says_when_to_retry() -> None:
-    client = await _client(_raising(TooManyNewConnectionsError(60, 7)))
+    client = await _client(_raising(TooManyNewConnectionsError(60, 10, 7)))
     try:
         response = await client.post("/")
         assert response.status == 429

@@ -113,6 +113,23 @@ async def test_a_negotiated_connection_holds_its_slot_until_it_is_gone(
 # --- new connections per user per minute -----------------------------------------------------------
 
 
+async def test_a_reconnect_storm_gets_the_burst_at_once_then_one_at_a_time(
+    token_factory: TokenFactory, session: aiohttp.ClientSession
+) -> None:
+    # 6 a minute but at most 2 at once: a storm gets two connections, then one every 10 s.
+    token = token_factory.dispatcher()
+    settings = _settings(token_factory, hub_max_negotiates_per_user_per_minute=6, hub_negotiate_burst=2)
+    async with running_service(settings) as service:
+        for _ in range(2):
+            assert (await _negotiate(session, service, token)).status == 200
+        refused = await _negotiate(session, service, token)
+        assert refused.status == 429
+        assert refused.headers[hdrs.RETRY_AFTER] == "10"
+        assert await refused.text() == (
+            "This user opened connections faster than allowed (2 at once, then 6 a minute); retry after 10 s."
+        )
+
+
 async def test_negotiates_past_the_users_rate_are_refused_with_429_and_retry_after(
     token_factory: TokenFactory, session: aiohttp.ClientSession
 ) -> None:
@@ -131,7 +148,7 @@ async def test_negotiates_past_the_users_rate_are_refused_with_429_and_retry_aft
         # Three a minute: the next one is possible in twenty seconds.
         assert refused.headers[hdrs.RETRY_AFTER] == "20"
         assert await refused.text() == (
-            "This user opened more than 3 connections in a minute; retry after 20 s."
+            "This user opened connections faster than allowed (3 at once, then 3 a minute); retry after 20 s."
         )
         with pytest.raises(aiohttp.WSServerHandshakeError) as upgrade:
             await session.ws_connect(service.ws_hub_url, headers=_auth(token))
