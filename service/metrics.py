@@ -6,9 +6,12 @@ small closed sets (transport, protocol, reason); never a connection id, region o
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter, Gauge
 
 __all__ = [
+    "ASYNCIO_TASKS",
     "AUTH_FAILURES",
     "CONNECTIONS",
     "CONNECTIONS_CLOSED",
@@ -78,3 +81,17 @@ RESUMES = Counter(
 REPLAYED_EVENTS = Counter("realtime_replayed_events", "Events replayed to resuming connections.")
 for _outcome in ("recovered", "fresh", "empty", "window", "epoch", "ahead", "cap"):
     RESUMES.labels(_outcome)
+
+
+def _asyncio_tasks() -> float:
+    # Read by /metrics, which runs on the event loop; 0 when scraped from elsewhere.
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:
+        return 0.0
+
+
+ASYNCIO_TASKS = Gauge(
+    "realtime_asyncio_tasks", "asyncio tasks alive in the service's event loop (a leak shows as growth)."
+)
+ASYNCIO_TASKS.set_function(_asyncio_tasks)
