@@ -416,11 +416,12 @@ class Soak:
             # Memory per connection: above what the instance took idle at its first start, per hub
             # connection it holds now (a restarted process's own baseline is not measured again).
             above = figures["rss"] - (instance.idle_rss or 0.0)
-            per_conn = above / 1024 / figures["connections"] if figures["connections"] else 0.0
-            row.update(figures, rss_mb=round(figures["rss"] / 2**20, 1), kb_per_conn=round(per_conn))
+            per_conn = round(above / 1024 / figures["connections"]) if figures["connections"] else None
+            row.update(figures, rss_mb=round(figures["rss"] / 2**20, 1), kb_per_conn=per_conn)
             self.rows.append(row)
+            shown = "-" if per_conn is None else str(per_conn)
             say(
-                f"{t:>7} | {instance.name:>4} | {row['rss_mb']:>7} | {row['kb_per_conn']:>7} | "
+                f"{t:>7} | {instance.name:>4} | {row['rss_mb']:>7} | {shown:>7} | "
                 f"{figures['fds']:>5.0f} | {figures['tasks']:>5.0f} | {figures['connections']:>5.0f} | "
                 f"{depths.get('stream', '-'):>7} | {depths.get('dlq', '-'):>5} | "
                 f"{row['published']:>9} | {kept:>9}"
