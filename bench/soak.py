@@ -186,6 +186,7 @@ class Publisher:
     exchange: str
     regions: list[str]
     valid: dict[str, str] = field(default_factory=dict)  # jobId -> region, confirmed
+    confirmed_at: dict[str, float] = field(default_factory=dict)  # jobId -> monotonic time
     per_region: Counter[str] = field(default_factory=Counter)
     invalid: list[str] = field(default_factory=list)  # message ids, confirmed
     retries: int = 0
@@ -210,6 +211,7 @@ class Publisher:
                     event = recommendation_ready(region=region, configVersion=n)
                     await self._publish(channel, orjson.dumps(event), message_id)
                     self.valid[str(event["jobId"])] = region
+                    self.confirmed_at[str(event["jobId"])] = time.monotonic()
                     self.per_region[region] += 1
                 next_at += interval
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -254,6 +256,7 @@ class Soak:
         self.faults: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
         self.summary: dict[str, Any] | None = None
+        self.missing: list[dict[str, Any]] = []
         self.fault_log: list[dict[str, Any]] = []
         self.rows: list[dict[str, Any]] = []
         self.started = time.monotonic()
@@ -328,7 +331,10 @@ class Soak:
                 caught_up = await self._settle(options.settle_timeout)
                 await self._sample(session, final=True)
                 await self.collect_dead_letters()
-                return self._check(caught_up)
+                ok = self._check(caught_up)
+                if not ok:
+                    await self._explain_missing()
+                return ok
             finally:
                 for task in client_tasks:
                     task.cancel()
@@ -531,6 +537,76 @@ class Soak:
             say(f"soak:   {kind:<12} {dict(stats)}")
         return ok
 
+    async def _explain_missing(self, limit: int = 40) -> None:
+        """Each missing delivery: where the event is in the stream, and what its client went through."""
+        offsets = await self._stream_offsets()
+        missing: list[dict[str, Any]] = []
+        for client in self.clients:
+            regions = {group.split("/", 1)[1] for group in client.groups}
+            for job, region in self.publisher.valid.items():
+                if region in regions and job not in client.accepted:
+                    at = self.publisher.confirmed_at.get(job, 0.0)
+                    kept = sorted(client.kept_at.values())
+                    offset = offsets.get(job)
+                    before = max((o for o in kept if offset is not None and o < offset), default=None)
+                    after = min((o for o in kept if offset is not None and o > offset), default=None)
+                    story = [
+                        f"{when - self.started:+.1f} s {what}"
+                        for when, what in client.history
+                        if at - 30 <= when <= at + 30
+                    ]
+                    missing.append(
+                        {
+                            "client": client.name,
+                            "job": job,
+                            "region": region,
+                            "confirmed_t": round(at - self.started, 1),
+                            "offset": offset,
+                            "kept_before": before,
+                            "kept_after": after,
+                            "client_story": story,
+                        }
+                    )
+        self.missing = missing
+        say(f"soak: {len(missing)} missing deliveries; the first {min(limit, len(missing))}:")
+        for item in missing[:limit]:
+            say(
+                f"soak:   {item['client']} job {item['job'][:8]} region {item['region']} confirmed at "
+                f"{item['confirmed_t']} s, stream offset {item['offset']} (kept {item['kept_before']} .. "
+                f"{item['kept_after']})"
+            )
+            for line in item["client_story"]:
+                say(f"soak:       {line}")
+
+    async def _stream_offsets(self) -> dict[str, int]:
+        """jobId -> offset of every event the stream holds."""
+        found: dict[str, int] = {}
+        connection = await aio_pika.connect(self.broker.url, timeout=10)
+        try:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=1000)
+            stream = await channel.declare_queue(f"{self.prefix}.events", passive=True)
+            done = asyncio.Event()
+            total = len(self.publisher.valid)
+
+            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                offset = (message.headers or {}).get("x-stream-offset")
+                with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError):
+                    body = orjson.loads(message.body)
+                    if isinstance(body, dict) and "jobId" in body and isinstance(offset, int):
+                        found[str(body["jobId"])] = offset
+                await message.ack()
+                if len(found) >= total:
+                    done.set()
+
+            tag = await stream.consume(on_message, arguments={"x-stream-offset": "first"})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 30.0)
+            await stream.cancel(tag)
+        finally:
+            await connection.close()
+        return found
+
     async def collect_dead_letters(self) -> None:
         found: Counter[str] = Counter()
         connection = await aio_pika.connect(self.broker.url, timeout=10)
@@ -601,6 +677,7 @@ def _write(options: Options, soak: Soak) -> None:
         "rows": soak.rows,
         "faults": soak.fault_log,
         "summary": soak.summary,
+        "missing": soak.missing,
     }
     (options.output / f"soak-{options.label}.json").write_bytes(
         orjson.dumps(result, option=orjson.OPT_INDENT_2)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -113,6 +114,8 @@ class SoakClient:
         self.accepted: Counter[str] = Counter()  # jobId -> times kept (position not seen before)
         self.stats = ClientStats()
         self.connected = False
+        self.kept_at: dict[str, int] = {}  # jobId -> offset of the position it was kept with
+        self.history: list[tuple[float, str]] = []  # (monotonic time, what happened), for diagnosis
         self.joined = asyncio.Event()  # set after the first Resume completed
         self._resuming = False
         self._last_during_resume: str | None = None
@@ -123,10 +126,12 @@ class SoakClient:
         """Connect, resume, read; on any loss connect again (to a random instance). Until cancelled."""
         while True:
             base = random.choice(self.bases)
+            self._note(f"connecting to {base}")
             try:
                 await self._session(session, base)
             except (ConnectionLost, aiohttp.ClientError, OSError, TimeoutError) as error:
                 self.stats.errors[type(error).__name__] += 1
+                self._note(f"lost: {type(error).__name__}: {error}")
             finally:
                 if self.connected:
                     self.stats.losses += 1
@@ -314,6 +319,7 @@ class SoakClient:
         self.received[job_id] += 1
         if self._accept(position):
             self.accepted[job_id] += 1
+            self.kept_at[job_id] = _offset(position)
 
     def _completed(self, invocation_id: str | None, result_kind: int, result: Any) -> None:
         if invocation_id != "resume":
@@ -324,12 +330,19 @@ class SoakClient:
             raise ConnectionLost(f"Resume failed: {result}")
         outcome = "recovered" if result.get("recovered") else str(result.get("reason"))
         self.stats.resumes[outcome] += 1
+        self._note(
+            f"resumed from {self.position}: {outcome}, replayed {result.get('replayed')}, "
+            f"position {result.get('position')}, last during resume {self._last_during_resume}"
+        )
         candidates = [p for p in (self._last_during_resume, result.get("position")) if p is not None]
         if candidates:
             best = max(candidates, key=_offset)
             if self.position is None or _offset(best) >= _offset(self.position):
                 self.position = best
         self.joined.set()
+
+    def _note(self, what: str) -> None:
+        self.history.append((time.monotonic(), what))
 
     def _accept(self, position: str) -> bool:
         """The README's ``accept``: during a Resume everything (replay, then live, each once);
