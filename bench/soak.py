@@ -190,12 +190,16 @@ class Publisher:
     per_region: Counter[str] = field(default_factory=Counter)
     invalid: list[str] = field(default_factory=list)  # message ids, confirmed
     retries: int = 0
+    returned: int = 0  # confirmed but routed to no queue (then retried)
     stopping: bool = False
 
     async def run(self, rate: float, invalid_every: int) -> None:
         connection = await aio_pika.connect_robust(self.url, reconnect_interval=1.0)
         try:
-            channel = await connection.channel(publisher_confirms=True)
+            # mandatory + on_return_raises: right after a broker restart the exchange can be up before
+            # the stream is bound again; RabbitMQ then *confirms* a message it routed nowhere (and
+            # returns it). Counted as published, such events were owed but never existed (run 2).
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             interval = 1.0 / rate
             next_at = time.monotonic()
             n = 0
@@ -232,10 +236,19 @@ class Publisher:
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     ),
                     routing_key="recommendation.ready",
+                    mandatory=True,
                     timeout=5.0,
                 )
                 return
-            except (aio_pika.exceptions.AMQPError, ConnectionError, OSError, TimeoutError, RuntimeError):
+            except (
+                aio_pika.exceptions.AMQPError,
+                ConnectionError,
+                OSError,
+                TimeoutError,
+                RuntimeError,
+            ) as error:
+                if isinstance(error, aio_pika.exceptions.DeliveryError):
+                    self.returned += 1
                 self.retries += 1
                 await asyncio.sleep(0.5)
 
@@ -506,6 +519,7 @@ class Soak:
             "published_valid": published_valid,
             "published_invalid": len(invalid),
             "publish_retries": self.publisher.retries,
+            "publish_returned": self.publisher.returned,
             "deliveries_owed": sum(s["owed"] for s in per_kind.values()),
             "missing": missing,
             "duplicated": duplicated,
@@ -522,7 +536,8 @@ class Soak:
         say(
             f"soak: count check {'PASSED' if ok else 'FAILED'}: "
             f"published {published_valid} valid + {len(invalid)} invalid "
-            f"(publisher retries {self.publisher.retries}); faults {dict(self.faults)}"
+            f"(publisher retries {self.publisher.retries}, of which {self.publisher.returned} returned "
+            f"unroutable); faults {dict(self.faults)}"
         )
         say(
             f"soak: deliveries owed {self.summary['deliveries_owed']}: "
