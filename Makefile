@@ -7,13 +7,14 @@ PY := $(VENV)/bin/python
 JS := tests/js
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck unit bench clean help
+.PHONY: run test lint typecheck unit bench soak clean help
 
 help:
 	@echo "make run    - run the service locally (dev auth, local RabbitMQ) and print tokens"
 	@echo "make test   - lint, type-check and run every test (needs RabbitMQ, Node.js, Chromium)"
 	@echo "make unit   - the tests that need no RabbitMQ, Node.js, browser, nginx or docker-compose"
 	@echo "make bench  - fan-out benchmark against python-socketio and a raw aiohttp floor"
+	@echo "make soak   - 30 minutes of mixed clients, events and broker/service restarts (SOAK_ARGS=--duration 300)"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +46,11 @@ unit: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m bench
+
+# Not in CI: a private RabbitMQ node, two instances, clients on every transport, restarts (bench/soak.py).
+SOAK_ARGS ?=
+soak: $(VENV)/.installed
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(JS)/node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -8,8 +8,10 @@ aio-pika's ``RobustConnection`` reconnects by itself once it has connected, but 
   the caller runs it in the background and keeps calling it after a window ends, so the hub keeps
   serving while the broker is down;
 - later reconnects are aio-pika's, with the pause jittered by ``JitteredRobustConnection``;
-- the AMQP heartbeat is set (default 20 s) so a dead peer is noticed in ~2 heartbeats rather than
-  after the kernel's TCP timeout (~11 min; https://www.rabbitmq.com/docs/heartbeats).
+- the AMQP heartbeat is set (default 20 s) so a dead peer is noticed rather than after the kernel's
+  TCP timeout (~11 min; https://www.rabbitmq.com/docs/heartbeats). aiormq itself closes a silent
+  link only after (heartbeat + 1) × 3 seconds; ``broker.heartbeat`` and the link's heartbeat watch
+  bring that down to 2 × the heartbeat (the consumer's link closes the connection itself).
 
 Rule: errors that retrying cannot fix (credentials, vhost, a port that does not speak AMQP)
 become ``BrokerConfigurationError`` at once; everything else is retried.

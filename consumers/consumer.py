@@ -36,6 +36,7 @@ import contextlib
 import logging
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
@@ -280,7 +281,13 @@ class EventConsumer:
         """A marker makes the log non-empty and tells this instance when it has read up to "now"."""
         token = f"{self._settings.instance_id}:{uuid.uuid4().hex}"
         await channel.default_exchange.publish(
-            Message(b"", headers={"x-realtime-marker": token}, delivery_mode=DeliveryMode.PERSISTENT),
+            # Timestamped like any entry, so that the history ages it by when it was written.
+            Message(
+                b"",
+                headers={"x-realtime-marker": token},
+                delivery_mode=DeliveryMode.PERSISTENT,
+                timestamp=datetime.now(UTC),
+            ),
             routing_key=self._topology.stream,
             timeout=self._operation_timeout,
         )

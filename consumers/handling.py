@@ -68,7 +68,14 @@ class Delivery:
         return value if isinstance(value, str) else None
 
     def record(self, **event: Any) -> LogRecord:
-        """The log record of this entry (an event's fields as keywords, none for a non-event)."""
+        """The log record of this entry (an event's fields as keywords, none for a non-event).
+
+        Every entry — markers, dead letters and duplicates too — carries its AMQP ``timestamp`` when
+        it has one: the history ages entries by it, and one entry stamped with the time it was
+        *read* (during a restart's prefill, long after it was written) would hold back the
+        eviction of everything behind it for a whole window.
+        """
+        event.setdefault("published_at", _epoch(self.timestamp))
         return LogRecord(offset=self.offset, check=self.check, **event)
 
 
@@ -129,6 +136,10 @@ def _published_at(delivery: Delivery, event: Event) -> float | None:
     sent_at = delivery.timestamp
     if sent_at is None and isinstance(event, RecommendationReady):
         sent_at = parse_timestamp(event.generated_at)
+    return _epoch(sent_at)
+
+
+def _epoch(sent_at: object) -> float | None:
     if not isinstance(sent_at, datetime):
         return None
     if sent_at.tzinfo is None:

@@ -11,6 +11,10 @@ Consumers are registered with ``robust=False``: aio-pika's own restore would re-
 RabbitMQ 3.10 / aio-pika 10: a robust stream consumer replays everything after a reconnect).
 ``establish`` re-attaches at the right offset instead.
 
+A link that goes silent without closing (a proxy that swallows bytes) is noticed by a heartbeat
+watch (``broker.heartbeat``): no frame from the broker for 2 × the heartbeat, and the link is
+marked down (``/readyz`` 503) and its connection closed, so the reconnect above takes over.
+
 Rule: nothing here raises into the caller except ``consumers.errors.BrokerConfigurationError`` (a
 configuration the broker refuses: retrying cannot help); broker trouble shows as ``is_connected`` /
 ``is_consuming``.
@@ -25,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, cast
 
+import aiormq.abc
 import aiormq.exceptions
 import structlog
 from aio_pika.abc import AbstractRobustChannel
@@ -34,6 +39,7 @@ from aiormq import spec
 from yarl import URL
 
 from broker.connection import JitteredRobustConnection, connect_with_retry, redact
+from broker.heartbeat import BrokerSilentError, SilenceWatch
 from consumers import metrics
 
 __all__ = ["TRANSIENT", "BrokerLink", "LinkChannels"]
@@ -81,6 +87,7 @@ class BrokerLink:
         self._wake = asyncio.Event()
         self._wake_cause = "watchdog"
         self._stopping = False
+        self._silenced: object | None = None  # the aiormq connection the heartbeat watch closed
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -124,7 +131,13 @@ class BrokerLink:
         connection.close_callbacks.add(self._on_connection_closed)
         connection.reconnect_callbacks.add(self._on_reconnected)
         self._set_link(up=True)
-        await self._maintain(establish)
+        watch = asyncio.create_task(self._watch_heartbeats(), name="broker-heartbeat-watch")
+        try:
+            await self._maintain(establish)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
 
     async def _connect(self) -> JitteredRobustConnection:
         window = self._connect_window
@@ -148,7 +161,8 @@ class BrokerLink:
         failures = 0
         lost_cause: str | None = None
         while not self._stopping:
-            if self._consumer_alive():
+            # A consumer on a link marked down (the heartbeat watch is closing it) counts as lost.
+            if self._consumer_alive() and self._link_ready.is_set():
                 self._set_consuming(True)
                 self._wake.clear()
                 self._wake_cause = "watchdog"  # unless a callback says otherwise before we wake
@@ -224,6 +238,56 @@ class BrokerLink:
         channel, tag = self._consumer_channel, self._consumer_tag
         return tag is not None and channel is not None and not channel.is_closed and tag in channel.consumers
 
+    # --- the heartbeat watch ---------------------------------------------------------------------
+
+    async def _watch_heartbeats(self) -> None:
+        """Close the link when nothing has arrived from the broker for 2 × the heartbeat."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            underlay = self._open_underlay()
+            watch = SilenceWatch.of(underlay) if underlay is not None else SilenceWatch(0, None)
+            remaining = watch.remaining(loop.time())
+            if underlay is None or remaining is None:  # not connected, or heartbeats off
+                await asyncio.sleep(min(1.0, self._watchdog_interval))
+            elif remaining > 0:
+                await asyncio.sleep(remaining)
+                # One turn for I/O that arrived while this task slept (a stalled loop must not
+                # pass for a silent broker), then judge the same connection again.
+                await asyncio.sleep(0)
+            else:
+                await self._close_silent(underlay, watch, silent_for=watch.silent_for(loop.time()))
+
+    def _open_underlay(self) -> aiormq.abc.AbstractConnection | None:
+        connection = self._connection
+        transport = connection.transport if connection is not None else None
+        underlay = transport.connection if transport is not None else None
+        if underlay is None or underlay.is_closed or underlay is self._silenced:
+            return None
+        return underlay
+
+    async def _close_silent(
+        self, underlay: aiormq.abc.AbstractConnection, watch: SilenceWatch, *, silent_for: float
+    ) -> None:
+        log.warning(
+            "broker.heartbeat_timeout",
+            silentForSeconds=round(silent_for, 2),
+            heartbeatSeconds=watch.heartbeat_seconds,
+        )
+        metrics.BROKER_LINK_LOSSES.labels(reason="heartbeat_timeout").inc()
+        self._silenced = underlay
+        self._set_link(up=False)
+        self._set_consuming(False)
+        self._poke("heartbeat_timeout")
+        # aiormq sends Connection.Close and waits a moment for Close-Ok that will not come; aio-pika
+        # then sees the connection closed and reconnects (the close callbacks below run as usual).
+        error = BrokerSilentError(
+            f"no frame from the broker for {silent_for:.1f} s (heartbeat {watch.heartbeat_seconds} s)"
+        )
+        try:
+            await asyncio.wait_for(underlay.close(error), timeout=self._operation_timeout)
+        except (*TRANSIENT, BrokerSilentError) as close_error:
+            log.info("broker.close_failed", error=f"{type(close_error).__name__}: {close_error}")
+
     # --- stopping ------------------------------------------------------------------------------
 
     async def cancel_consumer(self, *, timeout: float) -> None:
@@ -257,6 +321,10 @@ class BrokerLink:
         if self._stopping:
             return
         log.warning("broker.connection_lost", error=f"{type(error).__name__}: {error}")
+        # Counted once per link that was up: a failed reconnect attempt also lands here, and a link
+        # the heartbeat watch closed was marked down (and counted) already.
+        if self._link_ready.is_set():
+            metrics.BROKER_LINK_LOSSES.labels(reason="connection_closed").inc()
         self._set_link(up=False)
         self._set_consuming(False)
         self._poke("reconnected")

@@ -15,6 +15,7 @@ from schemas import EVENT_TYPES, Reason
 
 __all__ = [
     "BROKER_CONNECTED",
+    "BROKER_LINK_LOSSES",
     "CONSUMER_ACTIVE",
     "CONSUMER_RESTARTS",
     "DEAD_LETTER_FAILURES",
@@ -88,6 +89,12 @@ BROKER_CONNECTED: Final = Gauge(
     "realtime_broker_connected",
     "1 while the AMQP connection to RabbitMQ is open, else 0.",
 )
+BROKER_LINK_LOSSES: Final = Counter(
+    "realtime_broker_link_losses",
+    "Broker connections lost, by how: 'heartbeat_timeout' (nothing received for 2 x the heartbeat:"
+    " closed from our side) or 'connection_closed' (closed by the broker or the network).",
+    ["reason"],
+)
 CONSUMER_ACTIVE: Final = Gauge(
     "realtime_broker_consuming",
     "1 while a consumer is registered on the stream, else 0.",
@@ -105,7 +112,9 @@ for _type in EVENT_TYPES:
     EVENT_LATENCY.labels(type=_type)
 for _reason in DEAD_LETTER_REASONS:
     EVENTS_DEAD_LETTERED.labels(reason=_reason)
-for _cause in ("cancelled", "reconnected", "channel_closed", "watchdog", "recreated"):
+for _cause in ("cancelled", "reconnected", "channel_closed", "watchdog", "recreated", "heartbeat_timeout"):
     CONSUMER_RESTARTS.labels(cause=_cause)
+for _reason in ("heartbeat_timeout", "connection_closed"):
+    BROKER_LINK_LOSSES.labels(reason=_reason)
 for _reason in ("gap", "recreated"):
     LOG_RESETS.labels(reason=_reason)

@@ -170,6 +170,7 @@ def create_app(
             yield
             return
         consumer = runtime.consumer = factory(settings, journal, batch)
+        journal.loader = consumer  # a Resume waits while the consumer loads the history
         health.add_check("broker_connected", lambda: consumer.is_connected)
         health.add_check("history_loaded", lambda: consumer.is_caught_up)
         await consumer.start()

@@ -6,11 +6,14 @@ small closed sets (transport, protocol, reason); never a connection id, region o
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from service.loop_lag import LAG_BUCKETS
 
 __all__ = [
+    "ASYNCIO_TASKS",
     "AUTH_FAILURES",
     "CONNECTIONS",
     "CONNECTIONS_CLOSED",
@@ -108,3 +111,17 @@ GC_FREEZES = Counter(
 )
 for _action in ("freeze", "refreeze"):
     GC_FREEZES.labels(_action)
+
+
+def _asyncio_tasks() -> float:
+    # Read by /metrics, which runs on the event loop; 0 when scraped from elsewhere.
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:
+        return 0.0
+
+
+ASYNCIO_TASKS = Gauge(
+    "realtime_asyncio_tasks", "asyncio tasks alive in the service's event loop (a leak shows as growth)."
+)
+ASYNCIO_TASKS.set_function(_asyncio_tasks)

@@ -10,14 +10,20 @@ Rule: a resume replays and joins in one synchronous step (no ``await`` between t
 send and the last join). Deliveries run in the consumer's task, so none can slip between the
 replay and the join: nothing is missed, nothing older arrives after something newer, and nothing
 twice. The only ``await`` comes before, while this instance catches up to the caller's position.
+
+While a starting instance loads its history (the consumer records entries up to where it left off
+without delivering them), a resume waits for that to finish (``RESUME_WAIT_SECONDS`` at most): one
+that joined halfway would never be sent the rest of what it is owed, since loaded entries are not
+delivered. Still loading after the wait: nothing is replayed and the answer is ``ahead``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Set
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -27,7 +33,7 @@ from service.metrics import HISTORY_BYTES, HISTORY_ENTRIES, REPLAYED_EVENTS, RES
 from .history import History, ReplayMiss
 from .lifetime import HubLifetimeManager
 
-__all__ = ["CHECKPOINT_TARGET", "EventJournal", "ResumeResult"]
+__all__ = ["CHECKPOINT_TARGET", "EventJournal", "HistoryLoader", "ResumeResult"]
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +57,15 @@ class ResumeResult:
         }
 
 
+class HistoryLoader(Protocol):
+    """Who fills the history at start (the consumer): whether it is done, and a way to wait for it."""
+
+    @property
+    def is_caught_up(self) -> bool: ...
+
+    async def wait_caught_up(self) -> None: ...
+
+
 class EventJournal:
     def __init__(
         self,
@@ -68,6 +83,8 @@ class EventJournal:
         self._close_positioned = close_positioned
         self._checkpointed: Position | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.loader: HistoryLoader | None = None
+        """Set when a consumer fills the history (none: the hub alone, always loaded)."""
 
     @property
     def head(self) -> Position | None:
@@ -113,14 +130,19 @@ class EventJournal:
 
     async def resume(self, connection_id: str, groups: Set[str], position: Position | None) -> ResumeResult:
         """Join ``groups`` and replay what ``connection_id`` missed since ``position`` (see module doc)."""
+        loaded = True
         if position is not None:
-            await self._catch_up(position.offset)
+            loaded = await self._wait_loaded()
+            if loaded:
+                await self._catch_up(position.offset)
         # From here to the return: no await.
         head = self.history.head
         reason: str | None = None
         replay: list[Any] = []
         if position is None:
             reason = "fresh"
+        elif not loaded:
+            reason = "ahead"
         elif head is None:
             reason = "empty"
         else:
@@ -154,6 +176,15 @@ class EventJournal:
             replayed=len(replay),
             reason=reason,
         )
+
+    async def _wait_loaded(self) -> bool:
+        """Whether the history is loaded, after waiting (bounded) for it if it is still loading."""
+        loader = self.loader
+        if loader is None or loader.is_caught_up:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(loader.wait_caught_up(), self._resume_wait)
+        return loader.is_caught_up
 
     async def _catch_up(self, offset: int) -> None:
         """Wait (bounded) until this instance has read up to ``offset``: the caller may come from an

@@ -151,7 +151,7 @@ async def console_service(settings: Settings, *, port: int = 0) -> AsyncIterator
     async with running_service(settings, consumer_factory=True, port=port) as running:
         consumer = running.runtime.consumer
         assert consumer is not None
-        await asyncio.wait_for(consumer.wait_caught_up(), 20)  # type: ignore[attr-defined]
+        await asyncio.wait_for(consumer.wait_caught_up(), 20)
         yield running
 
 

@@ -10,6 +10,7 @@ and recreated) the hub is told to reset — and only then.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -312,3 +313,23 @@ async def test_retention_gap_while_disconnected_resets_the_history(
     assert sender.resets == ["gap"]
     assert sender.records[0].offset >= first_retained  # the history restarts at the first retained
     assert metric("realtime_log_resets_total", reason="gap") == gaps_before + 1
+
+
+async def test_every_entry_is_recorded_with_when_it_was_written(
+    broker_settings: Settings, broker_admin: BrokerAdmin, sender: RecordingLog
+) -> None:
+    """The history ages entries by their write time. A marker or a dead letter recorded with the time
+    it was *read* — during a restart's prefill, up to a window after it was written — held back the
+    eviction of every entry behind it: the soak's instances kept ~11,000 entries for a 6,000-entry
+    window after a restart."""
+    written = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with running(broker_settings, sender):
+        await broker_admin.publish(broker_settings.recommendations_exchange, b"not json", timestamp=written)
+        await _publish(broker_admin, broker_settings, _bodies("after", 1))
+        await sender.wait_for_count(1)
+    marker, dead_letter, event = sender.records[-3:]
+    assert marker.target is None
+    assert marker.published_at is not None  # the consumer stamps its own markers
+    assert dead_letter.target is None
+    assert dead_letter.published_at == written.timestamp()
+    assert event.published_at is not None

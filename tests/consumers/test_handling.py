@@ -304,3 +304,12 @@ def test_any_entry_has_exactly_one_outcome_and_the_right_one(delivery: Delivery,
             assert (outcome.reason, outcome.detail) == (refused.reason.value, refused.detail)
         case _:
             pytest.fail(f"{outcome!r} for an entry that is neither a marker nor seen before")
+
+
+def test_every_entry_records_its_amqp_timestamp_not_only_events() -> None:
+    sent_at = datetime(2025, 5, 1, 10, 0, 0, tzinfo=UTC)
+    marker = _delivery(b"", headers={MARKER_HEADER: "instance:token"}, timestamp=sent_at)
+    refused = _delivery(b"not json", timestamp=sent_at)
+    assert marker.record().published_at == sent_at.timestamp()
+    assert refused.record().published_at == sent_at.timestamp()
+    assert _delivery(b"not json").record().published_at is None  # no timestamp: the history uses "now"

@@ -85,7 +85,7 @@ async def live(
     async with running_service(settings, consumer_factory=True) as service:
         consumer = service.runtime.consumer
         assert consumer is not None
-        await asyncio.wait_for(consumer.wait_caught_up(), 20)  # type: ignore[attr-defined]
+        await asyncio.wait_for(consumer.wait_caught_up(), 20)
         yield service
 
 
@@ -170,7 +170,7 @@ async def test_broker_connection_drop_loses_nothing(
     async with running_service(settings, consumer_factory=True) as service:
         consumer = service.runtime.consumer
         assert consumer is not None
-        await asyncio.wait_for(consumer.wait_caught_up(), 20)  # type: ignore[attr-defined]
+        await asyncio.wait_for(consumer.wait_caught_up(), 20)
         client = await js.connect(service.hub_url, token_factory.dispatcher(), listen=LISTEN)
         await client.invoke("JoinDispatchGroup", "north-america")
         events = [recommendation() for _ in range(6)]
@@ -184,7 +184,7 @@ async def test_broker_connection_drop_loses_nothing(
             await publish(broker_admin, settings, event)
         for event in events[2:]:
             assert (await client.next_message(timeout=30))["args"] == [event]  # in order, once each
-        await asyncio.wait_for(consumer.wait_caught_up(), 20)  # type: ignore[attr-defined]
+        await asyncio.wait_for(consumer.wait_caught_up(), 20)
         marker = recommendation()
         await publish(broker_admin, settings, marker)
         assert (await client.next_message())["args"] == [marker]  # no duplicate came before it
@@ -202,7 +202,7 @@ async def test_restart_delivers_the_backlog_after_clients_rejoin(
     port = int(service.url.rsplit(":", 1)[1])
     consumer = service.runtime.consumer
     assert consumer is not None
-    await asyncio.wait_for(consumer.wait_caught_up(), 20)  # type: ignore[attr-defined]
+    await asyncio.wait_for(consumer.wait_caught_up(), 20)
     client = await js.connect(
         service.hub_url,
         token_factory.dispatcher(),

@@ -59,7 +59,7 @@ async def service(
     async with running_service(settings, consumer_factory=True) as running:
         consumer = running.runtime.consumer
         assert consumer is not None
-        await asyncio.wait_for(consumer.wait_caught_up(), 20)  # type: ignore[attr-defined]
+        await asyncio.wait_for(consumer.wait_caught_up(), 20)
         yield running
 
 
@@ -224,7 +224,7 @@ async def test_a_broker_restart_mid_stream_loses_nothing_for_clients_with_positi
     async with running_service(settings, consumer_factory=True) as service:
         consumer = service.runtime.consumer
         assert consumer is not None
-        await asyncio.wait_for(consumer.wait_caught_up(), 30)  # type: ignore[attr-defined]
+        await asyncio.wait_for(consumer.wait_caught_up(), 30)
         connection, _, _ = await _tracking(js, service, token_factory.dispatcher(), None)
         published: list[str] = []
         async with EventPublisher.from_settings(settings, timeout_seconds=5) as publisher:

@@ -7,7 +7,9 @@
   data and log directories, Erlang cookie, no plugins), so tests can SIGKILL, stop, restart it or
   close all its connections without touching the shared broker other work relies on.
 - ``TcpProxy``: sits between the service and a broker and can cut every connection at once
-  (``disconnect_all``) or refuse new ones (``refuse``) — a dropped network, seen from both sides.
+  (``disconnect_all``) or refuse new ones (``refuse``) — a dropped network, seen from both sides —
+  or swallow every byte while keeping the sockets open (``blackhole``) — a half-open link, which
+  only heartbeats reveal.
 - ``BrokerAdmin``: what a test does on the broker directly (publish raw bodies — also without a
   ``message_id``, which aio-pika always fills in —, read a queue or a stream, count messages,
   delete what a test declared), on its own connection.
@@ -128,6 +130,8 @@ class TcpProxy:
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.refusing = False
+        self.swallowing = False
+        self._swallowed: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self.connections_made = 0
         self.refused = 0
         self.attempted = asyncio.Event()
@@ -149,10 +153,20 @@ class TcpProxy:
         """While refusing, new connections are accepted and immediately reset (broker "down")."""
         self.refusing = refusing
 
+    def blackhole(self, swallowing: bool = True) -> None:
+        """Swallow everything, both ways, on every open link and on links accepted meanwhile; sockets
+        stay open (the client sees no close or reset, only silence), also after the broker gives up
+        on its side. Turning it off forwards on new links only: a swallowed link has lost bytes
+        mid-stream, so it stays silent until its client closes it."""
+        self.swallowing = swallowing
+        if swallowing:
+            self._swallowed.update(self._links)
+
     def disconnect_all(self) -> int:
         """Abort every forwarded connection in both directions; returns how many."""
         links = list(self._links)
         self._links.clear()
+        self._swallowed.clear()
         for client, upstream in links:
             client.transport.abort()
             upstream.transport.abort()
@@ -161,6 +175,7 @@ class TcpProxy:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        self._swallowed.clear()
         self.disconnect_all()
         for task in list(self._tasks):
             task.cancel()
@@ -190,6 +205,8 @@ class TcpProxy:
         self.connections_made += 1
         link = (writer, up_writer)
         self._links.add(link)
+        if self.swallowing:
+            self._swallowed.add(link)
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.create_task(self._pipe(source, sink, link))
             self._tasks.add(task)
@@ -201,16 +218,24 @@ class TcpProxy:
         sink: asyncio.StreamWriter,
         link: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
     ) -> None:
+        client, upstream = link
         try:
             while data := await source.read(65536):
+                if link in self._swallowed:
+                    continue
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):
             pass
         finally:
-            self._links.discard(link)
-            for side in link:
-                side.transport.abort()
+            if link in self._swallowed and sink is client:
+                # The broker closed its side of a swallowed link: the client must not see it.
+                upstream.transport.abort()
+            else:
+                self._links.discard(link)
+                self._swallowed.discard(link)
+                for side in link:
+                    side.transport.abort()
 
 
 # --- doing things on the broker from a test ------------------------------------------------------
