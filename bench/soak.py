@@ -299,6 +299,7 @@ class Soak:
                     "BROKER_HEARTBEAT_SECONDS": "5",
                     "BROKER_RECONNECT_INTERVAL_SECONDS": "1",
                     "SHUTDOWN_TIMEOUT_SECONDS": "5",
+                    "HUB_SHUTDOWN_DRAIN_SECONDS": "2",  # part of the 5 s above
                 },
             )
             self.instances.append(Instance(name, port, env, self.workdir))
