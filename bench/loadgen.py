@@ -29,23 +29,11 @@ from typing import Any
 import msgpack
 import orjson
 
-from bench.wire import BROADCAST_GROUP, group_name, masked_frame, now_us, raise_fd_limit
+from bench.wire import BROADCAST_GROUP, group_name, masked_frame, now_us, raise_fd_limit, varint
 
 _WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 _RS = b"\x1e"
 _HEX = frozenset(b"0123456789abcdef")
-
-
-def _varint(length: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = length & 0x7F
-        length >>= 7
-        if length:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _read_varint_records(data: bytes) -> list[bytes]:
@@ -279,7 +267,7 @@ class Client(asyncio.Protocol):
     def _invocation(self, invocation_id: str, region: str) -> bytes:
         if self.binary:
             record: bytes = msgpack.packb([1, {}, invocation_id, "JoinDispatchGroup", [region], []])
-            return _varint(len(record)) + record
+            return varint(len(record)) + record
         return (
             orjson.dumps(
                 {

@@ -27,6 +27,8 @@ import aiohttp
 import msgpack
 import orjson
 
+from bench.wire import varint
+
 __all__ = ["KINDS", "ClientStats", "SoakClient"]
 
 HUB_PATH = "/hub/recommendations"
@@ -42,18 +44,6 @@ class ConnectionLost(Exception):
 
 def _offset(position: str) -> int:
     return int(position.split(":", 1)[0])
-
-
-def _varint(length: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = length & 0x7F
-        length >>= 7
-        if length:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _split_binary(buffer: bytearray) -> list[bytes]:
@@ -264,7 +254,7 @@ class SoakClient:
 
     async def _ping(self, send: Any) -> None:
         ping = msgpack.packb([6]) if self.binary else orjson.dumps({"type": 6}) + _RS
-        frame = _varint(len(ping)) + ping if self.binary else ping
+        frame = varint(len(ping)) + ping if self.binary else ping
         while True:
             await asyncio.sleep(_PING_INTERVAL)
             with contextlib.suppress(aiohttp.ClientError, OSError, ConnectionError):
@@ -275,7 +265,7 @@ class SoakClient:
         self._last_during_resume = None
         if self.binary:
             payload = msgpack.packb([1, {}, "resume", "Resume", [self.groups, self.position], []])
-            await send(_varint(len(payload)) + payload)
+            await send(varint(len(payload)) + payload)
         else:
             invocation = {
                 "type": 1,
