@@ -59,8 +59,10 @@ class HubConnectionHandler:
         hub_connection = self._connections.get(connection.connection_id)
         if hub_connection is None:
             self._connections[connection.connection_id] = HubConnection(connection, self._services)
-        elif resumed:
-            hub_connection.resume()
+        else:
+            hub_connection.next_visit = 0.0  # a new transport (and maybe a fresher token): look again
+            if resumed:
+                hub_connection.resume()
 
     async def on_data(self, connection: HttpConnection, data: bytes) -> None:
         hub_connection = self._connections.get(connection.connection_id)
@@ -96,7 +98,8 @@ class HubConnectionHandler:
         members = self._round
         count = len(members)
         for hub_connection in members[part * count // parts : (part + 1) * count // parts]:
-            hub_connection.tick(now, wall_clock)
+            if hub_connection.next_visit <= now:  # most connections have nothing due (see HubConnection.tick)
+                hub_connection.tick(now, wall_clock)
         if part >= parts - 1:
             self._round = []
 

@@ -77,3 +77,50 @@ def test_a_round_has_as_many_steps_as_slices_of_connections_within_bounds() -> N
     assert heartbeat_steps(501) == 2
     assert heartbeat_steps(10_000) == 20
     assert heartbeat_steps(10_000_000) == 100
+
+
+async def test_a_connection_that_gets_events_is_visited_once_a_keep_alive_interval_not_every_round() -> None:
+    """What is due next is computed at each visit; rounds in between skip the connection (issue 12)."""
+    hub = HubHarness(keep_alive=15.0)
+    connection, sink = await hub.connect()
+    hub.lifetime.add_to_group(connection.connection_id, "dispatch/a")
+    hub.tick(1)
+    hub_connection = hub.handler.get(connection.connection_id)
+    assert hub_connection is not None
+    assert hub_connection.next_visit == hub_connection.last_written + 15.0
+    visits = 0
+    original = type(hub_connection).tick
+
+    def counting(self: object, now: float, wall_clock: float) -> None:
+        nonlocal visits
+        visits += 1
+        original(self, now, wall_clock)  # type: ignore[arg-type]
+
+    type(hub_connection).tick = counting  # type: ignore[method-assign]
+    try:
+        for _ in range(30):  # an event a second for 30 s: never a Ping, two visits instead of 30
+            hub.lifetime.send_group("dispatch/a", "ReceiveEvent", {"n": 1})
+            hub.tick(1)
+    finally:
+        type(hub_connection).tick = original  # type: ignore[method-assign]
+    assert {"type": 6} not in sink.json_records()
+    assert visits <= 3
+
+
+async def test_timers_still_fire_on_a_connection_that_gets_events() -> None:
+    """Skipped rounds must not postpone the client timeout or the token's expiry."""
+    hub = HubHarness(client_timeout=10.0, keep_alive=15.0)
+    timed_out, _ = await hub.connect()
+    expiring, _ = await hub.connect(principal=make_principal(expires_at=hub.clock.wall + 7.5))
+    for connection in (timed_out, expiring):
+        hub.lifetime.add_to_group(connection.connection_id, "dispatch/a")
+    await hub.manager.receive(timed_out, b'{"type":6}\x1e')  # the first Ping arms the client timeout
+    for second in range(1, 13):
+        hub.lifetime.send_group("dispatch/a", "ReceiveEvent", {"n": second})
+        hub.tick(1)
+        if second == 8:
+            assert expiring.state is ConnectionState.CLOSED
+            assert expiring.close_reason == "token_expired"
+            assert timed_out.state is not ConnectionState.CLOSED
+    assert timed_out.state is ConnectionState.CLOSED
+    assert timed_out.close_reason == "client_timeout"
