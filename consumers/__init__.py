@@ -1,9 +1,11 @@
 """Reading the shared event log (a RabbitMQ stream) and handing each entry to the hub.
 
-``consumer`` runs it (phases, order, hand-off); ``link`` keeps the broker connection and the
-consumer alive and re-attaches at the right offset; ``handling`` classifies one entry as a pure
-function; ``settle`` gives credit back and publishes dead letters; ``positions`` remembers where
-this instance was; ``routes`` says which groups an event goes to.
+``consumer`` wires the parts and brackets their life; ``link`` keeps the broker connection and the
+consumer alive; ``attach`` (re-)attaches at the right offset and resets the hub when the place is
+lost; ``inbox`` keeps deliveries in order for ``worker``, which handles one entry at a time (phases,
+hand-off, credit); ``handling`` classifies one entry as a pure function; ``settle`` gives credit
+back and publishes dead letters; ``positions`` remembers where this instance was; ``routes`` says
+which groups an event goes to.
 
 Rule: the only package that consumes, and it never imports ``service``: the hub reaches it only
 through ``consumers.ports.EventLog``, which ``service.app`` hands to ``EventConsumer``.

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.support.instances import free_port, wait_healthy
 from tests.support.tokens import TokenFactory
 from tests.support.wire import RawHubClient
 
@@ -69,17 +68,11 @@ def test_bad_configuration_is_one_line_and_exit_2(env: dict[str, str], expected:
     assert lines[0].startswith(expected), lines[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_console_script_serves_and_sigterm_says_goodbye_and_exits_0(
     token_factory: TokenFactory, tmp_path: Path
 ) -> None:
     """Operators' view of a deploy: SIGTERM → every client gets Close(allowReconnect) → exit 0."""
-    port = _free_port()
+    port = free_port()
     script = Path(sys.executable).parent / "smartscheduler-realtime"
     env = _env(
         HTTP_HOST="127.0.0.1",
@@ -97,16 +90,7 @@ async def test_console_script_serves_and_sigterm_says_goodbye_and_exits_0(
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 20
-            while True:  # polling a starting process: there is no event to await
-                try:
-                    async with session.get(f"{base}/healthz") as response:
-                        assert response.status == 200
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert time.monotonic() < deadline, "the service did not start"
-                    assert process.returncode is None
-                    await asyncio.sleep(0.1)
+            await wait_healthy(session, base, process)
             async with session.get(f"{base}/readyz") as response:
                 assert response.status == 503  # no broker yet: not ready, but serving
                 assert (await response.json())["checks"]["broker_connected"] is False

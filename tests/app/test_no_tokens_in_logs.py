@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ import aiohttp
 import pytest
 
 from service.auth import DevIssuer
+from tests.support.instances import free_port, wait_healthy
 from tests.support.tokens import forge
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,16 +44,10 @@ class Secrets:
         return value
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @asynccontextmanager
 async def _service(tmp_path: Path, key_dir: Path, log_format: str) -> AsyncIterator[str]:
     """The service process; yields its base URL. Its stdout and stderr go to files (no pipe to fill)."""
-    port = _free_port()
+    port = free_port()
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
     env = {
         **keep,
@@ -74,16 +68,7 @@ async def _service(tmp_path: Path, key_dir: Path, log_format: str) -> AsyncItera
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 20
-            while True:  # polling a starting process: there is no event to await
-                try:
-                    async with session.get(f"{base}/healthz") as response:
-                        assert response.status == 200
-                        break
-                except aiohttp.ClientConnectionError:
-                    assert time.monotonic() < deadline, "the service did not start"
-                    assert process.returncode is None
-                    await asyncio.sleep(0.1)
+            await wait_healthy(session, base, process)
         yield base
     finally:
         if process.returncode is None:

@@ -1,4 +1,5 @@
-"""Real service processes and a fail-over proxy in front of them, for the continuity tests.
+"""Real service processes and a fail-over proxy in front of them, for the continuity tests; waiting
+for any test's own ``python -m service`` process to serve (``wait_healthy``).
 
 ``ServiceProcess`` runs ``python -m service`` exactly as production does (settings from the
 environment) and can be stopped the three ways an instance goes away: SIGTERM (a deploy), SIGKILL
@@ -26,13 +27,32 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["FailoverProxy", "ServiceProcess", "free_port"]
+__all__ = ["FailoverProxy", "ServiceProcess", "free_port", "wait_healthy"]
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+async def wait_healthy(
+    session: aiohttp.ClientSession, base: str, process: asyncio.subprocess.Process, *, timeout: float = 20.0
+) -> None:
+    """Until ``base`` answers ``/healthz`` with 200: the service serves (ready or not, broker or not).
+
+    Fails as soon as ``process`` exits, or after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:  # polling a starting process: there is no event to await
+        try:
+            async with session.get(f"{base}/healthz") as response:
+                assert response.status == 200
+                return
+        except aiohttp.ClientConnectionError:
+            assert time.monotonic() < deadline, "the service did not start"
+            assert process.returncode is None, f"the service exited with {process.returncode}"
+            await asyncio.sleep(0.1)
 
 
 class ServiceProcess:

@@ -1,0 +1,251 @@
+"""The worker: every entry of the stream, one at a time, strictly in stream order.
+
+One entry, start to end:
+
+1. ``consumers.inbox`` holds what aio-pika delivered; this single worker takes it from there.
+2. ``consumers.handling.classify`` decides what the entry is: an event to deliver, a message to
+   dead-letter (with the reason), a duplicate of a message id already handled, or a marker.
+3. Every entry is recorded in the hub's history (``EventLog.record``), so that any position the
+   service hands out can be checked and replayed from; an event is then delivered
+   (``EventLog.deliver``) to its groups, with its position for clients that asked for positions.
+4. Credit goes back to the stream in bulk (``consumers.settle``); a stream keeps its messages, so
+   "acknowledged" only means "send more".
+
+Phases (prefill → grace → live, see ``consumers.consumer``) are decided here, per entry: recorded
+only while ``Catchup`` says the instance is still prefilling; the first entry after that marks it
+caught up, and a backlog entry waits out the rest of the grace period before it is delivered.
+
+Rule: the worker never waits for a client, and nothing an entry raises stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+
+from config.settings import Settings
+from consumers import metrics
+from consumers.amqp import delivery_of, from_closed_channel, message_fields
+from consumers.attach import Attacher
+from consumers.dedup import DuplicateFilter
+from consumers.handling import DeadLetter, Deliver, Delivery, Duplicate, Marker, Outcome, classify
+from consumers.handoff import HandOff
+from consumers.inbox import Inbox
+from consumers.place import Step, Verdict
+from consumers.ports import EventLog, WriteCoalescing
+from consumers.settle import Settler
+from schemas.log import Position
+
+__all__ = ["Worker"]
+
+log = structlog.get_logger(__name__)
+
+
+class Worker:
+    """Takes entries from the inbox until it stops accepting; ``handling`` while one is in hand."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        event_log: EventLog,
+        writes: WriteCoalescing,
+        *,
+        stream: str,
+        inbox: Inbox,
+        attacher: Attacher,
+        settler: Settler,
+        stopping: asyncio.Event,
+        send_attempts: int,
+        send_retry_delay_seconds: float,
+    ) -> None:
+        self._settings = settings
+        self._log = event_log
+        self._writes = writes
+        self._stream = stream
+        self._inbox = inbox
+        self._attacher = attacher
+        self._place = attacher.place
+        self._catchup = attacher.catchup
+        self._settler = settler
+        self._stopping = stopping  # ends the grace wait at once
+        self._dedup = DuplicateFilter(settings.dedup_window_seconds, settings.dedup_max_entries)
+        self._handoff = HandOff(
+            event_log,
+            settler,
+            attempts=send_attempts,
+            retry_delay_seconds=send_retry_delay_seconds,
+            before_waiting=self._stop_holding,
+        )
+        self.caught_up = asyncio.Event()
+        self.live_position: Position | None = None  # last entry read while live
+        self.handling = False
+        self._holding = False  # this worker holds the write batch (while draining a backlog)
+        self._started_at: float | None = None
+
+    async def run(self, started_at: float) -> None:
+        """Handle entries until the inbox stops accepting; the grace period counts from ``started_at``."""
+        self._started_at = started_at
+        inbox = self._inbox
+        while inbox.accepting:
+            message = await inbox.messages.get()
+            if not inbox.accepting:
+                break
+            self.handling = True
+            try:
+                await self._drain(message)
+            finally:
+                self.handling = False
+
+    async def _drain(self, message: AbstractIncomingMessage) -> None:
+        """Handle ``message`` and whatever the prefetch window already put behind it, in order.
+
+        Credit goes back every half prefetch window and when the inbox is empty. While a backlog
+        waits in the inbox, socket writes are held (``WriteCoalescing``) so that a connection in the
+        groups of several queued events gets them in one write; they are flushed before credit and
+        whenever nothing more is queued.
+        """
+        inbox = self._inbox
+        queue = inbox.messages
+        writes = self._writes
+        credit_every = max(1, self._settings.prefetch_count // 2)
+        uncredited = 0
+        last: AbstractIncomingMessage | None = None
+        info = _enabled(logging.INFO)
+        try:
+            while True:
+                if await self._handle(message, info=info):
+                    last = message
+                    uncredited += 1
+                if uncredited >= credit_every and last is not None:
+                    writes.flush()
+                    await self._settler.credit(last)
+                    uncredited = 0
+                elif queue.empty():
+                    writes.flush()
+                elif not self._holding:
+                    writes.hold()
+                    self._holding = True
+                # One turn of the event loop per entry: a stop() (SIGTERM) takes effect after it,
+                # before the next entry is taken.
+                await asyncio.sleep(0)
+                if not inbox.accepting:
+                    break
+                try:
+                    message = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+            if last is not None and uncredited:
+                writes.flush()
+                await self._settler.credit(last)
+        finally:
+            self._stop_holding()
+
+    def _stop_holding(self) -> None:
+        """Write what is held and stop holding: before anything that waits (other tasks' writes, such
+        as a reconnecting client's handshake reply, must not wait with it)."""
+        if self._holding:
+            self._holding = False
+            self._writes.release()
+
+    async def _handle(self, message: AbstractIncomingMessage, *, info: bool) -> bool:
+        """Handle one delivery; True when it should be credited (it came from a live channel)."""
+        place = self._place
+        if from_closed_channel(message) or not place.owns(message.consumer_tag):
+            return False  # from a consumer that is gone or given up on: the current one reads it again
+        delivery = delivery_of(message)
+        if delivery is None:
+            log.error("log.entry_without_offset", stream=self._stream)
+            return True
+        verdict = place.first(delivery.offset, delivery.check)
+        if verdict is Verdict.RECREATED:
+            log.warning("log.recreated", offset=delivery.offset, was=str(place.last), now=delivery.check)
+            await self._attacher.start_afresh()
+            return True  # the new consumer reads the new stream from its start
+        if verdict is Verdict.GAP:
+            log.warning("log.gap", last=str(place.last), got=delivery.offset)
+            self._attacher.reset("gap")
+        if place.already_read(delivery.offset):
+            return True  # a re-attach starts at the last entry read
+        try:
+            await self._process(delivery, message, info=info)
+        except Exception:
+            # A fault of ours or of the hub must not stop the worker: this entry is counted, logged
+            # and passed over; every other entry goes on being delivered.
+            metrics.ENTRY_FAILURES.inc()
+            log.exception("log.entry_failed", offset=delivery.offset)
+        place.read(delivery.offset, delivery.check)
+        metrics.LOG_OFFSET.set(delivery.offset)
+        return True
+
+    async def _process(self, delivery: Delivery, message: AbstractIncomingMessage, *, info: bool) -> None:
+        outcome = classify(delivery, duplicates=self._dedup, max_event_bytes=self._settings.max_event_bytes)
+        live = await self._live(delivery, outcome)
+        match outcome:
+            case Deliver():
+                record = outcome.record(delivery)
+                self._log.record(record)
+                self._dedup.remember(outcome.key)
+                if live:
+                    await self._handoff.deliver(outcome, record, message, info=info)
+            case DeadLetter():
+                self._log.record(delivery.record())
+                self._dedup.remember(outcome.key)
+                if live:
+                    metrics.EVENTS_CONSUMED.labels(type=metrics.INVALID).inc()
+                    self._stop_holding()  # nothing handed off waits behind a broker round trip
+                    bound = log.bind(**message_fields(message, delivery))
+                    await self._settler.dead_letter(
+                        message, reason=outcome.reason, detail=outcome.detail, bound=bound
+                    )
+            case Duplicate():
+                self._log.record(delivery.record())
+                if live:
+                    metrics.EVENTS_DUPLICATE.inc()
+                    log.info("message.duplicate_skipped", **message_fields(message, delivery))
+            case Marker():
+                self._log.record(delivery.record())
+        if live:
+            self.live_position = Position(delivery.offset, delivery.check)
+
+    async def _live(self, delivery: Delivery, outcome: Outcome) -> bool:
+        """Whether this entry is delivered (live), or only recorded (the prefill of a start)."""
+        marker = outcome.token if isinstance(outcome, Marker) else None
+        step = self._catchup.observe(delivery.offset, delivery.check, marker)
+        if step is Step.HISTORY:
+            return False
+        self._mark_caught_up()
+        if step is Step.BACKLOG:
+            return await self._await_grace()  # clients rejoin first; nothing is delivered after stop()
+        return True
+
+    def _mark_caught_up(self) -> None:
+        if not self.caught_up.is_set():
+            log.info("consumer.caught_up", position=str(self.live_position))
+            self.caught_up.set()
+
+    async def _await_grace(self) -> bool:
+        """Wait out the rest of the grace period; False when ``stop()`` came first (deliver nothing)."""
+        stopping = self._stopping
+        if self._started_at is None:
+            return not stopping.is_set()
+        remaining = (
+            self._started_at + self._settings.consume_grace_seconds - asyncio.get_running_loop().time()
+        )
+        if remaining > 0:
+            self._stop_holding()
+            log.info("consumer.grace_wait", seconds=round(remaining, 2))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=remaining)
+        return not stopping.is_set()
+
+
+def _enabled(level: int) -> bool:
+    """Whether the service's logger emits ``level`` (checked once per batch, not per message)."""
+    try:
+        return bool(log.isEnabledFor(level))
+    except AttributeError:  # a structlog configuration without stdlib levels: assume it does
+        return True
