@@ -72,7 +72,7 @@ class Options:
     concurrency: int
     amqp: str
     port: int
-    prefetch: int
+    prefetch: int | None
     timeout: float
     output: Path
     service_env: dict[str, str] = field(default_factory=dict)
@@ -110,7 +110,12 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
         "--amqp", default=os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
     )
     parser.add_argument("--port", type=int, default=5150, help="first server port (each server gets its own)")
-    parser.add_argument("--prefetch", type=int, default=100, help="consumer prefetch, for every server")
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        help="consumer prefetch for every server (default: each server's own — the service's "
+        "PREFETCH_COUNT, 100 for the comparison servers' queue consumer; see bench/NOTES.md)",
+    )
     parser.add_argument("--timeout", type=float, help="hard limit for the whole run, seconds")
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory for latest.json / latest.md")
     parser.add_argument(
@@ -210,7 +215,9 @@ class Run:
             env = dict(os.environ)
             module = "bench.servers.raw" if name == "raw" else "bench.servers.socketio_server"
             argv = [self.python, "-m", module, "--port", str(port), "--amqp", options.amqp]
-            argv += ["--exchange", exchange, "--queue", queue, "--prefetch", str(options.prefetch)]
+            argv += ["--exchange", exchange, "--queue", queue]
+            if options.prefetch is not None:
+                argv += ["--prefetch", str(options.prefetch)]
         env["PYTHONPATH"] = str(ROOT)
         server: Child | None = None
         loadgen: LoadGenProcess | None = None

@@ -38,7 +38,7 @@ def service_env(
     amqp: str,
     prefix: str,
     exchange: str,
-    prefetch: int,
+    prefetch: int | None,
     log_level: str = "WARNING",
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
@@ -62,7 +62,7 @@ def service_env(
         "DEAD_LETTER_QUEUE": f"{prefix}.dlq",
         "QUEUE_EXPIRES_MS": "60000",
         "CONSUME_GRACE_SECONDS": "0",
-        "PREFETCH_COUNT": str(prefetch),
+        **({} if prefetch is None else {"PREFETCH_COUNT": str(prefetch)}),
         **(extra or {}),
     }
 

@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     position_queue_prefix: str = "realtime.position."
     queue_type: QueueType = QueueType.CLASSIC
     queue_expires_ms: int = Field(default=3_600_000, ge=60_000)
-    prefetch_count: int = Field(default=300, ge=1, le=2000)
+    prefetch_count: int = Field(default=1000, ge=1, le=5000)
     consume_grace_seconds: float = Field(default=3.0, ge=0)
     # Continuity: what each instance keeps in memory to replay, and how clients resume.
     history_window_seconds: float = Field(default=600.0, gt=0)
