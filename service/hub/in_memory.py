@@ -36,7 +36,7 @@ def _check_group(group: str) -> None:
 
 
 class InMemoryHubLifetimeManager(HubLifetimeManager):
-    __slots__ = ("_connections", "_groups", "_memberships")
+    __slots__ = ("_connections", "_groups", "_memberships", "_positioned")
 
     def __init__(self) -> None:
         self._connections: dict[str, Recipient] = {}
@@ -45,6 +45,9 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
         # not a set: a connection has a handful of groups, joins are rare, and an empty set alone is
         # 216 bytes per connection.
         self._memberships: dict[str, tuple[str, ...]] = {}
+        # The connections that track positions, for the periodic Checkpoint: listing them from all
+        # connections stopped the event loop ~1-2 ms every checkpoint at 10,000 connections.
+        self._positioned: dict[str, Recipient] = {}
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -53,12 +56,15 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
 
     def on_connected(self, connection: Recipient) -> None:
         self._connections[connection.connection_id] = connection
+        if connection.positions:
+            self._positioned[connection.connection_id] = connection
 
     def on_disconnected(self, connection: Recipient) -> None:
         connection_id = connection.connection_id
         if self._connections.get(connection_id) is not connection:
             return
         del self._connections[connection_id]
+        self._positioned.pop(connection_id, None)
         for group in self._memberships.pop(connection_id, ()):
             self._leave(connection, group)
 
@@ -158,11 +164,7 @@ class InMemoryHubLifetimeManager(HubLifetimeManager):
     def send_positioned(self, target: str, *arguments: Any) -> int:
         message = InvocationMessage(target=target, arguments=arguments)
         memberships = self._memberships
-        members = [
-            member
-            for connection_id, member in self._connections.items()
-            if member.positions and connection_id in memberships
-        ]
+        members = [member for member_id, member in self._positioned.items() if member_id in memberships]
         return self._send(members, message)
 
     def _send(

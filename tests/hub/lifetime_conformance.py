@@ -192,6 +192,14 @@ class LifetimeManagerConformance:
         assert not_joined_yet.received == []
         assert tracking.invocations() == [("Checkpoint", ["9:00000001"])]
 
+    def test_send_positioned_forgets_a_connection_that_left(self) -> None:
+        gone = self.connect(positions=True, groups=("g",))
+        staying = self.connect(positions=True, groups=("g",))
+        self.manager.on_disconnected(gone)
+        assert self.manager.send_positioned("Checkpoint", "9:00000002") == 1
+        assert gone.received == []
+        assert staying.invocations() == [("Checkpoint", ["9:00000002"])]
+
     # --- membership ---------------------------------------------------------------------------
 
     def test_adding_twice_is_a_no_op(self) -> None:
