@@ -232,6 +232,7 @@ class EventConsumer:
     async def _save_positions(self) -> None:
         while True:
             await asyncio.sleep(POSITION_SAVE_INTERVAL)
+            await self._worker.credit_idle()
             await self._save_position()
 
     async def _save_position(self) -> None:

@@ -8,8 +8,8 @@ One entry, start to end:
 3. Every entry is recorded in the hub's history (``EventLog.record``), so that any position the
    service hands out can be checked and replayed from; an event is then delivered
    (``EventLog.deliver``) to its groups, with its position for clients that asked for positions.
-4. Credit goes back to the stream in bulk (``consumers.settle``); a stream keeps its messages, so
-   "acknowledged" only means "send more".
+4. Credit goes back to the stream in bulk (``consumers.settle``), every half prefetch window and
+   about once a second; a stream keeps its messages, so "acknowledged" only means "send more".
 
 Phases (prefill → grace → live, see ``consumers.consumer``) are decided here, per entry: recorded
 only while ``Catchup`` says the instance is still prefilling; the first entry after that marks it
@@ -85,6 +85,9 @@ class Worker:
         self.handling = False
         self._holding = False  # this worker holds the write batch (while draining a backlog)
         self._started_at: float | None = None
+        # Entries read but not yet credited, and the last of them (credit is ``ack(multiple=True)``).
+        self._uncredited = 0
+        self._uncredited_last: AbstractIncomingMessage | None = None
 
     async def run(self, started_at: float) -> None:
         """Handle entries until the inbox stops accepting; the grace period counts from ``started_at``."""
@@ -103,7 +106,7 @@ class Worker:
     async def _drain(self, message: AbstractIncomingMessage) -> None:
         """Handle ``message`` and whatever the prefetch window already put behind it, in order.
 
-        Credit goes back every half prefetch window and when the inbox is empty. While a backlog
+        Credit goes back every half prefetch window (and about once a second, see ``credit``). While a backlog
         waits in the inbox, socket writes are held (``WriteCoalescing``) so that a connection in the
         groups of several queued events gets them in one write; they are flushed before credit and
         whenever nothing more is queued.
@@ -112,18 +115,15 @@ class Worker:
         queue = inbox.messages
         writes = self._writes
         credit_every = max(1, self._settings.prefetch_count // 2)
-        uncredited = 0
-        last: AbstractIncomingMessage | None = None
         info = _enabled(logging.INFO)
         try:
             while True:
                 if await self._handle(message, info=info):
-                    last = message
-                    uncredited += 1
-                if uncredited >= credit_every and last is not None:
+                    self._uncredited_last = message
+                    self._uncredited += 1
+                if self._uncredited >= credit_every:
                     writes.flush()
-                    await self._settler.credit(last)
-                    uncredited = 0
+                    await self.credit()
                 elif queue.empty():
                     writes.flush()
                 elif not self._holding:
@@ -138,11 +138,27 @@ class Worker:
                     message = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     break
-            if last is not None and uncredited:
-                writes.flush()
-                await self._settler.credit(last)
         finally:
             self._stop_holding()
+
+    async def credit(self) -> None:
+        """Give the stream credit for every entry read so far (one ``ack(multiple=True)``).
+
+        Called every half prefetch window while entries arrive, and by the consumer about once a
+        second (``credit_idle``). Not once per drained batch: at a steady rate every entry arrives
+        alone, and an ack per entry cost one frame, one write to the broker and a wake of aio-pika's
+        writer task per event (issue 12) — for nothing, since a stream keeps its entries and an ack
+        only says "send more", and half a window is always left.
+        """
+        last = self._uncredited_last
+        self._uncredited, self._uncredited_last = 0, None
+        if last is not None:
+            await self._settler.credit(last)
+
+    async def credit_idle(self) -> None:
+        """Credit what was read, unless an entry is in hand (its drain credits when it is due)."""
+        if not self.handling and self._uncredited:
+            await self.credit()
 
     def _stop_holding(self) -> None:
         """Write what is held and stop holding: before anything that waits (other tasks' writes, such

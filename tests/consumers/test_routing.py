@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import orjson
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from broker import Topology
 from config.settings import Settings
 from consumers import EventConsumer
+from consumers.consumer import POSITION_SAVE_INTERVAL
+from consumers.settle import Settler
 from publisher import EventPublisher, job_assigned, recommendation_ready
 from tests.consumers.conftest import RecordingLog, metric, running
 from tests.support.broker import BrokerAdmin
@@ -176,3 +180,37 @@ async def test_logs_carry_ids_but_never_the_body(
     assert "m-bad" in caplog.text
     assert valid["jobId"] in caplog.text
     assert valid["requestId"] in caplog.text
+
+
+async def test_a_steady_trickle_is_credited_in_bulk_not_once_per_entry(
+    broker_settings_factory: SettingsFactory, sender: RecordingLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ack per entry cost a frame and a write to the broker per event (issue 12); a stream keeps
+    its entries, so credit goes back every half window or about once a second."""
+    settings = broker_settings_factory(prefetch_count=100)
+    credits: list[object] = []
+    original = Settler.credit
+
+    async def counting(self: Settler, message: AbstractIncomingMessage) -> None:
+        credits.append(message)
+        await original(self, message)
+
+    monkeypatch.setattr(Settler, "credit", counting)
+    async with running(settings, sender), EventPublisher.from_settings(settings) as publisher:
+        started = time.monotonic()
+        credits.clear()
+        for count in range(1, 21):  # one at a time: every entry arrives alone
+            await publisher.publish(recommendation_ready(region="north-america"))
+            await sender.wait_for_count(count)
+        elapsed = time.monotonic() - started
+    assert len(credits) <= 2 + elapsed / POSITION_SAVE_INTERVAL < 20
+
+
+async def test_a_small_window_never_runs_dry_between_credits(
+    broker_settings_factory: SettingsFactory, sender: RecordingLog
+) -> None:
+    settings = broker_settings_factory(prefetch_count=3)  # credit every entry past half of 3
+    async with running(settings, sender), EventPublisher.from_settings(settings) as publisher:
+        for count in range(1, 13):
+            await publisher.publish(recommendation_ready(region="north-america"))
+            await sender.wait_for_count(count)
