@@ -19,6 +19,10 @@ For every server (``--servers``) the run goes:
 
 Results: ``bench/results/latest.json`` and ``latest.md`` (or ``--output``), each figure also as a ratio
 to the raw floor. Every run is bounded (``--timeout``) and kills what it started.
+
+``--scaling 1000,5000,10000,19000``: the above (without bursts unless ``--burst``) once per number of
+connections, each server afresh at each step, into one table (``bench.scaling``): results
+``scaling.json`` / ``scaling.md``, rewritten after every step.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,7 @@ from bench.broker import Broker, PublishResult
 from bench.lag import lag_between, scrape_lag
 from bench.procs import Child, LoadGenPool, kill_all, loadgen_procs_for
 from bench.report import render_markdown, summarize
+from bench.scaling import render_scaling_markdown, scaling_table
 from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, service_queues, wait_service_ready
 from bench.wire import BROADCAST_GROUP, group_name, now_us, raise_fd_limit
 
@@ -652,6 +657,59 @@ def _machine(rabbitmq: str) -> dict[str, Any]:
     }
 
 
+async def _scaling(options: Options, argv: list[str], workdir: Path) -> dict[str, Any]:
+    """Every ``--scaling`` step as its own run (every server afresh), the table after each step."""
+    procs = options.loadgen_procs or loadgen_procs_for(max(options.scaling))
+    started = time.monotonic()
+    steps: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
+    for connections in options.scaling:
+        step_dir = workdir / f"step-{connections}"
+        step_dir.mkdir()
+        run = Run(replace(options, connections=connections, loadgen_procs=procs), step_dir)
+        run.argv = argv
+        run.log(f"##### scaling step: {connections:,} connections ({procs} load-generator processes)")
+        step = await run.run()
+        step["summary"] = summarize(step)
+        steps.append({"connections": connections, "runtime_s": step["runtime_s"], "servers": step["servers"]})
+        table = scaling_table(steps)
+        result = {
+            "command": step["command"],
+            "date": step["date"],
+            "machine": step["machine"],
+            "options": {
+                "steps": options.scaling,
+                "servers": options.servers,
+                "workloads": options.workloads,
+                "group_size": options.group_size,
+                "duration_s": options.duration,
+                "rate_deliveries_per_s": options.rate,
+                "w2_rate_deliveries_per_s": options.w2_rate,
+                "burst_deliveries": options.burst,
+                "loadgen_procs": procs,
+                "concurrency": options.concurrency,
+                "prefetch": options.prefetch,
+                "service_env": options.service_env,
+            },
+            "runtime_s": round(time.monotonic() - started, 1),
+            "logs": str(workdir),
+            "complete": len(steps) == len(options.scaling),
+            "ok": all(row["lost"] == 0 and not row["failed_connections"] for row in table),
+            "table": table,
+            "steps": steps,
+        }
+        _write_scaling(options.output, result)  # a run cut short keeps the steps it measured
+    return result
+
+
+def _write_scaling(output: Path, result: dict[str, Any]) -> str:
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "scaling.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    markdown = render_scaling_markdown(result)
+    (output / "scaling.md").write_text(markdown)
+    return markdown
+
+
 async def _main(options: Options, argv: list[str], workdir: Path) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -659,6 +717,9 @@ async def _main(options: Options, argv: list[str], workdir: Path) -> dict[str, A
     # Explicit for both: a shell that starts us in the background ignores SIGINT otherwise.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
+    if options.scaling:
+        print(f"[bench] logs in {workdir}", file=sys.stderr, flush=True)
+        return await asyncio.wait_for(_scaling(options, argv, workdir), options.timeout)
     run = Run(options, workdir)
     run.argv = argv
     run.log(f"logs in {workdir}")
@@ -692,18 +753,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         kill_all()
-    summary = summarize(result)
-    result["summary"] = summary
-    keep = not summary["ok"] or options.profile or options.keep_logs
-    if not keep:
-        result["logs"] = None
-    options.output.mkdir(parents=True, exist_ok=True)
-    (options.output / "latest.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    markdown = render_markdown(result)
-    (options.output / "latest.md").write_text(markdown)
+    if options.scaling:
+        ok = bool(result["ok"])
+        keep = not ok or options.profile or options.keep_logs
+        if not keep:
+            result["logs"] = None
+        markdown = _write_scaling(options.output, result)
+    else:
+        summary = summarize(result)
+        result["summary"] = summary
+        ok = bool(summary["ok"])
+        keep = not ok or options.profile or options.keep_logs
+        if not keep:
+            result["logs"] = None
+        options.output.mkdir(parents=True, exist_ok=True)
+        (options.output / "latest.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        markdown = render_markdown(result)
+        (options.output / "latest.md").write_text(markdown)
     print(markdown)
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         print(f"[bench] logs kept in {workdir}", file=sys.stderr)
-    return 0 if summary["ok"] else 1
+    return 0 if ok else 1

@@ -142,3 +142,39 @@ def test_two_load_generator_processes_deliver_every_event_once(broker_url: str, 
                 assert sum(by_process) == stats["received"], by_process
                 assert by_process[0] == by_process[1], by_process
                 assert {"p50", "p90", "p99", "max"} <= set(stats["latency_ms"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_scaling_table_has_a_row_per_step_and_server_with_ratios_to_the_floor(
+    broker_url: str, tmp_path: Path
+) -> None:
+    argv = [sys.executable, "-m", "bench", "--scaling", "200,400", "--servers", "service,raw"]
+    argv += ["--loadgen-procs", "2", "--duration", "1", "--rate", "1000", "--w2-rate", "2000"]
+    argv += ["--amqp", broker_url, "--port", str(_ports(2)), "--output", str(tmp_path)]
+    completed = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = json.loads((tmp_path / "scaling.json").read_text())
+    assert (tmp_path / "scaling.md").read_text().startswith("# Fan-out benchmark — scaling")
+
+    assert result["ok"] is True
+    assert result["complete"] is True
+    assert result["options"]["loadgen_procs"] == 2
+    assert [(row["step"], row["server"]) for row in result["table"]] == [
+        (200, "service"),
+        (200, "raw"),
+        (400, "service"),
+        (400, "raw"),
+    ]
+    for row in result["table"]:
+        assert row["connections"] == row["step"], row
+        assert row["expected"] > 0, row
+        assert row["received"] == row["expected"], row
+        for key in ("kb_per_connection", "w1_cpu_s_per_1k", "w2_cpu_s_per_1k", "w1_p99_ms", "w2_p99_ms"):
+            assert row[key] is not None, (key, row)
+        assert row["ratio_to_raw"]["w1_cpu_s_per_1k"] is not None, row
+        if row["server"] == "raw":
+            assert row["ratio_to_raw"]["w1_cpu_s_per_1k"] == 1.0
+    for step in result["steps"]:
+        for server in step["servers"].values():
+            assert server["workloads"]["W1"]["burst"] is None  # --scaling: no bursts by default
