@@ -13,7 +13,7 @@ help:
 	@echo "make run    - run the service locally (dev auth, local RabbitMQ) and print tokens"
 	@echo "make test   - lint, type-check and run every test (needs RabbitMQ, Node.js, Chromium)"
 	@echo "make unit   - the tests that need no RabbitMQ, Node.js, browser, nginx or docker-compose"
-	@echo "make bench  - fan-out benchmark against python-socketio and a raw aiohttp floor"
+	@echo "make bench  - fan-out benchmark against python-socketio and a raw aiohttp floor (BENCH_ARGS=--quick)"
 	@echo "make soak   - 30 minutes of mixed clients, events and broker/service restarts (SOAK_ARGS=--duration 300)"
 
 $(VENV)/.installed: pyproject.toml
@@ -44,8 +44,10 @@ test: $(VENV)/.installed $(JS)/node_modules/.installed lint typecheck
 unit: $(VENV)/.installed
 	$(PY) -m pytest -m "not broker and not node and not browser and not tools" $(PYTEST_ARGS)
 
+# The issue-12 shapes and the scaling table are flags (bench/NOTES.md): BENCH_ARGS="--connections 2000 --find-max".
+BENCH_ARGS ?=
 bench: $(VENV)/.installed
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 # Not in CI: a private RabbitMQ node, two instances, clients on every transport, restarts (bench/soak.py).
 SOAK_ARGS ?=

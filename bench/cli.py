@@ -1,20 +1,28 @@
-"""``python -m bench``: the fan-out benchmark, one server process at a time, one load generator process.
+"""``python -m bench``: the fan-out benchmark, one server process at a time, against one load generator.
 
 For every server (``--servers``) the run goes:
 
-1. declare a fresh exchange, start the server in its own process, wait until its queue has a consumer;
+1. declare a fresh exchange, start the server in its own process, wait until its queue has a consumer,
+   check its open-file limit holds ``--connections``; start the load generator: ``--loadgen-procs``
+   processes (default one per 9,500 clients), each owning a contiguous share of the clients, their
+   results merged from raw samples (``bench.procs.LoadGenPool``);
 2. RSS before; **W3** — the connection storm: ``--connections`` clients negotiate (where the protocol
    has it), connect and join their W1 group ``g{i % groups}`` and the broadcast group ``all``; RSS after;
 3. for each of **W1** (groups of ``--group-size``) and **W2** (one group of everyone):
-   *steady* — ``--rate`` deliveries/s for ``--duration`` s: loss, latency, CPU per 1,000 deliveries;
+   *steady* — ``--rate`` deliveries/s (W2: ``--w2-rate`` if given) for ``--duration`` s: loss,
+   latency, the server's loop lag, CPU per 1,000 deliveries;
    *burst* — ``--burst`` deliveries' worth of events published as fast as confirms allow: the
-   deliveries/s the server sustains when saturated;
+   deliveries/s the server sustains when saturated (``--burst 0``: none);
    with ``--find-max``, steps of ``--step-duration`` s with the rate ×1.5 until a delivery is missing
    or p99 ≥ 100 ms, then one run at half the highest passing rate (its p99 is the latency target);
 4. close the clients, stop the server, delete its queues and exchanges.
 
 Results: ``bench/results/latest.json`` and ``latest.md`` (or ``--output``), each figure also as a ratio
 to the raw floor. Every run is bounded (``--timeout``) and kills what it started.
+
+``--scaling 1000,5000,10000,19000``: the above (without bursts unless ``--burst``) once per number of
+connections, each server afresh at each step, into one table (``bench.scaling``): results
+``scaling.json`` / ``scaling.md``, rewritten after every step.
 """
 
 from __future__ import annotations
@@ -31,17 +39,19 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 
 from bench.broker import Broker, PublishResult
 from bench.lag import lag_between, scrape_lag
-from bench.procs import Child, LoadGenProcess, kill_all
+from bench.procs import Child, LoadGenPool, kill_all, loadgen_procs_for
 from bench.report import render_markdown, summarize
+from bench.scaling import render_scaling_markdown, scaling_table
 from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, service_queues, wait_service_ready
 from bench.wire import BROADCAST_GROUP, group_name, now_us, raise_fd_limit
 
@@ -56,6 +66,7 @@ LABELS = {
 }
 WORKLOADS = ("W1", "W2", "W3")
 P99_LIMIT_MS = 100.0
+FD_MARGIN = 200  # a server's files beyond its clients: broker link, listener, /metrics, logs, libraries
 
 
 @dataclass
@@ -66,6 +77,7 @@ class Options:
     group_size: int
     duration: float
     rate: float
+    w2_rate: float
     burst: int
     find_max: bool
     step_duration: float
@@ -79,10 +91,17 @@ class Options:
     quick: bool = False
     profile: bool = False
     keep_logs: bool = False
+    loadgen_procs: int = 0  # 0: one per 9,500 clients (bench.procs.loadgen_procs_for)
+    scaling: list[int] = field(default_factory=list)  # connections per step (bench.scaling)
 
     @property
     def groups(self) -> int:
         return max(1, self.connections // self.group_size)
+
+    @property
+    def procs(self) -> int:
+        """Load-generator processes for this run's clients."""
+        return self.loadgen_procs or loadgen_procs_for(self.connections)
 
 
 def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
@@ -98,10 +117,17 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
         "--rate",
         type=float,
         help="steady deliveries/s: W1 events/s × group size, W2 events/s × connections "
-        "(default 10000; quick 2000)",
+        "(default 10000; quick 2000; --scaling 5000)",
     )
     parser.add_argument(
-        "--burst", type=int, help="deliveries per saturation burst (default 200000; quick 20000)"
+        "--w2-rate",
+        type=float,
+        help="W2's steady deliveries/s when it should differ from --rate (default: --rate; --scaling 20000)",
+    )
+    parser.add_argument(
+        "--burst",
+        type=int,
+        help="deliveries per saturation burst, 0: no bursts (default 200000; quick 20000; --scaling 0)",
     )
     parser.add_argument("--find-max", action="store_true", help="step the rate up to the max sustainable one")
     parser.add_argument("--step-duration", type=float, default=5.0, help="seconds per --find-max step")
@@ -128,6 +154,18 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
         help="py-spy each server during its bursts (collapsed stacks in the log dir)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the log directory after a good run")
+    parser.add_argument(
+        "--loadgen-procs",
+        type=int,
+        default=0,
+        help="load-generator processes sharing the clients (default: one per 9,500 clients)",
+    )
+    parser.add_argument(
+        "--scaling",
+        metavar="N,N,...",
+        help="the scaling table instead (bench.scaling): each server at each number of connections, "
+        "W3 + W1 and W2 steady; results in scaling.json / scaling.md",
+    )
     args = parser.parse_args(argv)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
@@ -138,14 +176,25 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
         if name not in WORKLOADS:
             parser.error(f"unknown workload {name!r}")
     quick = args.quick
+    scaling = [int(step) for step in (args.scaling or "").split(",") if step.strip()]
+    if args.scaling is not None:
+        if not scaling or min(scaling) < 1:
+            parser.error("--scaling wants connections per step, e.g. 1000,5000,10000,19000")
+        if args.connections or args.find_max or quick:
+            parser.error("--scaling sets the connections per step; no --connections, --find-max, --quick")
+    if args.loadgen_procs < 0:
+        parser.error("--loadgen-procs must be ≥ 0 (0: automatic)")
+    rate = args.rate or (2000.0 if quick else 5000.0 if scaling else 10_000.0)
+    default_burst = 20_000 if quick else 0 if scaling else 200_000
     options = Options(
         servers=servers,
         workloads=workloads,
-        connections=args.connections or (1000 if quick else 10_000),
+        connections=args.connections or (1000 if quick else max(scaling) if scaling else 10_000),
         group_size=args.group_size,
         duration=args.duration or (3.0 if quick else 10.0),
-        rate=args.rate or (2000.0 if quick else 10_000.0),
-        burst=args.burst or (20_000 if quick else 200_000),
+        rate=rate,
+        w2_rate=args.w2_rate or (20_000.0 if scaling else rate),
+        burst=default_burst if args.burst is None else max(0, args.burst),
         find_max=args.find_max,
         step_duration=args.step_duration,
         concurrency=args.concurrency,
@@ -158,6 +207,8 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
         quick=quick,
         profile=args.profile,
         keep_logs=args.keep_logs,
+        loadgen_procs=args.loadgen_procs,
+        scaling=scaling,
     )
     return options, sys.argv[1:] if argv is None else list(argv)
 
@@ -220,7 +271,7 @@ class Run:
                 argv += ["--prefetch", str(options.prefetch)]
         env["PYTHONPATH"] = str(ROOT)
         server: Child | None = None
-        loadgen: LoadGenProcess | None = None
+        loadgen: LoadGenPool | None = None
         result: dict[str, Any] = {"name": name, "label": LABELS[name]}
         try:
             server = await Child.start(name, argv, env=env, log_dir=self.workdir, cwd=ROOT)
@@ -228,7 +279,11 @@ class Run:
                 await wait_service_ready(server, port)
             else:
                 await self._wait_ready(server, queue)
-            loadgen = await LoadGenProcess.start(self.python, log_dir=self.workdir, name=f"loadgen-{name}")
+            result["server_fd_limit"] = self._check_fd_limit(server)
+            loadgen = await LoadGenPool.start(
+                self.python, log_dir=self.workdir, procs=options.procs, name=f"loadgen-{name}"
+            )
+            result["loadgen_procs"] = len(loadgen.members)
             await asyncio.sleep(1.0)
             result["rss_before_kb"] = server.rss_kb()
             kind = "signalr" if name.startswith("service") else name
@@ -244,11 +299,14 @@ class Run:
                 "concurrency": options.concurrency,
                 "timeout": max(60.0, options.connections / 50),
             }
-            self.log(f"{name}: W3 storm, {options.connections} clients")
+            self.log(
+                f"{name}: W3 storm, {options.connections} clients from {len(loadgen.members)} "
+                f"load-generator process(es)"
+            )
             cpu0 = server.cpu_seconds()
             profiler = await self._start_profiler(server, f"{name}-W3-storm")
             try:
-                storm = await loadgen.call("connect", spec["timeout"] + 30, **spec)
+                storm = await loadgen.connect(spec, spec["timeout"] + 30)
             finally:
                 if profiler is not None:
                     await profiler.interrupt(30.0)
@@ -283,6 +341,19 @@ class Run:
             await self.broker.cleanup(queues=cleanup_queues, exchanges=cleanup_exchanges)
         return result
 
+    def _check_fd_limit(self, server: Child) -> int:
+        """The server's open-file limit must hold every client, the storm's negotiate requests in
+        flight and its own broker link, listener and files (the launchers raise it to the hard limit)."""
+        soft, _hard = server.ps.rlimit(psutil.RLIMIT_NOFILE)
+        needed = self.options.connections + self.options.concurrency + FD_MARGIN
+        if 0 <= soft < needed:
+            raise RuntimeError(
+                f"{server.name}: open-file limit {soft} < {needed} "
+                f"({self.options.connections} clients + {self.options.concurrency} in flight + {FD_MARGIN}); "
+                "raise the hard limit (ulimit -Hn)"
+            )
+        return int(soft)
+
     async def _wait_ready(self, server: Child, queue: str) -> None:
         deadline = time.monotonic() + 60.0
         while time.monotonic() < deadline:
@@ -301,10 +372,11 @@ class Run:
         name: str,
         exchange: str,
         server: Child,
-        loadgen: LoadGenProcess,
+        loadgen: LoadGenPool,
         sizes: dict[str, int],
     ) -> dict[str, Any]:
         options = self.options
+        rate = options.rate if workload == "W1" else options.w2_rate
         if workload == "W1":
             groups = options.groups
 
@@ -318,29 +390,31 @@ class Run:
                 return BROADCAST_GROUP
 
             fanout = options.connections
-        out: dict[str, Any] = {"fanout": fanout}
-        self.log(f"{name}: {workload} steady {options.rate:.0f} deliveries/s for {options.duration:.0f} s")
+        out: dict[str, Any] = {"fanout": fanout, "rate": rate}
+        self.log(f"{name}: {workload} steady {rate:.0f} deliveries/s for {options.duration:.0f} s")
         profiler = await self._start_profiler(server, f"{name}-{workload}-steady")
         try:
             out["steady"] = await self._steady(
-                exchange, server, loadgen, sizes, region_of, options.rate / fanout, options.duration
+                exchange, server, loadgen, sizes, region_of, rate / fanout, options.duration
             )
         finally:
             if profiler is not None:
                 await profiler.interrupt(30.0)
         self._log_phase(name, workload, "steady", out["steady"])
-        events = max(1, options.burst // fanout)
-        self.log(f"{name}: {workload} burst of {events} events ({events * fanout} deliveries)")
-        profiler = await self._start_profiler(server, f"{name}-{workload}-burst")
-        try:
-            out["burst"] = await self._burst(exchange, server, loadgen, sizes, region_of, events)
-        finally:
-            if profiler is not None:
-                await profiler.interrupt(30.0)
-        self._log_phase(name, workload, "burst", out["burst"])
+        out["burst"] = None  # --burst 0: no saturation burst
+        if options.burst > 0:
+            events = max(1, options.burst // fanout)
+            self.log(f"{name}: {workload} burst of {events} events ({events * fanout} deliveries)")
+            profiler = await self._start_profiler(server, f"{name}-{workload}-burst")
+            try:
+                out["burst"] = await self._burst(exchange, server, loadgen, sizes, region_of, events)
+            finally:
+                if profiler is not None:
+                    await profiler.interrupt(30.0)
+            self._log_phase(name, workload, "burst", out["burst"])
         if options.find_max:
             out["find_max"] = await self._find_max(
-                name, workload, exchange, server, loadgen, sizes, region_of, fanout
+                name, workload, exchange, server, loadgen, sizes, region_of, fanout, rate
             )
         return out
 
@@ -372,17 +446,15 @@ class Run:
         published: PublishResult,
         sizes: dict[str, int],
         server: Child,
-        loadgen: LoadGenProcess,
+        loadgen: LoadGenPool,
         cpu0: float,
         gen_cpu0: float,
         wall0: float,
         timeout: float,
     ) -> dict[str, Any]:
         expected = sum(count * sizes.get(region, 0) for region, count in published.by_region.items())
-        stats = await loadgen.call(
-            "wait", timeout + 30, phase=phase, expected=expected, timeout=timeout, idle=10.0
-        )
-        await loadgen.call("forget", 10.0, phase=phase)
+        stats = await loadgen.wait(phase, published.by_region, timeout, 10.0, timeout + 30)
+        await loadgen.forget(phase)
         cpu = server.cpu_seconds() - cpu0
         wall = time.monotonic() - wall0
         received = stats["received"]
@@ -399,16 +471,17 @@ class Run:
             "latency_ms": stats["latency_ms"],
             "server_cpu_s": round(cpu, 3),
             "server_cpu_util": cpu / wall if wall else 0.0,
-            "loadgen_cpu_util": (loadgen.child.cpu_seconds() - gen_cpu0) / wall if wall else 0.0,
+            "loadgen_cpu_util": (loadgen.cpu_seconds() - gen_cpu0) / wall if wall else 0.0,
             "cpu_s_per_1k": round(cpu / received * 1000, 5) if received else None,
             "lost_connections": stats["lost_connections"],
+            "received_by_process": stats["received_by_process"],
         }
 
     async def _steady(
         self,
         exchange: str,
         server: Child,
-        loadgen: LoadGenProcess,
+        loadgen: LoadGenPool,
         sizes: dict[str, int],
         region_of: Any,
         events_per_s: float,
@@ -416,7 +489,7 @@ class Run:
     ) -> dict[str, Any]:
         phase = self.next_phase()
         lag0 = await scrape_lag(self.port)
-        cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.child.cpu_seconds(), time.monotonic()
+        cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
         published = await self.broker.publish_rate(
             exchange, phase, rate=events_per_s, duration=duration, region_of=region_of
         )
@@ -430,7 +503,7 @@ class Run:
         self,
         exchange: str,
         server: Child,
-        loadgen: LoadGenProcess,
+        loadgen: LoadGenPool,
         sizes: dict[str, int],
         region_of: Any,
         events: int,
@@ -446,7 +519,7 @@ class Run:
             published = await self.broker.publish_burst(exchange, phase, count=events, region_of=region_of)
             await asyncio.sleep(0.2)
         finally:
-            cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.child.cpu_seconds(), time.monotonic()
+            cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
             resumed = now_us()
             server.resume()
         published.first_us = resumed  # deliveries/s counts from the moment the server can run
@@ -460,13 +533,14 @@ class Run:
         workload: str,
         exchange: str,
         server: Child,
-        loadgen: LoadGenProcess,
+        loadgen: LoadGenPool,
         sizes: dict[str, int],
         region_of: Any,
         fanout: int,
+        start_rate: float,
     ) -> dict[str, Any]:
         options = self.options
-        rate = max(options.rate / 2, float(fanout))  # deliveries/s; at least one event per second
+        rate = max(start_rate / 2, float(fanout))  # deliveries/s; at least one event per second
         steps: list[dict[str, Any]] = []
         best: float | None = None
         lowest_fail: float | None = None
@@ -548,6 +622,8 @@ class Run:
                 "groups": options.groups,
                 "duration_s": options.duration,
                 "rate_deliveries_per_s": options.rate,
+                "w2_rate_deliveries_per_s": options.w2_rate,
+                "loadgen_procs": options.procs,
                 "burst_deliveries": options.burst,
                 "find_max": options.find_max,
                 "prefetch": options.prefetch,
@@ -588,6 +664,59 @@ def _machine(rabbitmq: str) -> dict[str, Any]:
     }
 
 
+async def _scaling(options: Options, argv: list[str], workdir: Path) -> dict[str, Any]:
+    """Every ``--scaling`` step as its own run (every server afresh), the table after each step."""
+    procs = options.loadgen_procs or loadgen_procs_for(max(options.scaling))
+    started = time.monotonic()
+    steps: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
+    for connections in options.scaling:
+        step_dir = workdir / f"step-{connections}"
+        step_dir.mkdir()
+        run = Run(replace(options, connections=connections, loadgen_procs=procs), step_dir)
+        run.argv = argv
+        run.log(f"##### scaling step: {connections:,} connections ({procs} load-generator processes)")
+        step = await run.run()
+        step["summary"] = summarize(step)
+        steps.append({"connections": connections, "runtime_s": step["runtime_s"], "servers": step["servers"]})
+        table = scaling_table(steps)
+        result = {
+            "command": step["command"],
+            "date": step["date"],
+            "machine": step["machine"],
+            "options": {
+                "steps": options.scaling,
+                "servers": options.servers,
+                "workloads": options.workloads,
+                "group_size": options.group_size,
+                "duration_s": options.duration,
+                "rate_deliveries_per_s": options.rate,
+                "w2_rate_deliveries_per_s": options.w2_rate,
+                "burst_deliveries": options.burst,
+                "loadgen_procs": procs,
+                "concurrency": options.concurrency,
+                "prefetch": options.prefetch,
+                "service_env": options.service_env,
+            },
+            "runtime_s": round(time.monotonic() - started, 1),
+            "logs": str(workdir),
+            "complete": len(steps) == len(options.scaling),
+            "ok": all(row["lost"] == 0 and not row["failed_connections"] for row in table),
+            "table": table,
+            "steps": steps,
+        }
+        _write_scaling(options.output, result)  # a run cut short keeps the steps it measured
+    return result
+
+
+def _write_scaling(output: Path, result: dict[str, Any]) -> str:
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "scaling.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+    markdown = render_scaling_markdown(result)
+    (output / "scaling.md").write_text(markdown)
+    return markdown
+
+
 async def _main(options: Options, argv: list[str], workdir: Path) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -595,6 +724,9 @@ async def _main(options: Options, argv: list[str], workdir: Path) -> dict[str, A
     # Explicit for both: a shell that starts us in the background ignores SIGINT otherwise.
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
+    if options.scaling:
+        print(f"[bench] logs in {workdir}", file=sys.stderr, flush=True)
+        return await asyncio.wait_for(_scaling(options, argv, workdir), options.timeout)
     run = Run(options, workdir)
     run.argv = argv
     run.log(f"logs in {workdir}")
@@ -628,18 +760,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         kill_all()
-    summary = summarize(result)
-    result["summary"] = summary
-    keep = not summary["ok"] or options.profile or options.keep_logs
-    if not keep:
-        result["logs"] = None
-    options.output.mkdir(parents=True, exist_ok=True)
-    (options.output / "latest.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
-    markdown = render_markdown(result)
-    (options.output / "latest.md").write_text(markdown)
+    if options.scaling:
+        ok = bool(result["ok"])
+        keep = not ok or options.profile or options.keep_logs
+        if not keep:
+            result["logs"] = None
+        markdown = _write_scaling(options.output, result)
+    else:
+        summary = summarize(result)
+        result["summary"] = summary
+        ok = bool(summary["ok"])
+        keep = not ok or options.profile or options.keep_logs
+        if not keep:
+            result["logs"] = None
+        options.output.mkdir(parents=True, exist_ok=True)
+        (options.output / "latest.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        markdown = render_markdown(result)
+        (options.output / "latest.md").write_text(markdown)
     print(markdown)
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
         print(f"[bench] logs kept in {workdir}", file=sys.stderr)
-    return 0 if summary["ok"] else 1
+    return 0 if ok else 1

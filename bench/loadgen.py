@@ -1,7 +1,10 @@
 """The load generator: thousands of raw WebSocket clients in one uvloop process.
 
 ``python -m bench.loadgen`` reads one JSON command per line on stdin and answers one JSON line on
-stdout (``connect``, ``wait``, ``close``, ``quit``); the orchestrator (``bench.cli``) drives it.
+stdout (``connect``, ``wait``, ``close``, ``quit``); the orchestrator (``bench.cli``) drives it. A run
+may start several (``--loadgen-procs``, ``bench.procs.LoadGenPool``): each owns the clients
+``first`` … ``first + n - 1`` and answers with its raw samples, which ``merge_storms`` and
+``merge_waits`` combine into one result as if a single process had measured them all.
 
 Each client is an ``asyncio.Protocol`` on one TCP connection that speaks its server's protocol only as
 far as it must: SignalR — ``POST negotiate`` on a connection of its own (as a browser's fetch does),
@@ -72,6 +75,7 @@ class Client(asyncio.Protocol):
     """One WebSocket client; ``joined`` resolves once it is in its groups."""
 
     def __init__(self, gen: LoadGenerator, spec: dict[str, Any], index: int) -> None:
+        # ``index`` is the run-wide client number (the pool's processes own disjoint ranges of it).
         self.gen = gen
         self.spec = spec
         self.kind: str = spec["kind"]
@@ -352,6 +356,7 @@ class LoadGenerator:
     async def connect(self, spec: dict[str, Any]) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         count: int = spec["n"]
+        first: int = spec.get("first", 0)  # this process's clients are first … first + count - 1
         timeout: float = spec.get("timeout", 60.0)
         concurrency: int = spec.get("concurrency", 100)
         durations = array("q")
@@ -395,7 +400,7 @@ class LoadGenerator:
             while next_index < count and time.monotonic() < deadline:
                 index = next_index
                 next_index += 1
-                await one(index)
+                await one(first + index)
 
         await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
         seconds = time.monotonic() - started
@@ -409,12 +414,18 @@ class LoadGenerator:
             "retries": retries,
             "errors": errors,
             "seconds": seconds,
-            "connect_ms": _percentiles(durations),
+            "connect_ms": percentiles(durations),
+            "connect_us": durations.tolist(),  # raw, for merging across processes
             "group_sizes": sizes,
         }
 
-    async def wait(self, phase: int, expected: int, timeout: float, idle: float) -> dict[str, Any]:
-        """Wait for ``expected`` deliveries of ``phase``; give up after ``timeout`` s, or ``idle`` s idle."""
+    async def wait(
+        self, phase: int, expected: int, timeout: float, idle: float, samples: bool = False
+    ) -> dict[str, Any]:
+        """Wait for ``expected`` deliveries of ``phase``; give up after ``timeout`` s, or ``idle`` s idle.
+
+        ``samples``: also answer with every latency (µs), for ``merge_waits``.
+        """
         started = time.monotonic()
         last_count, last_change = -1, started
         while True:
@@ -427,13 +438,16 @@ class LoadGenerator:
                 break
             await asyncio.sleep(0.02)
         series = self.stats.latencies.get(phase, array("q"))
-        return {
+        answer: dict[str, Any] = {
             "received": len(series),
-            "latency_ms": _percentiles(series),
+            "latency_ms": percentiles(series),
             "first_us": self.stats.first.get(phase),
             "last_us": self.stats.last.get(phase),
             "lost_connections": self.lost,
         }
+        if samples:
+            answer["latency_us"] = series.tolist()
+        return answer
 
     def forget(self, phase: int) -> None:
         self.stats.latencies.pop(phase, None)
@@ -445,7 +459,8 @@ class LoadGenerator:
         return {"closed": len(clients)}
 
 
-def _percentiles(values: array[int]) -> dict[str, float] | None:
+def percentiles(values: array[int] | list[int]) -> dict[str, float] | None:
+    """p50 / p90 / p99 / max in ms of µs samples (nearest rank), or None without samples."""
     if not values:
         return None
     ordered = sorted(values)
@@ -455,6 +470,51 @@ def _percentiles(values: array[int]) -> dict[str, float] | None:
         return round(ordered[min(n - 1, int(q * n))] / 1000, 2)
 
     return {"p50": at(0.50), "p90": at(0.90), "p99": at(0.99), "max": round(ordered[-1] / 1000, 2)}
+
+
+def merge_storms(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One storm result from the shares of processes that connected at the same time.
+
+    Counts and group sizes add up, connect times are pooled before their percentiles are taken, and
+    the storm lasted as long as its slowest share.
+    """
+    errors: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    durations: list[int] = []
+    for part in parts:
+        for key, count in part["errors"].items():
+            errors[key] = errors.get(key, 0) + count
+        for group, count in part["group_sizes"].items():
+            sizes[group] = sizes.get(group, 0) + count
+        durations += part["connect_us"]
+    return {
+        "connected": sum(part["connected"] for part in parts),
+        "failed": sum(part["failed"] for part in parts),
+        "retries": sum(part["retries"] for part in parts),
+        "errors": errors,
+        "seconds": max(part["seconds"] for part in parts),
+        "connect_ms": percentiles(durations),
+        "group_sizes": sizes,
+        "processes": [{"connected": part["connected"], "seconds": part["seconds"]} for part in parts],
+    }
+
+
+def merge_waits(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One phase's deliveries from every process's ``wait`` (asked with ``samples``): counts add up,
+    latencies are pooled before their percentiles are taken, first/last are the earliest/latest."""
+    latencies: list[int] = []
+    for part in parts:
+        latencies += part["latency_us"]
+    firsts = [part["first_us"] for part in parts if part["first_us"] is not None]
+    lasts = [part["last_us"] for part in parts if part["last_us"] is not None]
+    return {
+        "received": sum(part["received"] for part in parts),
+        "latency_ms": percentiles(latencies),
+        "first_us": min(firsts) if firsts else None,
+        "last_us": max(lasts) if lasts else None,
+        "lost_connections": sum(part["lost_connections"] for part in parts),
+        "received_by_process": [part["received"] for part in parts],
+    }
 
 
 async def serve() -> None:

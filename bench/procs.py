@@ -16,7 +16,13 @@ from typing import Any
 import orjson
 import psutil
 
-__all__ = ["Child", "LoadGenProcess", "kill_all"]
+from bench.loadgen import merge_storms, merge_waits
+
+__all__ = ["Child", "LoadGenPool", "LoadGenProcess", "kill_all", "loadgen_procs_for", "shares"]
+
+CLIENTS_PER_LOADGEN = 9_500
+"""Clients one load-generator process owns at most by default: the per-process open-file limit is
+20,000 here, and a process needs a socket per client plus the negotiate requests in flight."""
 
 _CHILDREN: list[Child] = []
 
@@ -163,6 +169,96 @@ class LoadGenProcess:
         with contextlib.suppress(Exception):
             await self.call("quit", 10.0)
         await self.child.stop(5.0)
+
+
+def loadgen_procs_for(connections: int) -> int:
+    """The default number of load-generator processes: 1 up to 9,500 clients, 2 up to 19,000, …"""
+    return max(1, -(-connections // CLIENTS_PER_LOADGEN))
+
+
+def shares(count: int, parts: int) -> list[tuple[int, int]]:
+    """``count`` clients as ``parts`` contiguous (first index, count) shares, the larger ones first."""
+    base, extra = divmod(count, parts)
+    out: list[tuple[int, int]] = []
+    first = 0
+    for part in range(parts):
+        size = base + (1 if part < extra else 0)
+        out.append((first, size))
+        first += size
+    return out
+
+
+class LoadGenPool:
+    """The load generator as one or more ``bench.loadgen`` processes, driven as if it were one.
+
+    Each process owns a contiguous share of the client indexes (so group ``g{i % groups}`` and the
+    token of client ``i`` are the same whatever the split) and a share of the storm's concurrency.
+    Results are merged from raw samples (``merge_storms``, ``merge_waits``): one process or several
+    give the same kind of figures.
+    """
+
+    def __init__(self, members: list[LoadGenProcess]) -> None:
+        self.members = members
+        self.sizes: list[dict[str, int]] = [{} for _ in members]
+
+    @classmethod
+    async def start(cls, python: str, *, log_dir: Path, procs: int, name: str = "loadgen") -> LoadGenPool:
+        members: list[LoadGenProcess] = []
+        try:
+            for part in range(procs):
+                label = name if procs == 1 else f"{name}-{part}"
+                members.append(await LoadGenProcess.start(python, log_dir=log_dir, name=label))
+        except BaseException:
+            for member in members:
+                await member.stop()
+            raise
+        return cls(members)
+
+    def cpu_seconds(self) -> float:
+        """CPU of all the processes together (may exceed the wall time: they run side by side)."""
+        return sum(member.child.cpu_seconds() for member in self.members)
+
+    async def connect(self, spec: dict[str, Any], reply_timeout: float) -> dict[str, Any]:
+        """The storm: every process connects its share at once; one merged result."""
+        concurrency = max(1, -(-int(spec.get("concurrency", 100)) // len(self.members)))
+        calls = [
+            member.call(
+                "connect", reply_timeout, **{**spec, "first": first, "n": n, "concurrency": concurrency}
+            )
+            for member, (first, n) in zip(
+                self.members, shares(int(spec["n"]), len(self.members)), strict=True
+            )
+        ]
+        parts = await asyncio.gather(*calls)
+        self.sizes = [dict(part["group_sizes"]) for part in parts]
+        return merge_storms(parts)
+
+    async def wait(
+        self, phase: int, by_region: dict[str, int], timeout: float, idle: float, reply_timeout: float
+    ) -> dict[str, Any]:
+        """Every process waits for its own expected share of ``phase`` (events ``by_region`` times its
+        members of each region); one merged result."""
+        calls = []
+        for member, sizes in zip(self.members, self.sizes, strict=True):
+            expected = sum(count * sizes.get(region, 0) for region, count in by_region.items())
+            calls.append(
+                member.call(
+                    "wait",
+                    reply_timeout,
+                    phase=phase,
+                    expected=expected,
+                    timeout=timeout,
+                    idle=idle,
+                    samples=True,
+                )
+            )
+        return merge_waits(list(await asyncio.gather(*calls)))
+
+    async def forget(self, phase: int) -> None:
+        await asyncio.gather(*(member.call("forget", 10.0, phase=phase) for member in self.members))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(member.stop() for member in self.members))
 
 
 def _die_with_parent() -> None:

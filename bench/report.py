@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["render_markdown", "summarize"]
+__all__ = ["load_line", "machine_line", "render_markdown", "summarize"]
 
 _FLOOR = "raw"
 
@@ -17,11 +17,14 @@ def _row(server: dict[str, Any], workload: str) -> dict[str, Any] | None:
     data = server.get("workloads", {}).get(workload)
     if data is None:
         return None
-    steady, burst = data["steady"], data["burst"]
+    steady = data["steady"]
+    burst = data.get("burst") or {}  # None with --burst 0
     find_max = data.get("find_max") or {}
     half = find_max.get("half_max") or {}
-    expected = steady["expected"] + burst["expected"]
-    received = min(steady["received"], steady["expected"]) + min(burst["received"], burst["expected"])
+    expected = steady["expected"] + burst.get("expected", 0)
+    received = min(steady["received"], steady["expected"]) + min(
+        burst.get("received", 0), burst.get("expected", 0)
+    )
     return {
         "server": server["name"],
         "label": server["label"],
@@ -30,14 +33,16 @@ def _row(server: dict[str, Any], workload: str) -> dict[str, Any] | None:
         "expected": expected,
         "received": received,
         "lost": expected - received,
-        "deliveries_per_s": round(burst["deliveries_per_s"]),
+        "deliveries_per_s": _rounded(burst.get("deliveries_per_s")),
         "steady_deliveries_per_s": round(steady["deliveries_per_s"]),
         "latency_ms": steady["latency_ms"],
-        "burst_latency_ms": burst["latency_ms"],
+        "burst_latency_ms": burst.get("latency_ms"),
         "cpu_s_per_1k": steady["cpu_s_per_1k"],
-        "cpu_s_per_1k_burst": burst["cpu_s_per_1k"],
-        "server_cpu_util_burst": round(burst["server_cpu_util"], 2),
-        "loadgen_cpu_util_burst": round(burst["loadgen_cpu_util"], 2),
+        "cpu_s_per_1k_burst": burst.get("cpu_s_per_1k"),
+        "server_cpu_util_steady": round(steady["server_cpu_util"], 2),
+        "loadgen_cpu_util_steady": round(steady["loadgen_cpu_util"], 2),
+        "server_cpu_util_burst": _rounded(burst.get("server_cpu_util"), 2),
+        "loadgen_cpu_util_burst": _rounded(burst.get("loadgen_cpu_util"), 2),
         "rss_before_kb": round(server["rss_before_kb"]),
         "rss_after_kb": round(server["rss_after_kb"]),
         "kb_per_connection": round(server["kb_per_connection"], 2),
@@ -46,6 +51,10 @@ def _row(server: dict[str, Any], workload: str) -> dict[str, Any] | None:
         "p99_at_half_max_ms": (half.get("latency_ms") or {}).get("p99"),
         "find_max_steps": find_max.get("steps") or [],
     }
+
+
+def _rounded(value: float | None, digits: int | None = None) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _ratio(value: Any, floor: Any) -> float | None:
@@ -184,26 +193,40 @@ def _lag(lag: dict[str, Any] | None) -> str:
     return f"{_fmt(lag.get('p99_ms'), 1)} / ≤{_fmt(lag.get('max_ms'), 0)}"
 
 
+def machine_line(machine: dict[str, Any]) -> str:
+    return (
+        f"{machine['cores']} cores, {machine['cpu_model']}; Python {machine['python']}; "
+        f"{machine['platform']}; uvloop {machine['uvloop']}; aiohttp {machine['aiohttp']}; "
+        f"python-socketio {machine['python_socketio']}; RabbitMQ {machine['rabbitmq']}"
+    )
+
+
+def load_line(options: dict[str, Any]) -> str:
+    rate = options["rate_deliveries_per_s"]
+    w2_rate = options.get("w2_rate_deliveries_per_s", rate)
+    steady = f"{rate:,.0f} deliveries/s" + ("" if w2_rate == rate else f" (W2: {w2_rate:,.0f})")
+    burst = options["burst_deliveries"]
+    procs = options.get("loadgen_procs", 1)
+    return (
+        f"{options['connections']:,} WebSocket clients, each in one of {options['groups']:,} W1 groups of "
+        f"{options['group_size']} and in the W2 broadcast group; steady {steady} for "
+        f"{options['duration_s']:.0f} s; "
+        + (f"bursts of {burst:,} deliveries" if burst else "no bursts")
+        + f"; prefetch {options['prefetch']}; {procs} load-generator process{'es' if procs > 1 else ''}"
+    )
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     summary = result["summary"]
-    machine = result["machine"]
     options = result["options"]
     status = "OK — no delivery lost" if summary["ok"] else "FAILED — deliveries lost or clients not connected"
-    load = (
-        f"{options['connections']:,} WebSocket clients, each in one of {options['groups']:,} W1 groups of "
-        f"{options['group_size']} and in the W2 broadcast group; steady "
-        f"{options['rate_deliveries_per_s']:,.0f} deliveries/s for {options['duration_s']:.0f} s; "
-        f"bursts of {options['burst_deliveries']:,} deliveries; prefetch {options['prefetch']}"
-    )
     lines = [
         "# Fan-out benchmark",
         "",
         f"- command: `{result['command']}`",
         f"- date: {result['date']}; runtime {result['runtime_s']} s",
-        f"- machine: {machine['cores']} cores, {machine['cpu_model']}; Python {machine['python']}; "
-        f"{machine['platform']}; uvloop {machine['uvloop']}; aiohttp {machine['aiohttp']}; "
-        f"python-socketio {machine['python_socketio']}; RabbitMQ {machine['rabbitmq']}",
-        f"- load: {load}",
+        f"- machine: {machine_line(result['machine'])}",
+        f"- load: {load_line(options)}",
         f"- result: {status}",
         "",
         "Ratios in parentheses are to the raw aiohttp floor of the same run. *deliveries/s*: the saturation "

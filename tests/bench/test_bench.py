@@ -7,6 +7,7 @@ file has its keys — never a timing: absolute numbers on a shared machine are n
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# The first server port (each server gets its own): the bench's default, or BENCH_TEST_PORT when
+# other runs on the machine use it.
+PORT = int(os.environ.get("BENCH_TEST_PORT", "5150"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -36,14 +40,9 @@ _ROW_KEYS = {
 
 
 def test_quick_benchmark_delivers_everything(broker_url: str, tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--amqp", broker_url, "--output", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=360,
-        check=False,
-    )
+    argv = [sys.executable, "-m", "bench", "--quick", "--amqp", broker_url, "--output", str(tmp_path)]
+    argv += ["--port", str(PORT)]
+    completed = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=360, check=False)
     assert completed.returncode == 0, completed.stderr[-4000:]
     result = json.loads((tmp_path / "latest.json").read_text())
     assert (tmp_path / "latest.md").read_text().startswith("# Fan-out benchmark")
@@ -81,12 +80,12 @@ def test_quick_benchmark_delivers_everything(broker_url: str, tmp_path: Path) ->
 
 
 def _listening_benchmark_ports() -> str:
-    """Servers listening on the benchmark's ports (5150+) after the run: there must be none."""
+    """Servers listening on the benchmark's ports (PORT+) after the run: there must be none."""
     try:
         import psutil
     except ImportError:  # pragma: no cover - psutil comes with the bench extra
         return ""
-    ports = range(5150, 5160)
+    ports = range(PORT, PORT + 10)
     found = [
         f"bench.{conn.laddr.port}"
         for conn in psutil.net_connections(kind="tcp")
