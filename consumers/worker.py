@@ -40,9 +40,18 @@ from consumers.ports import EventLog, WriteCoalescing
 from consumers.settle import Settler
 from schemas.log import Position
 
-__all__ = ["Worker"]
+__all__ = ["HOLD_MAX_ENTRIES", "Worker"]
 
 log = structlog.get_logger(__name__)
+
+HOLD_MAX_ENTRIES = 50
+"""While a backlog drains, the writes of at most this many entries are held before they go out.
+
+Holding lets a connection in the groups of several queued events get them in one write (W2 drains
+2-3× faster than the raw floor because of it); the bound keeps what that costs the first of them
+in latency small however deep the backlog (a prefetch window of 1,000 would otherwise hold up to
+500 entries, the credit cadence). 50 is what holding was bounded by when the window was 100.
+"""
 
 
 class Worker:
@@ -116,6 +125,7 @@ class Worker:
         writes = self._writes
         credit_every = max(1, self._settings.prefetch_count // 2)
         info = _enabled(logging.INFO)
+        held = 0  # entries whose writes are held since the last flush
         try:
             while True:
                 if await self._handle(message, info=info):
@@ -123,12 +133,20 @@ class Worker:
                     self._uncredited += 1
                 if self._uncredited >= credit_every:
                     writes.flush()
+                    held = 0
                     await self.credit()
                 elif queue.empty():
                     writes.flush()
+                    held = 0
                 elif not self._holding:
                     writes.hold()
                     self._holding = True
+                    held = 1
+                else:
+                    held += 1
+                    if held >= HOLD_MAX_ENTRIES:
+                        writes.flush()
+                        held = 0
                 # One turn of the event loop per entry: a stop() (SIGTERM) takes effect after it,
                 # before the next entry is taken.
                 await asyncio.sleep(0)

@@ -14,6 +14,7 @@ from config.settings import Settings
 from consumers import EventConsumer
 from consumers.consumer import POSITION_SAVE_INTERVAL
 from consumers.settle import Settler
+from consumers.worker import HOLD_MAX_ENTRIES
 from publisher import EventPublisher, job_assigned, recommendation_ready
 from tests.consumers.conftest import RecordingLog, metric, running
 from tests.support.broker import BrokerAdmin
@@ -214,3 +215,49 @@ async def test_a_small_window_never_runs_dry_between_credits(
         for count in range(1, 13):
             await publisher.publish(recommendation_ready(region="north-america"))
             await sender.wait_for_count(count)
+
+
+class _CountingWrites:
+    """The write batch as the worker sees it: counts what it was told."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.flushes = 0
+
+    def hold(self) -> None:
+        self.held = True
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    def release(self) -> None:
+        self.held = False
+        self.flushes += 1
+
+
+async def test_a_deep_backlog_holds_the_writes_of_a_bounded_number_of_entries(
+    broker_settings_factory: SettingsFactory, sender: RecordingLog, broker_admin: BrokerAdmin
+) -> None:
+    """Holding writes under a backlog is bounded by entries (HOLD_MAX_ENTRIES), not by the credit
+    cadence of a large prefetch window (500 entries at 1,000): the first of them would wait."""
+    settings = broker_settings_factory(prefetch_count=1000)
+    await _declare_then_leave(settings)
+    for _ in range(300):
+        body = recommendation_ready(region="north-america")
+        await broker_admin.publish(settings.recommendations_exchange, orjson.dumps(body))
+    writes = _CountingWrites()
+    since_flush: list[int] = []
+    last = {"flushes": 0, "count": 0}
+
+    def observe(_sent: object, _call: int) -> None:
+        if writes.flushes != last["flushes"]:
+            last["flushes"], last["count"] = writes.flushes, 0
+        last["count"] += 1
+        if writes.held:
+            since_flush.append(last["count"])
+
+    sender.hook = observe
+    async with running(settings, sender, writes=writes):
+        await sender.wait_for_count(300)
+    assert since_flush, "the backlog was drained while holding"
+    assert max(since_flush) <= HOLD_MAX_ENTRIES
