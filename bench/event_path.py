@@ -106,7 +106,6 @@ async def _hub(connections: int, groups: int) -> tuple[EventJournal, list[list[C
         connection = manager.create(principal=_principal(), negotiate_version=1, stateful_reconnect=False)
         transport = CountingTransport()
         sink = WebSocketSink(
-            None,  # type: ignore[arg-type]  # the response object is not used on the write path
             transport,  # type: ignore[arg-type]
             connection,
             batch=batch,

@@ -138,8 +138,12 @@ class LoadGenProcess:
         name: str = "loadgen",
         module: str = "bench.loadgen",
         args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> LoadGenProcess:
-        child = await Child.start(name, [python, "-m", module, *args], log_dir=log_dir, pipes=True)
+        child = await Child.start(
+            name, [python, "-m", module, *args], env=env, log_dir=log_dir, pipes=True, cwd=cwd
+        )
         generator = cls(child)
         ready = await generator._read(30.0)
         if not ready.get("ready"):

@@ -169,7 +169,12 @@ def _log_uncaught(kind: type[BaseException], error: BaseException, tb: Traceback
 
 
 class RedactingAccessLogger(AbstractAccessLogger):
-    """aiohttp access log as structured events, without secrets in the query string."""
+    """aiohttp access log as structured events, without secrets in the query string.
+
+    aiohttp builds one per TCP connection, kept for its life: slots, no ``__dict__`` (issue 12).
+    """
+
+    __slots__ = ()
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         _access.info(

@@ -128,13 +128,10 @@ class HubConnection:
         # Records this connection may still process before it lets everyone else run (see receive).
         self._turn_left = services.options.messages_per_turn
         self._refusal_logged = False  # its first refused invocation is logged at INFO, the rest at DEBUG
-        options = services.options
-        # HUB_MAX_INVOCATIONS_PER_SECOND / HUB_INVOCATION_BURST: every invocation takes a token.
-        self._invocations = (
-            TokenBucket(options.max_invocations_per_second, options.invocation_burst, now)
-            if options.max_invocations_per_second > 0
-            else None
-        )
+        # HUB_MAX_INVOCATIONS_PER_SECOND / HUB_INVOCATION_BURST: every invocation takes a token. Made on
+        # the first invocation and forgotten by the heartbeat once full again (a full bucket is a new
+        # one): an idle connection keeps none (issue 12, memory per idle WebSocket).
+        self._invocations: TokenBucket | None = None
 
     @property
     def connection_id(self) -> str:
@@ -156,11 +153,14 @@ class HubConnection:
         self.last_received = self._services.clock.now
         reader = self._reader
         if reader is None:
-            remaining = self._receive_handshake(data)
-            reader = self._reader
-            if reader is None or not remaining:
-                return
-            data = remaining
+            protocol = self.protocol
+            if protocol is None:
+                data = self._receive_handshake(data)
+                protocol = self.protocol
+                if protocol is None or not data:
+                    return
+            # The reader exists while it holds bytes: an idle connection keeps none (issue 12).
+            reader = self._reader = protocol.new_reader(self._services.options.max_message_size)
         try:
             reader.feed(data)
             while not self.closed:
@@ -172,6 +172,8 @@ class HubConnection:
                 if self._turn_left <= 0:
                     self._turn_left = self._services.options.messages_per_turn
                     await asyncio.sleep(0)
+            if not reader.buffered_size and self._reader is reader:
+                self._reader = None  # nothing half-read: the next bytes start a new reader
         except ProtocolError as error:
             kind = "too_large" if isinstance(error, MessageTooLargeError) else "invalid_message"
             PROTOCOL_ERRORS.labels(kind).inc()
@@ -205,7 +207,7 @@ class HubConnection:
         self._handshake_buffer = None
         self.protocol = protocol
         self.next_visit = 0.0
-        self._reader = protocol.new_reader(options.max_message_size)
+        self.handshake_deadline = 0.0  # done with (and one float less per connection)
         # HubConnectionContext.HandshakeAsync: the response goes out in the negotiated transfer format.
         connection.transfer_format = protocol.transfer_format
         # HubProtocol.md, stateful reconnect: negotiated with useStatefulReconnect, then a handshake of
@@ -238,10 +240,17 @@ class HubConnection:
         if replay is not None and is_trackable(message) and not replay.should_process():
             return  # a message the client replays after a resume that we already processed
         if isinstance(message, InvocationMessage | StreamInvocationMessage):
-            bucket = self._invocations
-            if bucket is not None and not bucket.take(self._services.clock.now):
-                self._close_rate_limited(bucket)
-                return
+            options = self._services.options
+            if options.max_invocations_per_second > 0:
+                now = self._services.clock.now
+                bucket = self._invocations
+                if bucket is None:
+                    bucket = self._invocations = TokenBucket(
+                        options.max_invocations_per_second, options.invocation_burst, now
+                    )
+                if not bucket.take(now):
+                    self._close_rate_limited(bucket)
+                    return
         if isinstance(message, InvocationMessage):
             services, connection = self._services, self.connection
             caller = CallerContext(
@@ -384,6 +393,12 @@ class HubConnection:
             return
         connection = self.connection
         visit = now + _IDLE_VISIT
+        bucket = self._invocations
+        if bucket is not None:
+            if bucket.full(now):
+                self._invocations = None  # refilled: the same as the new one the next invocation makes
+            else:
+                visit = now  # look again next round, until it can be dropped
         if options.close_on_authentication_expiration:
             expires_in = connection.principal.expires_at - wall_clock
             if expires_in <= 0:

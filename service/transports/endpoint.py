@@ -244,23 +244,27 @@ class HubEndpoint:
             if method not in (hdrs.METH_GET, hdrs.METH_POST, hdrs.METH_DELETE):
                 raise MethodNotAllowedError()
             principal = await self._guard(request)
-            token = _query(request, "id")
             if method == hdrs.METH_GET:
                 # A WebSocket or SSE stream is awaited here for its whole life: only this frame and the
                 # transport's own stay alive under it (every coroutine frame in between costs each
-                # connection its memory), so the steps before are synchronous.
-                opened = self._open(request, principal, token)
+                # connection its memory), so the steps before are synchronous, and this frame keeps
+                # no local it no longer needs (the query's id, the principal).
+                transport = self._transport_of(request)
+                opened = self._open(request, principal, transport)
                 if isinstance(opened, web.StreamResponse):
                     return opened
-                connection, transport = opened
+                del principal
+                if transport is Transport.WEBSOCKETS:
+                    # Binds the connection's id to its logs around each call into the hub itself: a
+                    # binding held for the socket's life is ~0.25 KB per connection (issue 12).
+                    return await self._serve(request, opened, transport)
                 # Logs of this request (and of the hub handling what it carries) name the connection.
-                bound = bind_contextvars(connectionId=connection.connection_id)
+                bound = bind_contextvars(connectionId=opened.connection_id)
                 try:
-                    if token is not None:
-                        self._continue(connection, principal, transport)
-                    return await self._serve(request, connection, transport)
+                    return await self._serve(request, opened, transport)
                 finally:
                     reset_contextvars(**bound)
+            token = _query(request, "id")
             if token is None:
                 raise ConnectionIdRequiredError()
             if method == hdrs.METH_POST:
@@ -288,10 +292,10 @@ class HubEndpoint:
         return connection
 
     def _open(
-        self, request: web.Request, principal: Principal, token: str | None
-    ) -> tuple[HttpConnection, Transport] | web.StreamResponse:
-        """The connection a GET is for, and its transport (or the final poll of a closed one)."""
-        transport = self._transport_of(request)
+        self, request: web.Request, principal: Principal, transport: Transport
+    ) -> HttpConnection | web.StreamResponse:
+        """The connection a GET of ``transport`` is for (or the final poll of a closed one)."""
+        token = _query(request, "id")
         if transport not in self._options.transports:
             raise TransportNotSupportedError(transport.value)
         if token is None:
@@ -313,7 +317,12 @@ class HubEndpoint:
                 if draining is not None and transport is Transport.LONG_POLLING:
                     return serve_final_poll(self._manager, token, draining[1])
                 raise
-        return connection, transport
+            bound = bind_contextvars(connectionId=connection.connection_id)
+            try:
+                self._continue(connection, principal, transport)
+            finally:
+                reset_contextvars(**bound)
+        return connection
 
     def _continue(self, connection: HttpConnection, principal: Principal, transport: Transport) -> None:
         """A transport request for an existing connection: same transport, one at a time."""

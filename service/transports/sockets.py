@@ -22,9 +22,9 @@ import fcntl
 import socket
 import sys
 import termios
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["StallWatch", "bound_send_buffer", "kernel_queued", "socket_of"]
+__all__ = ["StallWatch", "StallWatching", "bound_send_buffer", "kernel_queued", "socket_of"]
 
 # SIOCOUTQ is TIOCOUTQ on Linux (linux/sockios.h).
 _SIOCOUTQ = termios.TIOCOUTQ if sys.platform.startswith("linux") else None
@@ -66,7 +66,7 @@ _UNCONFIRMED_BYTES = 16 * 1024
 _LOOK_EVERY_TIMEOUTS = 1.0
 
 
-class StallWatch:
+class StallWatching:
     """The send timeout's bookkeeping for one stream: bytes handed to the transport (``written``)
     against bytes still queued — in the transport's buffer and in the kernel's.
 
@@ -74,14 +74,24 @@ class StallWatch:
     the server adds that ``written`` does not know of (aiohttp's pongs, chunk headers) only lower
     it, so they are never mistaken for progress. The kernel is asked only while our own buffer holds
     bytes, a stall is being timed, or enough is outstanding (see ``_UNCONFIRMED_BYTES``).
+
+    The logic only: its state lives in the slots ``written``, ``_delivered``, ``_since`` and
+    ``_next_look`` of the class that uses it (``StallWatch``, or a sink that keeps them itself: one
+    object less per connection), set up by ``_start_watch``.
     """
 
-    __slots__ = ("_delivered", "_next_look", "_since", "written")
+    if not TYPE_CHECKING:  # slots for the runtime (no __dict__ in a user's instances); mypy sees none
+        __slots__ = ()
 
-    def __init__(self) -> None:
+    written: int
+    _delivered: int
+    _since: float | None
+    _next_look: float
+
+    def _start_watch(self) -> None:
         self.written = 0
         self._delivered = 0
-        self._since: float | None = None
+        self._since = None
         self._next_look = 0.0
 
     def stalled(self, now: float, buffered: int, sock: Any, timeout: float) -> bool:
@@ -104,3 +114,12 @@ class StallWatch:
             self._since = now
             return False
         return now - self._since > timeout
+
+
+class StallWatch(StallWatching):
+    """A ``StallWatching`` on its own."""
+
+    __slots__ = ("_delivered", "_next_look", "_since", "written")
+
+    def __init__(self) -> None:
+        self._start_watch()

@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
+from structlog.contextvars import bind_contextvars, bound_contextvars, reset_contextvars
 
 from config.settings import Transport
 from service.connections import Capabilities, ConnectionManager, HttpConnection, Outgoing
@@ -35,8 +36,8 @@ from service.metrics import PROTOCOL_ERRORS
 from service.protocol import TRANSFER_FORMATS, TransferFormat
 from service.write_batch import WriteBatch
 
-from .sockets import StallWatch, bound_send_buffer, socket_of
-from .ws_masking import MaskGuard, MaskScanner, pipelined_bytes
+from .sockets import StallWatching, bound_send_buffer, socket_of
+from .ws_masking import MaskGuard, pipelined_bytes
 
 __all__ = ["WebSocketSink", "build_frame", "serve_websocket"]
 
@@ -68,30 +69,35 @@ def build_frame(payload: bytes, *, binary: bool) -> bytes:
     return header + payload
 
 
-class WebSocketSink:
-    """Writes hub records to one WebSocket."""
+class WebSocketSink(StallWatching, MaskGuard):
+    """Writes hub records to one WebSocket — and, installed as its transport's protocol before the
+    upgrade, checks that every client frame is masked (``MaskGuard``) and keeps the send timeout's
+    bookkeeping (``StallWatching``) in its own slots: one object per open socket (issue 12).
+    """
 
     __slots__ = (
         "_allowance",
         "_batch",
         "_connection",
+        "_delivered",
         "_ended",
         "_max_buffered",
+        "_next_look",
+        "_opened",
         "_pending",
         "_pending_size",
         "_reader",
         "_send_timeout",
+        "_since",
         "_socket",
         "_transport",
-        "_watch",
-        "ws",
+        "written",
     )
 
     capabilities = CAPABILITIES
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
         transport: asyncio.Transport | None,
         connection: HttpConnection,
         *,
@@ -99,7 +105,8 @@ class WebSocketSink:
         max_buffered: int,
         send_timeout: float,
     ) -> None:
-        self.ws = ws
+        MaskGuard.__init__(self)
+        self._start_watch()  # bytes written vs. bytes still queued, the kernel's included
         # The socket's transport (``request.transport``), looked up once: a group send writes to it
         # once per member.
         self._transport = transport
@@ -109,7 +116,6 @@ class WebSocketSink:
         self._allowance = 0  # extra bytes granted for one burst (a replay), until drained below the bound
         self._send_timeout = send_timeout
         self._socket = socket_of(transport)
-        self._watch = StallWatch()  # bytes written vs. bytes still queued, the kernel's included
         # Frames held back while the batch is held; written as one write by flush_held.
         self._pending: list[bytes] | None = None
         self._pending_size = 0
@@ -119,6 +125,38 @@ class WebSocketSink:
         # server ending the socket interrupts that wait. No task or future per connection for this —
         # an idle socket's footprint is what it keeps alive (issue 12).
         self._reader: asyncio.Task[Any] | None = None
+        self._opened = False  # the 101 has gone out
+
+    # --- client frames must be masked (RFC 6455 §5.1) -------------------------------------------
+
+    def on_unmasked(self) -> None:
+        """An unmasked client frame: counted, logged, and the connection failed with 1002 (right after
+        the 101 when it came before). The read loop then stops (``failed``)."""
+        PROTOCOL_ERRORS.labels("unmasked_frame").inc()
+        log.info(
+            "websocket.unmasked_frame",
+            connectionId=self._connection.connection_id,
+            closeStatus=1002,
+            rule="RFC 6455 §5.1: a server MUST close the connection upon receiving an unmasked frame",
+        )
+        if self._opened:
+            self._close_failed()
+
+    def opened(self) -> None:
+        """The 101 has gone out: an unmasked frame that came before fails the connection now."""
+        self._opened = True
+        if self._failed:
+            self._close_failed()
+
+    def _close_failed(self) -> None:
+        # RFC 6455 §7.1.7, Fail the WebSocket Connection: send a Close frame, close the TCP connection,
+        # and "MUST NOT continue to attempt to process data (including a responding Close frame)".
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(_CLOSE_UNMASKED)
+            transport.close()
+
+    # --- the sink -----------------------------------------------------------------------------
 
     @property
     def ended(self) -> bool:
@@ -164,7 +202,7 @@ class WebSocketSink:
             batch.defer(self)
             return True
         transport.write(frame)
-        self._watch.written += size
+        self.written += size
         return True
 
     def grant(self, extra: int) -> None:
@@ -182,7 +220,7 @@ class WebSocketSink:
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         transport.write(data)
-        self._watch.written += len(data)
+        self.written += len(data)
 
     def is_stalled(self, now: float) -> bool:
         transport = self._transport
@@ -192,7 +230,7 @@ class WebSocketSink:
         if self._allowance and buffered + self._pending_size <= self._max_buffered:
             self._allowance = 0  # drained back within the bound: a granted burst (a replay) is over
         # The kernel's queue counts too: bytes that fit in it would otherwise never time out.
-        return self._watch.stalled(now, buffered, self._socket, self._send_timeout)
+        return self.stalled(now, buffered, self._socket, self._send_timeout)
 
     @property
     def stall_cause(self) -> str:
@@ -237,35 +275,18 @@ async def serve_websocket(
 ) -> web.WebSocketResponse:
     """Run one WebSocket for ``connection`` until either side ends it. ``send_buffer``: the socket's
     ``SO_SNDBUF`` (0: the kernel's own, growing, default)."""
-    transport = request.transport
-    opened = failed = False
-
-    def close_failed() -> None:
-        # RFC 6455 §7.1.7, Fail the WebSocket Connection: send a Close frame, close the TCP connection,
-        # and "MUST NOT continue to attempt to process data (including a responding Close frame)".
-        if transport is not None and not transport.is_closing():
-            transport.write(_CLOSE_UNMASKED)
-            transport.close()
-
-    def on_unmasked() -> None:
-        nonlocal failed
-        failed = True
-        PROTOCOL_ERRORS.labels("unmasked_frame").inc()
-        log.info(
-            "websocket.unmasked_frame",
-            connectionId=connection.connection_id,
-            closeStatus=1002,
-            rule="RFC 6455 §5.1: a server MUST close the connection upon receiving an unmasked frame",
-        )
-        if opened:
-            close_failed()  # else right after the 101
-
+    sink = WebSocketSink(
+        request.transport,
+        connection,
+        batch=batch,
+        max_buffered=max_buffered,
+        send_timeout=send_timeout,
+    )
     # Installed before prepare: from the 101 on, every byte the client sends passes the check first.
-    scanner = MaskScanner()
-    if scanner.feed(pipelined_bytes(request)) >= 0:
-        on_unmasked()  # an unmasked frame sent along with the upgrade request
-    if transport is not None:
-        MaskGuard.install(transport, scanner, on_unmasked)
+    if sink.feed(pipelined_bytes(request)) >= 0:
+        sink.on_unmasked()  # an unmasked frame sent along with the upgrade request
+    if request.transport is not None:
+        sink.install(request.transport)
     ws = web.WebSocketResponse(
         autoping=True,
         compress=compress,
@@ -275,22 +296,20 @@ async def serve_websocket(
     )
     await ws.prepare(request)
     bound_send_buffer(socket_of(request.transport), send_buffer)
-    opened = True
-    if failed:
-        close_failed()
-    sink = WebSocketSink(
-        ws,
-        request.transport,
-        connection,
-        batch=batch,
-        max_buffered=max_buffered,
-        send_timeout=send_timeout,
-    )
-    await manager.attach_and_deliver(connection, Transport.WEBSOCKETS, sink)
+    sink.opened()
+    # Logs of the hub handling this socket name the connection: bound around each call into it, not
+    # for the socket's whole life (a binding held is ~0.25 KB per connection, issue 12).
+    connection_id = connection.connection_id
+    bound = bind_contextvars(connectionId=connection_id)
+    try:
+        await manager.attach_and_deliver(connection, Transport.WEBSOCKETS, sink)
+    finally:
+        reset_contextvars(**bound)
+    del bound
     graceful = False
     try:
         task = asyncio.current_task()
-        while not failed and not sink.ended:
+        while not sink.failed and not sink.ended:
             sink.reading(task)
             try:
                 message = await ws.receive()
@@ -300,22 +319,28 @@ async def serve_websocket(
                 break  # the server ended the socket: close it below
             finally:
                 sink.reading(None)
-            if failed:
+            if sink.failed:
                 break  # an unmasked frame came: nothing more reaches the hub
             kind = message.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-                await manager.receive(connection, message.data)
+                bound = bind_contextvars(connectionId=connection_id)
+                try:
+                    await manager.receive(connection, message.data)
+                finally:
+                    reset_contextvars(**bound)
+                del bound
             elif kind is WSMsgType.CLOSE:
                 graceful = True  # a Close frame is a deliberate goodbye: only a dropped socket may resume
                 break
             else:
                 break  # CLOSED / ERROR: the socket dropped
     finally:
-        if failed and connection.sink is sink:
-            manager.dispose(connection, "protocol_error")
-        else:
-            # A dropped socket of a stateful connection waits for a resume; anything else ends it.
-            manager.detach(connection, sink, keep_alive=connection.resumable and not graceful)
+        with bound_contextvars(connectionId=connection_id):
+            if sink.failed and connection.sink is sink:
+                manager.dispose(connection, "protocol_error")
+            else:
+                # A dropped socket of a stateful connection waits for a resume; anything else ends it.
+                manager.detach(connection, sink, keep_alive=connection.resumable and not graceful)
         if not ws.closed:
             await _close(ws, sink)
     return ws

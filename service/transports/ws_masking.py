@@ -11,7 +11,12 @@ aiohttp sees the bytes:
   payloads without copying them) and reports the offset of the first frame whose MASK bit is 0.
 - ``MaskGuard`` sits between the socket's transport and aiohttp's protocol, with asyncio's public
   ``Transport.set_protocol``: it hands every byte up to the offending frame to aiohttp, and nothing
-  after it; the WebSocket handler then closes with 1002.
+  after it, and calls its ``on_unmasked``; the WebSocket handler then closes with 1002.
+
+``MaskGuard`` scans by itself (it is a ``MaskScanning`` with the scanner's state in its own slots)
+and is meant to be subclassed: the WebSocket sink is its subclass, so that an open socket keeps one
+object for all of it, not a guard, a scanner and the callbacks between them (issue 12: memory per
+idle WebSocket).
 
 Rule: one extra pass over frame headers per read, never over payloads.
 """
@@ -19,31 +24,38 @@ Rule: one extra pass over frame headers per read, never over payloads.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-__all__ = ["MaskGuard", "MaskScanner", "pipelined_bytes"]
+__all__ = ["MaskGuard", "MaskScanner", "MaskScanning", "pipelined_bytes"]
 
 _MASK_BIT = 0x80
 _LENGTH_BITS = 0x7F
 _MASKING_KEY = 4  # bytes after the (extended) payload length of a masked frame
 
 
-class MaskScanner:
+class MaskScanning:
     """Follows frame boundaries in a client's byte stream; finds the first unmasked frame.
 
     ``feed(data)`` returns -1 while every frame header seen so far carries the MASK bit, else the
     offset in ``data`` where the unmasked frame starts (0 if its header began in an earlier chunk).
     After a violation it returns 0 for everything: the stream is no longer trusted.
+
+    The logic only: its state lives in the slots ``_skip``, ``_carry`` and ``_failed`` of the class
+    that uses it (``MaskScanner``, ``MaskGuard``), set up by ``_start_scanning``.
     """
 
-    __slots__ = ("_carry", "_failed", "_skip")
+    if not TYPE_CHECKING:  # slots for the runtime (no __dict__ in a user's instances); mypy sees none
+        __slots__ = ()
 
-    def __init__(self) -> None:
-        self._skip = 0  # payload (and masking key) bytes still to pass over
-        self._carry = b""  # the start of a frame header split across reads
+    _skip: int  # payload (and masking key) bytes still to pass over
+    _carry: bytes  # the start of a frame header split across reads
+    _failed: bool
+
+    def _start_scanning(self) -> None:
+        self._skip = 0
+        self._carry = b""
         self._failed = False
 
     @property
@@ -97,35 +109,47 @@ class MaskScanner:
             skip = _MASKING_KEY + length
 
 
-class MaskGuard(asyncio.Protocol):
-    """The socket's protocol while a WebSocket is open: checks masks, then hands bytes to aiohttp."""
+class MaskScanner(MaskScanning):
+    """A ``MaskScanning`` on its own (for bytes no guard sees, e.g. those pipelined with the upgrade)."""
 
-    def __init__(
-        self, inner: asyncio.BaseProtocol, scanner: MaskScanner, on_violation: Callable[[], None]
-    ) -> None:
-        self._inner: Any = inner  # aiohttp's RequestHandler: a Protocol, typed by aiohttp as BaseProtocol
-        self._scanner = scanner
-        self._on_violation = on_violation
+    __slots__ = ("_carry", "_failed", "_skip")
 
-    @classmethod
-    def install(
-        cls, transport: asyncio.BaseTransport, scanner: MaskScanner, on_violation: Callable[[], None]
-    ) -> MaskGuard:
-        guard = cls(transport.get_protocol(), scanner, on_violation)
-        transport.set_protocol(guard)
-        return guard
+    def __init__(self) -> None:
+        self._start_scanning()
+
+
+class MaskGuard(MaskScanning, asyncio.Protocol):
+    """The socket's protocol while a WebSocket is open: checks masks, then hands bytes to aiohttp.
+
+    Subclasses say what an unmasked frame does (``on_unmasked``) and may add slots of their own; the
+    scanner's state is the guard's own (``MaskScanning``).
+    """
+
+    __slots__ = ("_carry", "_failed", "_inner", "_skip")
+
+    def __init__(self) -> None:
+        self._start_scanning()
+        self._inner: Any = None  # aiohttp's RequestHandler once installed (typed by aiohttp BaseProtocol)
+
+    def install(self, transport: asyncio.BaseTransport) -> None:
+        """Put this guard between ``transport`` and its protocol (aiohttp's, before the upgrade)."""
+        self._inner = transport.get_protocol()
+        transport.set_protocol(self)
+
+    def on_unmasked(self) -> None:
+        """An unmasked frame came (here or, fed by hand, pipelined before): fail the connection."""
+        raise NotImplementedError
 
     def data_received(self, data: bytes) -> None:
-        scanner = self._scanner
-        if scanner.failed:
+        if self._failed:
             return  # after an unmasked frame nothing more reaches aiohttp
-        cut = scanner.feed(data)
+        cut = self.feed(data)
         if cut < 0:
             self._inner.data_received(data)
             return
         if cut:
             self._inner.data_received(data[:cut])
-        self._on_violation()
+        self.on_unmasked()
 
     def eof_received(self) -> bool | None:
         result: bool | None = self._inner.eof_received()

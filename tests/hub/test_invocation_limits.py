@@ -153,3 +153,38 @@ async def test_zero_turns_the_limit_off() -> None:
     )
     assert not hub.hub_connection(connection).closed
     assert len(sink.json_records()) == 1001
+
+
+async def test_an_idle_connection_keeps_no_bucket_and_a_forgotten_bucket_limits_as_before() -> None:
+    """Issue 12: the bucket is made on the first invocation and forgotten once full again, so that an
+    idle connection keeps none; a bucket not yet refilled is kept, and one made anew is full."""
+    hub = HubHarness(max_invocations_per_second=2, invocation_burst=3)
+    connection, _ = await hub.connect()
+    hub_connection = hub.hub_connection(connection)
+    assert hub_connection._invocations is None  # connected, never invoked
+    for n in range(3):
+        await hub.invoke(connection, "LeaveDispatchGroup", "emea", invocation_id=f"burst-{n}")
+    hub.tick(1.0)  # two tokens back of three: not full, kept
+    assert hub_connection._invocations is not None
+    hub.tick(1.0)  # full again: forgotten
+    assert hub_connection._invocations is None
+    for n in range(3):  # a new bucket: the whole burst again, and no more
+        await hub.invoke(connection, "LeaveDispatchGroup", "emea", invocation_id=f"again-{n}")
+    assert not hub_connection.closed
+    await hub.invoke(connection, "LeaveDispatchGroup", "emea", invocation_id="one-too-many")
+    assert hub_connection.closed
+    assert connection.close_reason == "rate_limited"
+
+
+async def test_an_idle_connection_keeps_no_reader_and_a_record_split_across_reads_still_arrives() -> None:
+    """Issue 12: the message reader exists while it holds bytes of an unfinished record."""
+    hub = HubHarness()
+    connection, sink = await hub.connect()
+    hub_connection = hub.hub_connection(connection)
+    assert hub_connection._reader is None  # past the handshake, nothing half-read
+    record = b'{"type":1,"invocationId":"7","target":"NoSuchMethod","arguments":[]}\x1e'
+    await hub.handler.on_data(connection, record[:20])
+    assert hub_connection._reader is not None  # an unfinished record: kept
+    await hub.handler.on_data(connection, record[20:])
+    assert hub_connection._reader is None
+    assert sink.json_records()[-1]["invocationId"] == "7"

@@ -39,8 +39,7 @@ class SlowTransport:
 def _sink(transport: SlowTransport, max_buffered: int) -> WebSocketSink:
     connection: Any = SimpleNamespace(transfer_format=TransferFormat.TEXT)
     fake: Any = transport
-    ws: Any = SimpleNamespace()
-    return WebSocketSink(ws, fake, connection, batch=WriteBatch(), max_buffered=max_buffered, send_timeout=10)
+    return WebSocketSink(fake, connection, batch=WriteBatch(), max_buffered=max_buffered, send_timeout=10)
 
 
 def test_a_websocket_that_reads_nothing_is_refused_past_the_bound_unless_granted() -> None:

@@ -18,6 +18,8 @@ from aiohttp import hdrs
 from aiohttp.test_utils import TestClient, TestServer
 
 from service.app import create_app
+from service.runtime import HUB
+from service.transports.websockets import WebSocketSink
 from tests.support.server import hub_settings
 from tests.support.tokens import TokenFactory
 
@@ -56,3 +58,37 @@ async def test_an_open_websocket_keeps_only_the_endpoint_and_the_read_loop_frame
         await ws.close()
     finally:
         await client.close()
+
+
+async def test_an_open_websocket_keeps_one_slotted_object_for_its_sink_mask_check_and_stall_watch(
+    token_factory: TokenFactory,
+) -> None:
+    """The sink is also the transport's protocol (the mask check) and keeps the send timeout's
+    bookkeeping: one object per socket, with slots only (a mixin without ``__slots__`` would give
+    every instance a ``__dict__`` again)."""
+    client = TestClient(TestServer(create_app(hub_settings(token_factory), consumer_factory=False)))
+    await client.start_server()
+    try:
+        auth = {hdrs.AUTHORIZATION: f"Bearer {token_factory.dispatcher()}"}
+        ws = await client.ws_connect("/hub/recommendations", headers=auth)
+        await ws.send_str(json.dumps({"protocol": "json", "version": 1}) + RS)
+        assert (await ws.receive()).data == "{}" + RS
+
+        (connection,) = list(client.app[HUB].manager)
+        sink = connection.sink
+        assert isinstance(sink, WebSocketSink)
+        assert not hasattr(sink, "__dict__")
+        transports = [request.transport for request in _open_requests()]
+        assert any(transport is not None and transport.get_protocol() is sink for transport in transports)
+        await ws.close()
+    finally:
+        await client.close()
+
+
+def _open_requests() -> Iterator[Any]:
+    """The requests of the WebSocket handlers still running (their coroutines' ``request`` locals)."""
+    for task in asyncio.all_tasks():
+        for coroutine in _chain(task):
+            request = coroutine.cr_frame.f_locals.get("request") if coroutine.cr_frame else None
+            if request is not None:
+                yield request

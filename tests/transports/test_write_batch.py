@@ -42,11 +42,10 @@ BATCH = WriteBatch()
 
 
 def _sink(transport: FakeTransport, *, max_buffered: int = 1 << 20) -> WebSocketSink:
-    # Test doubles typed Any: the sink reads only these attributes of the socket, transport and connection.
-    ws: Any = SimpleNamespace()
+    # Test doubles typed Any: the sink reads only these attributes of the transport and connection.
     connection: Any = SimpleNamespace(transfer_format=TransferFormat.TEXT)
     fake: Any = transport
-    return WebSocketSink(ws, fake, connection, batch=BATCH, max_buffered=max_buffered, send_timeout=10.0)
+    return WebSocketSink(fake, connection, batch=BATCH, max_buffered=max_buffered, send_timeout=10.0)
 
 
 @pytest.fixture(autouse=True)
