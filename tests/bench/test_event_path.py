@@ -11,3 +11,4 @@ async def test_every_stage_is_timed_and_every_member_written() -> None:
     assert all(figures[stage] > 0 for stage in stages)
     assert figures["service"] == sum(figures[stage] for stage in stages)
     assert 0 < figures["floor"] < figures["service"]
+    assert figures["heartbeat round ms"] > 0
