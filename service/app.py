@@ -137,7 +137,8 @@ def create_app(
     app[HUB] = runtime
     health.add_check("accepting_connections", lambda: runtime.accepting)
     app.add_routes(health.routes())
-    CorsPolicy(frozenset(settings.cors_origins)).install(app)
+    hub_paths = (f"{settings.hub_path}/negotiate", settings.hub_path)
+    CorsPolicy(frozenset(settings.cors_origins)).install(app, paths=hub_paths)
 
     async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
         await auth.start()
@@ -180,8 +181,8 @@ def create_app(
     async def on_shutdown(app: web.Application) -> None:
         await shutdown.begin(runtime)  # already done when service.serving drained before
 
-    app.router.add_route("*", f"{settings.hub_path}/negotiate", endpoint.negotiate)
-    app.router.add_route("*", settings.hub_path, endpoint.connect)
+    app.router.add_route("*", hub_paths[0], endpoint.negotiate)
+    app.router.add_route("*", hub_paths[1], endpoint.connect)
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(loop_lag_ctx)
     app.cleanup_ctx.append(heartbeat_ctx)

@@ -3,13 +3,14 @@
 Rules (the Fetch standard's CORS protocol with credentials): only the configured origins, echoed exactly, with
 ``Access-Control-Allow-Credentials: true`` and ``Vary: Origin``; never ``*`` and never ``null``.
 Headers are added in ``on_response_prepare`` so that streaming responses (SSE) carry them too.
+Preflights are answered by ``OPTIONS`` routes, not a middleware: with any middleware installed
+aiohttp wraps every handler in one more coroutine, whose frame stays alive under every open
+WebSocket for its whole life (issue 12, memory per connection).
 Written by hand rather than with aiohttp-cors because that library reflects any origin when
 configured with ``"*"`` and cannot attach to routes that accept every method.
 """
 
 from __future__ import annotations
-
-from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
@@ -18,7 +19,6 @@ __all__ = ["CorsPolicy"]
 _ALLOWED_METHODS = "GET, POST, DELETE, OPTIONS"
 # What @microsoft/signalr sends from a browser (its FetchHttpClient.ts / XhrHttpClient.ts).
 _ALLOWED_HEADERS = "authorization, content-type, x-requested-with, x-signalr-user-agent"
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class CorsPolicy:
@@ -28,17 +28,14 @@ class CorsPolicy:
     def allowed(self, origin: str | None) -> bool:
         return origin is not None and origin.rstrip("/").lower() in self._origins
 
-    def install(self, app: web.Application) -> None:
-        app.middlewares.append(self._preflight)
+    def install(self, app: web.Application, *, paths: tuple[str, ...]) -> None:
+        """Answer preflights on ``paths`` — the hub's endpoints, the only ones a browser client calls
+        with credentials from another origin (the rest need no preflight: simple GETs, same-origin
+        pages). They are routed with every method too, so call this before adding those routes: the
+        ``OPTIONS`` route must come first. Headers go on every response."""
+        for path in paths:
+            app.router.add_route(hdrs.METH_OPTIONS, path, self._answer_preflight)
         app.on_response_prepare.append(self._decorate)
-
-    @web.middleware
-    def _preflight(self, request: web.Request, handler: _Handler) -> Awaitable[web.StreamResponse]:
-        # Not a coroutine: for anything but a preflight it hands back the handler's own awaitable, so
-        # no frame of this middleware stays alive under a long-lived request (a WebSocket).
-        if request.method != hdrs.METH_OPTIONS or hdrs.ACCESS_CONTROL_REQUEST_METHOD not in request.headers:
-            return handler(request)
-        return self._answer_preflight(request)
 
     async def _answer_preflight(self, request: web.Request) -> web.StreamResponse:
         response = web.Response(status=204)

@@ -55,6 +55,9 @@ async def test_an_open_websocket_keeps_only_the_endpoint_and_the_read_loop_frame
         assert len(serving) == 1
         ours = [coroutine.__qualname__ for coroutine in serving[0] if _ours(coroutine)]
         assert ours == ["HubEndpoint.connect", "serve_websocket"]
+        # No middleware at all: with one, aiohttp wraps every handler in one more coroutine
+        # (``_fix_request_current_app``) that stays alive under the socket too.
+        assert not any("_fix_request_current_app" in c.__qualname__ for c in serving[0])
         await ws.close()
     finally:
         await client.close()
