@@ -52,6 +52,9 @@ class LongPollingSink:
     def grant(self, extra: int) -> None:
         self.outbox.grant(extra)
 
+    def quiet_until(self, now: float) -> float:
+        return 0.0  # asked every heartbeat round
+
     def is_stalled(self, now: float) -> bool:
         self.outbox.settle()
         # HttpConnectionManager.Scan: a long-polling client that has not polled for DisconnectTimeout

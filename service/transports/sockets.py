@@ -64,6 +64,7 @@ _UNCONFIRMED_BYTES = 16 * 1024
 # ... and at least once a send timeout the kernel is asked anyway, so that a client silent under a
 # trickle of events is noticed within about two send timeouts of its receive window closing.
 _LOOK_EVERY_TIMEOUTS = 1.0
+UNCONFIRMED_BYTES = _UNCONFIRMED_BYTES
 
 
 class StallWatching:
@@ -93,6 +94,17 @@ class StallWatching:
         self._delivered = 0
         self._since = None
         self._next_look = 0.0
+
+    def unwatched_until(self, now: float, buffered: int, timeout: float) -> float:
+        """After ``stalled`` said False: until when it would go on saying so if nothing more is
+        written and nothing reaches ``_UNCONFIRMED_BYTES`` (the writer reports those): the next time
+        the kernel is due to be asked, at least a timeout away when everything was confirmed. 0
+        while bytes wait in our buffer or a stall is being timed."""
+        if buffered or self._since is not None:
+            return 0.0
+        if self.written - self._delivered <= 0:
+            return max(self._next_look, now + _LOOK_EVERY_TIMEOUTS * timeout)
+        return self._next_look
 
     def stalled(self, now: float, buffered: int, sock: Any, timeout: float) -> bool:
         """True when queued bytes have made no progress for longer than ``timeout``."""

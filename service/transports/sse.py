@@ -73,6 +73,9 @@ class ServerSentEventsSink:
         """The writer task handed ``size`` bytes to the response."""
         self._watch.written += size
 
+    def quiet_until(self, now: float) -> float:
+        return 0.0  # asked every heartbeat round
+
     def is_stalled(self, now: float) -> bool:
         self.outbox.settle()
         # The writer task takes the outbox as soon as data arrives and blocks in the response's write

@@ -36,7 +36,7 @@ from service.metrics import PROTOCOL_ERRORS
 from service.protocol import TRANSFER_FORMATS, TransferFormat
 from service.write_batch import WriteBatch
 
-from .sockets import StallWatching, bound_send_buffer, socket_of
+from .sockets import UNCONFIRMED_BYTES, StallWatching, bound_send_buffer, socket_of
 from .ws_masking import MaskGuard, pipelined_bytes
 
 __all__ = ["WebSocketSink", "build_frame", "serve_websocket"]
@@ -185,15 +185,18 @@ class WebSocketSink(StallWatching, MaskGuard):
             )
         size = len(frame)
         limit = self._max_buffered + self._allowance
+        buffered = transport.get_write_buffer_size()
+        if buffered:
+            self._connection.next_scan = 0.0  # bytes wait: the heartbeat's scan times them again
         pending = self._pending
         if pending is not None:
             # Bounded as if written: what waits here counts against the same limit.
-            if transport.get_write_buffer_size() + self._pending_size + size > limit:
+            if buffered + self._pending_size + size > limit:
                 return False
             pending.append(frame)
             self._pending_size += size
             return True
-        if transport.get_write_buffer_size() + size > limit:
+        if buffered + size > limit:
             return False
         batch = self._batch
         if batch.held:
@@ -202,12 +205,18 @@ class WebSocketSink(StallWatching, MaskGuard):
             batch.defer(self)
             return True
         transport.write(frame)
-        self.written += size
+        self._wrote(size)
         return True
+
+    def _wrote(self, size: int) -> None:
+        written = self.written = self.written + size
+        if written - self._delivered >= UNCONFIRMED_BYTES:
+            self._connection.next_scan = 0.0  # enough unconfirmed to ask the kernel at the next scan
 
     def grant(self, extra: int) -> None:
         """Raise the bound by ``extra`` until the heartbeat finds the buffer back within it."""
         self._allowance += extra
+        self._connection.next_scan = 0.0
 
     def flush_held(self) -> None:
         pending = self._pending
@@ -220,7 +229,7 @@ class WebSocketSink(StallWatching, MaskGuard):
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         transport.write(data)
-        self.written += len(data)
+        self._wrote(len(data))
 
     def is_stalled(self, now: float) -> bool:
         transport = self._transport
@@ -231,6 +240,12 @@ class WebSocketSink(StallWatching, MaskGuard):
             self._allowance = 0  # drained back within the bound: a granted burst (a replay) is over
         # The kernel's queue counts too: bytes that fit in it would otherwise never time out.
         return self.stalled(now, buffered, self._socket, self._send_timeout)
+
+    def quiet_until(self, now: float) -> float:
+        transport = self._transport
+        if transport is None or self._allowance or self._pending is not None:
+            return 0.0
+        return self.unwatched_until(now, transport.get_write_buffer_size(), self._send_timeout)
 
     @property
     def stall_cause(self) -> str:

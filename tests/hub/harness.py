@@ -87,6 +87,9 @@ class RecordingSink:
     def grant(self, extra: int) -> None:
         self.granted += extra
 
+    def quiet_until(self, now: float) -> float:
+        return 0.0
+
     def is_stalled(self, now: float) -> bool:
         return False
 
