@@ -38,12 +38,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
 from bench.broker import Broker
-from bench.procs import Child, LoadGenProcess, kill_all
-from bench.service import mint_tokens, service_env, wait_service_ready
+from bench.procs import LoadGenProcess, kill_all
+from bench.service import mint_tokens, service_env, wait_http_ok, wait_service_ready
 from bench.wire import raise_fd_limit
 
 __all__ = ["main"]
@@ -215,20 +214,6 @@ def _log(message: str) -> None:
     print(f"[memory {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-async def _wait_http(server: Child, url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if not server.alive():
-                raise RuntimeError(f"{server.name} exited; its log ends:\n{server.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{server.name} not ready within {timeout:.0f} s:\n{server.log_tail()}")
-
-
 class Probe:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
@@ -304,7 +289,7 @@ class Probe:
             if name == "service":
                 await wait_service_ready(server.child, port)
             else:
-                await _wait_http(server.child, ready)
+                await wait_http_ok(server.child, ready)
             loadgen = await LoadGenProcess.start(sys.executable, log_dir=self.workdir, name=f"loadgen-{name}")
             await asyncio.sleep(1.0)
             await server.call("snapshot", 120.0)

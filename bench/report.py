@@ -167,7 +167,8 @@ def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
-def _fmt(value: Any, digits: int = 0) -> str:
+def fmt(value: Any, digits: int = 0) -> str:
+    """A figure for a Markdown table: thousands separated, ``–`` for none."""
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -183,14 +184,14 @@ def _x(ratio: Any) -> str:
 
 def _latencies(latency: dict[str, Any] | None) -> str:
     latency = latency or {}
-    return " / ".join(_fmt(latency.get(key), 1) for key in ("p50", "p90", "p99", "max"))
+    return " / ".join(fmt(latency.get(key), 1) for key in ("p50", "p90", "p99", "max"))
 
 
 def _lag(lag: dict[str, Any] | None) -> str:
     """Loop lag p99 / max (ms); max is the upper bound of the highest histogram bucket reached."""
     if not lag:
         return "–"
-    return f"{_fmt(lag.get('p99_ms'), 1)} / ≤{_fmt(lag.get('max_ms'), 0)}"
+    return f"{fmt(lag.get('p99_ms'), 1)} / ≤{fmt(lag.get('max_ms'), 0)}"
 
 
 def machine_line(machine: dict[str, Any]) -> str:
@@ -246,14 +247,14 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{row['workload']} (×{row['fanout']:,})",
             row["label"],
             f"{row['received']:,} / {row['expected']:,}",
-            f"{_fmt(row['deliveries_per_s'])}{_x(ratios.get('deliveries_per_s'))}",
+            f"{fmt(row['deliveries_per_s'])}{_x(ratios.get('deliveries_per_s'))}",
             _latencies(row["latency_ms"]),
             _lag(row.get("loop_lag")),
-            f"{_fmt(row['cpu_s_per_1k'], 4)}{_x(ratios.get('cpu_s_per_1k'))} \\| "
-            f"{_fmt(row['cpu_s_per_1k_burst'], 4)}{_x(ratios.get('cpu_s_per_1k_burst'))}",
-            f"{_fmt(row['kb_per_connection'], 1)}{_x(ratios.get('kb_per_connection'))}",
-            f"{_fmt(row['max_rate'])}{_x(ratios.get('max_rate'))}",
-            _fmt(row["p99_at_half_max_ms"], 1),
+            f"{fmt(row['cpu_s_per_1k'], 4)}{_x(ratios.get('cpu_s_per_1k'))} \\| "
+            f"{fmt(row['cpu_s_per_1k_burst'], 4)}{_x(ratios.get('cpu_s_per_1k_burst'))}",
+            f"{fmt(row['kb_per_connection'], 1)}{_x(ratios.get('kb_per_connection'))}",
+            f"{fmt(row['max_rate'])}{_x(ratios.get('max_rate'))}",
+            fmt(row["p99_at_half_max_ms"], 1),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     steps = [row for row in summary["rows"] if row.get("find_max_steps")]
@@ -272,11 +273,11 @@ def render_markdown(result: dict[str, Any]) -> str:
                 cells = [
                     row["workload"],
                     row["label"],
-                    _fmt(round(step["rate"])),
+                    fmt(round(step["rate"])),
                     "yes" if step["passed"] else "**no**",
-                    " / ".join(_fmt(step.get(key), 1) for key in ("p50_ms", "p99_ms", "max_ms")),
+                    " / ".join(fmt(step.get(key), 1) for key in ("p50_ms", "p99_ms", "max_ms")),
                     _lag(step.get("loop_lag")),
-                    _fmt(step.get("cpu_s_per_1k"), 4),
+                    fmt(step.get("cpu_s_per_1k"), 4),
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
     if summary["storm"]:
@@ -293,8 +294,8 @@ def render_markdown(result: dict[str, Any]) -> str:
                 f"{storm['connections']:,}",
                 str(storm["failed"]),
                 str(storm["seconds"]),
-                f"{_fmt(storm['connects_per_s'])}{_x(storm['ratio_to_raw']['connects_per_s'])}",
-                f"{_fmt(connect.get('p50'), 1)} / {_fmt(connect.get('p99'), 1)}",
+                f"{fmt(storm['connects_per_s'])}{_x(storm['ratio_to_raw']['connects_per_s'])}",
+                f"{fmt(connect.get('p50'), 1)} / {fmt(connect.get('p99'), 1)}",
                 str(storm["server_cpu_s"]),
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -302,5 +303,5 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += ["", "| target (this service, JSON) | value | met |", "|---|---|---|"]
         for target in summary["targets"]:
             met = {True: "yes", False: "**no**", None: "–"}[target["met"]]
-            lines.append(f"| {target['target']} | {_fmt(target['value'], 2)} | {met} |")
+            lines.append(f"| {target['target']} | {fmt(target['value'], 2)} | {met} |")
     return "\n".join(lines) + "\n"

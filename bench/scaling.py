@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import machine_line
+from bench.report import fmt, machine_line
 
 __all__ = ["render_scaling_markdown", "scaling_table"]
 
@@ -100,19 +100,9 @@ def scaling_table(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(value: Any, digits: int = 0) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
 def _with_ratio(row: dict[str, Any], key: str, digits: int) -> str:
     ratio = row["ratio_to_raw"].get(key)
-    text = _fmt(row[key], digits)
+    text = fmt(row[key], digits)
     return text if ratio is None or row["server"] == _FLOOR else f"{text} ({ratio:.2f}×)"
 
 
@@ -159,7 +149,7 @@ def render_scaling_markdown(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        joined = _fmt(row["connections"])
+        joined = fmt(row["connections"])
         if row["failed_connections"]:
             joined += f" ({row['failed_connections']:,} failed)"
         cells = [

@@ -75,19 +75,24 @@ def service_queues(prefix: str) -> tuple[list[str], list[str]]:
     )
 
 
-async def wait_service_ready(server: Child, port: int, timeout: float = 60.0) -> None:
-    """The service reads a stream: ready when ``/readyz`` says so (connected, history loaded)."""
+async def wait_http_ok(server: Child, url: str, timeout: float = 60.0) -> None:
+    """Until ``url`` answers 200 (or ``server`` exits, or ``timeout``)."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             if not server.alive():
                 raise RuntimeError(f"{server.name} exited; its log ends:\n{server.log_tail()}")
             with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                async with session.get(url) as response:
                     if response.status == 200:
                         return
             await asyncio.sleep(0.2)
     raise RuntimeError(f"{server.name} not ready within {timeout:.0f} s:\n{server.log_tail()}")
+
+
+async def wait_service_ready(server: Child, port: int, timeout: float = 60.0) -> None:
+    """The service reads a stream: ready when ``/readyz`` says so (connected, history loaded)."""
+    await wait_http_ok(server, f"http://127.0.0.1:{port}/readyz", timeout)
 
 
 def mint_tokens(key_dir: Path, subjects: list[str], *, roles: tuple[str, ...] = ("Admin",)) -> list[str]:

@@ -10,8 +10,9 @@ needs to be (issue 12, memory per connection).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiohttp import hdrs
@@ -42,12 +43,7 @@ def _ours(coroutine: Any) -> bool:
 async def test_an_open_websocket_keeps_only_the_endpoint_and_the_read_loop_frames(
     token_factory: TokenFactory,
 ) -> None:
-    client = TestClient(TestServer(create_app(hub_settings(token_factory), consumer_factory=False)))
-    await client.start_server()
-    try:
-        auth = {hdrs.AUTHORIZATION: f"Bearer {token_factory.dispatcher()}"}
-        ws = await client.ws_connect("/hub/recommendations", headers=auth)
-        await ws.send_str(json.dumps({"protocol": "json", "version": 1}) + RS)
+    async with _open_websocket(token_factory) as (_client, ws):
         assert (await ws.receive()).data == "{}" + RS  # the socket is open and past its handshake
 
         chains = [list(_chain(task)) for task in asyncio.all_tasks()]
@@ -58,9 +54,6 @@ async def test_an_open_websocket_keeps_only_the_endpoint_and_the_read_loop_frame
         # No middleware at all: with one, aiohttp wraps every handler in one more coroutine
         # (``_fix_request_current_app``) that stays alive under the socket too.
         assert not any("_fix_request_current_app" in c.__qualname__ for c in serving[0])
-        await ws.close()
-    finally:
-        await client.close()
 
 
 async def test_an_open_websocket_keeps_one_slotted_object_for_its_sink_mask_check_and_stall_watch(
@@ -69,12 +62,7 @@ async def test_an_open_websocket_keeps_one_slotted_object_for_its_sink_mask_chec
     """The sink is also the transport's protocol (the mask check) and keeps the send timeout's
     bookkeeping: one object per socket, with slots only (a mixin without ``__slots__`` would give
     every instance a ``__dict__`` again)."""
-    client = TestClient(TestServer(create_app(hub_settings(token_factory), consumer_factory=False)))
-    await client.start_server()
-    try:
-        auth = {hdrs.AUTHORIZATION: f"Bearer {token_factory.dispatcher()}"}
-        ws = await client.ws_connect("/hub/recommendations", headers=auth)
-        await ws.send_str(json.dumps({"protocol": "json", "version": 1}) + RS)
+    async with _open_websocket(token_factory) as (client, ws):
         assert (await ws.receive()).data == "{}" + RS
 
         (connection,) = list(client.app[HUB].manager)
@@ -83,9 +71,6 @@ async def test_an_open_websocket_keeps_one_slotted_object_for_its_sink_mask_chec
         assert not hasattr(sink, "__dict__")
         transports = [request.transport for request in _open_requests()]
         assert any(transport is not None and transport.get_protocol() is sink for transport in transports)
-        await ws.close()
-    finally:
-        await client.close()
 
 
 def _open_requests() -> Iterator[Any]:
@@ -95,3 +80,19 @@ def _open_requests() -> Iterator[Any]:
             request = coroutine.cr_frame.f_locals.get("request") if coroutine.cr_frame else None
             if request is not None:
                 yield request
+
+
+@contextlib.asynccontextmanager
+async def _open_websocket(token_factory: TokenFactory) -> AsyncIterator[tuple[TestClient[Any, Any], Any]]:
+    """The app with one dispatcher's WebSocket open and its JSON handshake sent (the reply is the
+    caller's to read)."""
+    client = TestClient(TestServer(create_app(hub_settings(token_factory), consumer_factory=False)))
+    await client.start_server()
+    try:
+        auth = {hdrs.AUTHORIZATION: f"Bearer {token_factory.dispatcher()}"}
+        ws = await client.ws_connect("/hub/recommendations", headers=auth)
+        await ws.send_str(json.dumps({"protocol": "json", "version": 1}) + RS)
+        yield client, ws
+        await ws.close()
+    finally:
+        await client.close()
