@@ -24,7 +24,14 @@ import sys
 import termios
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["StallWatch", "StallWatching", "bound_send_buffer", "kernel_queued", "socket_of"]
+__all__ = [
+    "UNCONFIRMED_BYTES",
+    "StallWatch",
+    "StallWatching",
+    "bound_send_buffer",
+    "kernel_queued",
+    "socket_of",
+]
 
 # SIOCOUTQ is TIOCOUTQ on Linux (linux/sockios.h).
 _SIOCOUTQ = termios.TIOCOUTQ if sys.platform.startswith("linux") else None
@@ -60,11 +67,10 @@ def kernel_queued(sock: Any) -> int:
 # that far behind costs nothing yet, and healthy connections mostly stay below it (issue 12's W1, half
 # an event a second per connection, reaches it every ~100 s), so the heartbeat's pass over every
 # connection does not turn into one system call per connection per second.
-_UNCONFIRMED_BYTES = 16 * 1024
+UNCONFIRMED_BYTES = 16 * 1024
 # ... and at least once a send timeout the kernel is asked anyway, so that a client silent under a
 # trickle of events is noticed within about two send timeouts of its receive window closing.
 _LOOK_EVERY_TIMEOUTS = 1.0
-UNCONFIRMED_BYTES = _UNCONFIRMED_BYTES
 
 
 class StallWatching:
@@ -74,7 +80,7 @@ class StallWatching:
     Progress is the count of delivered bytes (written − queued) rising above its best so far; bytes
     the server adds that ``written`` does not know of (aiohttp's pongs, chunk headers) only lower
     it, so they are never mistaken for progress. The kernel is asked only while our own buffer holds
-    bytes, a stall is being timed, or enough is outstanding (see ``_UNCONFIRMED_BYTES``).
+    bytes, a stall is being timed, or enough is outstanding (see ``UNCONFIRMED_BYTES``).
 
     The logic only: its state lives in the slots ``written``, ``_delivered``, ``_since`` and
     ``_next_look`` of the class that uses it (``StallWatch``, or a sink that keeps them itself: one
@@ -97,7 +103,7 @@ class StallWatching:
 
     def unwatched_until(self, now: float, buffered: int, timeout: float) -> float:
         """After ``stalled`` said False: until when it would go on saying so if nothing more is
-        written and nothing reaches ``_UNCONFIRMED_BYTES`` (the writer reports those): the next time
+        written and nothing reaches ``UNCONFIRMED_BYTES`` (the writer reports those): the next time
         the kernel is due to be asked, at least a timeout away when everything was confirmed. 0
         while bytes wait in our buffer or a stall is being timed."""
         if buffered or self._since is not None:
@@ -112,7 +118,7 @@ class StallWatching:
         if buffered == 0 and self._since is None:
             if outstanding <= 0:
                 return False
-            if outstanding < _UNCONFIRMED_BYTES and now < self._next_look:
+            if outstanding < UNCONFIRMED_BYTES and now < self._next_look:
                 return False
         self._next_look = now + _LOOK_EVERY_TIMEOUTS * timeout
         queued = buffered + kernel_queued(sock)
