@@ -7,7 +7,7 @@ implementation; ``dispatcher`` binds invocations to hub methods; ``methods`` hol
 
 from __future__ import annotations
 
-from .connection import HubConnection, HubServices
+from .connection import HubConnection
 from .dispatcher import CallerContext, HubDispatcher, HubMethods, hub_method
 from .handler import HubConnectionHandler
 from .history import History
@@ -16,6 +16,7 @@ from .journal import CHECKPOINT_TARGET, EventJournal, ResumeResult
 from .lifetime import GroupManager, HubLifetimeManager, Recipient
 from .methods import RecommendationsHub
 from .options import HubClock, HubOptions
+from .services import HubServices
 
 __all__ = [
     "CHECKPOINT_TARGET",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 
 import structlog
 
@@ -31,7 +30,6 @@ from service.metrics import (
 )
 from service.protocol import (
     HANDSHAKE_OK,
-    PING,
     AckMessage,
     CancelInvocationMessage,
     CloseMessage,
@@ -53,36 +51,17 @@ from service.protocol import (
     select_protocol,
 )
 
-from .dispatcher import CallerContext, HubDispatcher
-from .lifetime import HubLifetimeManager
-from .options import HubClock, HubOptions
+from .dispatcher import CallerContext
 from .replay import ReplayBuffer
+from .services import HubServices
 
-__all__ = ["HubConnection", "HubServices"]
+__all__ = ["HubConnection"]
 
 log = structlog.get_logger(__name__)
 
 _CLOSED_WITH_ERROR = "Connection closed with an error."
 _IDLE_VISIT = 60.0
 """The longest the heartbeat leaves a connection unvisited when no timer of it is running."""
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class HubServices:
-    """What every connection of one hub uses, shared (one pointer per connection)."""
-
-    options: HubOptions
-    clock: HubClock
-    lifetime: HubLifetimeManager
-    dispatcher: HubDispatcher
-    _pings: dict[str, Outgoing] = field(default_factory=dict)
-
-    def ping(self, protocol: HubProtocol) -> Outgoing:
-        """The Ping record of ``protocol``, serialized once."""
-        ping = self._pings.get(protocol.name)
-        if ping is None:
-            ping = self._pings[protocol.name] = Outgoing(protocol.write(PING))
-        return ping
 
 
 class HubConnection:
@@ -372,16 +351,10 @@ class HubConnection:
     # --- heartbeat ----------------------------------------------------------------------------
 
     def tick(self, now: float, wall_clock: float) -> None:
-        """Called by the heartbeat about once a second while ``now >= next_visit``: do what is due,
-        then set ``next_visit`` to the earliest time anything can be due again.
-
-        Every timer here runs from a time that only moves forward (last write, last receive) or is
-        fixed (handshake deadline, token expiry), so a visit computed early is never late: when it
-        comes, it finds either something due or a later time to come back. A connection that gets
-        events is thus visited about once a keep-alive interval instead of once a second (issue 12:
-        with 10,000 connections the visits were most of the heartbeat's cost). Whatever changes a
-        timer's basis otherwise (handshake done, first Ping, a new transport) sets ``next_visit`` to 0.
-        """
+        """Called by the heartbeat while ``now >= next_visit``: do what is due, then set ``next_visit``
+        to the earliest time anything can be due again. Timers run from times that only move forward
+        (last write, last receive) or are fixed, so an early visit just comes back later; anything
+        else that moves a timer (handshake, first Ping, new transport) sets ``next_visit`` to 0."""
         if self.closed:
             return
         options = self._services.options

@@ -13,10 +13,11 @@ import structlog
 
 from service.connections import HttpConnection
 
-from .connection import HubConnection, HubServices
+from .connection import HubConnection
 from .dispatcher import HubDispatcher, HubMethods
 from .lifetime import HubLifetimeManager
 from .options import HubClock, HubOptions
+from .services import HubServices
 
 __all__ = ["HubConnectionHandler"]
 
