@@ -115,10 +115,10 @@ class Worker:
     async def _drain(self, message: AbstractIncomingMessage) -> None:
         """Handle ``message`` and whatever the prefetch window already put behind it, in order.
 
-        Credit goes back every half prefetch window (and about once a second, see ``credit``). While a backlog
-        waits in the inbox, socket writes are held (``WriteCoalescing``) so that a connection in the
-        groups of several queued events gets them in one write; they are flushed before credit and
-        whenever nothing more is queued.
+        Credit goes back every half prefetch window (and about once a second, see ``credit``). While
+        a backlog waits in the inbox, socket writes are held (``WriteCoalescing``) so that a
+        connection in the groups of several queued events gets them in one write; they are flushed
+        before credit, whenever nothing more is queued, and every ``HOLD_MAX_ENTRIES`` entries.
         """
         inbox = self._inbox
         queue = inbox.messages
@@ -138,11 +138,10 @@ class Worker:
                 elif queue.empty():
                     writes.flush()
                     held = 0
-                elif not self._holding:
-                    writes.hold()
-                    self._holding = True
-                    held = 1
                 else:
+                    if not self._holding:
+                        writes.hold()
+                        self._holding = True
                     held += 1
                     if held >= HOLD_MAX_ENTRIES:
                         writes.flush()
