@@ -27,6 +27,7 @@ from aio_pika.abc import AbstractChannel
 from broker.topology import Topology, declare_topology
 from config.settings import Settings
 from consumers import metrics
+from consumers.amqp import consume
 from consumers.inbox import Inbox
 from consumers.link import BrokerLink, LinkChannels
 from consumers.place import Attachment, Catchup, LogPlace
@@ -101,8 +102,8 @@ class Attacher:
             self.catchup.saved, now=time.time(), window_seconds=self._settings.history_window_seconds
         )
         attachment = self.place.attach(offset, asyncio.get_running_loop().time())
-        tag = attachment.tag = await declared.stream.consume(
-            self._inbox.put, arguments={"x-stream-offset": offset}, timeout=timeout, robust=False
+        tag = attachment.tag = await consume(
+            declared.stream, self._inbox.put, arguments={"x-stream-offset": offset}, timeout=timeout
         )
         watch = asyncio.create_task(self._watch_first_delivery(attachment), name="event-consumer-watch")
         self.watches.add(watch)

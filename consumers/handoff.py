@@ -13,10 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from consumers import metrics
-from consumers.amqp import message_fields
+from consumers.amqp import DeliveredMessage, message_fields
 from consumers.handling import Deliver
 from consumers.metrics import SEND_FAILED
 from consumers.ports import EventLog
@@ -48,7 +47,7 @@ class HandOff:
         self._by_type: dict[str, _TypeMetrics] = {}
 
     async def deliver(
-        self, outcome: Deliver, record: LogRecord, message: AbstractIncomingMessage, *, info: bool
+        self, outcome: Deliver, record: LogRecord, message: DeliveredMessage, *, info: bool
     ) -> None:
         event = outcome.event
         by_type = self._by_type.get(event.type)

@@ -15,10 +15,11 @@ from __future__ import annotations
 from typing import Any, Final
 
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractExchange
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelInvalidStateError
 
 from consumers import metrics
+from consumers.amqp import DeliveredMessage, incoming
 from consumers.dead_letter import dead_letter_message
 
 __all__ = ["Settler"]
@@ -37,21 +38,22 @@ class Settler:
         self._timeout = timeout
         self.dead_letter_exchange: AbstractExchange | None = None
 
-    async def credit(self, message: AbstractIncomingMessage) -> None:
+    async def credit(self, message: DeliveredMessage) -> None:
         """Acknowledge ``message`` and every earlier delivery on its channel, so the broker sends more."""
+        tag = message.delivery_tag
+        if tag is None:
+            return  # consumed without acknowledgements: nothing to credit
         try:
-            await message.ack(multiple=True)
+            await message.channel.basic_ack(tag, multiple=True)
         except _TRANSIENT as error:
             # The channel is gone: a new consumer re-attaches at the next offset; nothing is lost.
             log.debug("consumer.credit_failed", error=f"{type(error).__name__}: {error}")
 
-    async def dead_letter(
-        self, message: AbstractIncomingMessage, *, reason: str, detail: str, bound: Any
-    ) -> bool:
+    async def dead_letter(self, message: DeliveredMessage, *, reason: str, detail: str, bound: Any) -> bool:
         """Publish the annotated copy and wait for the broker's confirm; False if that failed."""
         bound = bound.bind(reason=reason, error=detail)
         outgoing = dead_letter_message(
-            message, reason=reason, detail=detail, instance_id=self._instance_id, queue=self._source
+            incoming(message), reason=reason, detail=detail, instance_id=self._instance_id, queue=self._source
         )
         exchange = self.dead_letter_exchange
         try:

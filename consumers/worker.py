@@ -25,11 +25,10 @@ import contextlib
 import logging
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from config.settings import Settings
 from consumers import metrics
-from consumers.amqp import delivery_of, from_closed_channel, message_fields
+from consumers.amqp import DeliveredMessage, delivery_of, from_closed_channel, message_fields
 from consumers.attach import Attacher
 from consumers.dedup import DuplicateFilter
 from consumers.handling import DeadLetter, Deliver, Delivery, Duplicate, Marker, Outcome, classify
@@ -96,7 +95,7 @@ class Worker:
         self._started_at: float | None = None
         # Entries read but not yet credited, and the last of them (credit is ``ack(multiple=True)``).
         self._uncredited = 0
-        self._uncredited_last: AbstractIncomingMessage | None = None
+        self._uncredited_last: DeliveredMessage | None = None
 
     async def run(self, started_at: float) -> None:
         """Handle entries until the inbox stops accepting; the grace period counts from ``started_at``."""
@@ -112,7 +111,7 @@ class Worker:
             finally:
                 self.handling = False
 
-    async def _drain(self, message: AbstractIncomingMessage) -> None:
+    async def _drain(self, message: DeliveredMessage) -> None:
         """Handle ``message`` and whatever the prefetch window already put behind it, in order.
 
         Credit goes back every half prefetch window (and about once a second, see ``credit``). While
@@ -184,7 +183,7 @@ class Worker:
             self._holding = False
             self._writes.release()
 
-    async def _handle(self, message: AbstractIncomingMessage, *, info: bool) -> bool:
+    async def _handle(self, message: DeliveredMessage, *, info: bool) -> bool:
         """Handle one delivery; True when it should be credited (it came from a live channel)."""
         place = self._place
         if from_closed_channel(message) or not place.owns(message.consumer_tag):
@@ -214,7 +213,7 @@ class Worker:
         metrics.LOG_OFFSET.set(delivery.offset)
         return True
 
-    async def _process(self, delivery: Delivery, message: AbstractIncomingMessage, *, info: bool) -> None:
+    async def _process(self, delivery: Delivery, message: DeliveredMessage, *, info: bool) -> None:
         outcome = classify(delivery, duplicates=self._dedup, max_event_bytes=self._settings.max_event_bytes)
         live = await self._live(delivery, outcome)
         match outcome:
