@@ -52,17 +52,19 @@ from bench.lag import lag_between, scrape_lag
 from bench.procs import Child, LoadGenPool, kill_all, loadgen_procs_for
 from bench.report import render_markdown, summarize
 from bench.scaling import render_scaling_markdown, scaling_table
-from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, service_queues, wait_service_ready
+from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, service_queues, wait_server_ready
 from bench.wire import BROADCAST_GROUP, group_name, now_us, raise_fd_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-SERVERS = ("service", "service-msgpack", "socketio", "raw")
+SERVERS = ("service", "service-msgpack", "socketio", "raw", "raw-stream")
+DEFAULT_SERVERS = SERVERS[:4]  # raw-stream (the floor reading a stream, as the service does): opt-in
 LABELS = {
     "service": "this service (SignalR JSON)",
     "service-msgpack": "this service (SignalR MessagePack)",
     "socketio": "python-socketio 5 (AsyncServer, aiohttp)",
     "raw": "raw aiohttp floor",
+    "raw-stream": "raw aiohttp floor, stream source",
 }
 WORKLOADS = ("W1", "W2", "W3")
 P99_LIMIT_MS = 100.0
@@ -107,7 +109,7 @@ class Options:
 def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--servers", default=",".join(SERVERS), help=f"comma-separated of {', '.join(SERVERS)}"
+        "--servers", default=",".join(DEFAULT_SERVERS), help=f"comma-separated of {', '.join(SERVERS)}"
     )
     parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated of W1, W2, W3")
     parser.add_argument("--connections", type=int, help="WebSocket clients (default 10000; quick 1000)")
@@ -140,7 +142,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
         "--prefetch",
         type=int,
         help="consumer prefetch for every server (default: each server's own — the service's "
-        "PREFETCH_COUNT, 100 for the comparison servers' queue consumer; see bench/NOTES.md)",
+        "PREFETCH_COUNT, 1000 for raw-stream, 100 for the other comparison servers; see bench/NOTES.md)",
     )
     parser.add_argument("--timeout", type=float, help="hard limit for the whole run, seconds")
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory for latest.json / latest.md")
@@ -264,21 +266,18 @@ class Run:
             argv = [self.python, "-c", SERVICE_LAUNCHER]
         else:
             env = dict(os.environ)
-            module = "bench.servers.raw" if name == "raw" else "bench.servers.socketio_server"
-            argv = [self.python, "-m", module, "--port", str(port), "--amqp", options.amqp]
-            argv += ["--exchange", exchange, "--queue", queue]
+            module = "bench.servers.socketio_server" if name == "socketio" else "bench.servers.raw"
+            argv = [self.python, "-m", module, "--port", str(port), "--amqp", options.amqp, "--queue", queue]
+            argv += ["--exchange", exchange] + (["--stream"] if name == "raw-stream" else [])
             if options.prefetch is not None:
                 argv += ["--prefetch", str(options.prefetch)]
         env["PYTHONPATH"] = str(ROOT)
         server: Child | None = None
         loadgen: LoadGenPool | None = None
-        result: dict[str, Any] = {"name": name, "label": LABELS[name]}
+        result: dict[str, Any] = {"name": name, "label": LABELS[name], "queues": cleanup_queues}
         try:
             server = await Child.start(name, argv, env=env, log_dir=self.workdir, cwd=ROOT)
-            if name.startswith("service"):
-                await wait_service_ready(server, port)
-            else:
-                await self._wait_ready(server, queue)
+            await wait_server_ready(server, port, service=name.startswith("service"))
             result["server_fd_limit"] = self._check_fd_limit(server)
             loadgen = await LoadGenPool.start(
                 self.python, log_dir=self.workdir, procs=options.procs, name=f"loadgen-{name}"
@@ -286,7 +285,7 @@ class Run:
             result["loadgen_procs"] = len(loadgen.members)
             await asyncio.sleep(1.0)
             result["rss_before_kb"] = server.rss_kb()
-            kind = "signalr" if name.startswith("service") else name
+            kind = "signalr" if name.startswith("service") else name.removesuffix("-stream")
             spec: dict[str, Any] = {
                 "kind": kind,
                 "protocol": "messagepack" if name == "service-msgpack" else "json",
@@ -334,11 +333,13 @@ class Run:
             result["rss_end_kb"] = server.rss_kb()
             result["server_alive"] = server.alive()
         finally:
-            if loadgen is not None:
-                await loadgen.stop()
-            if server is not None:
-                await server.stop()
-            await self.broker.cleanup(queues=cleanup_queues, exchanges=cleanup_exchanges)
+            try:
+                if loadgen is not None:
+                    await loadgen.stop()
+                if server is not None:
+                    await server.stop()
+            finally:  # whatever failed: a stream is durable and would fill for ever
+                await self.broker.cleanup(queues=cleanup_queues, exchanges=cleanup_exchanges)
         return result
 
     def _check_fd_limit(self, server: Child) -> int:
@@ -353,16 +354,6 @@ class Run:
                 "raise the hard limit (ulimit -Hn)"
             )
         return int(soft)
-
-    async def _wait_ready(self, server: Child, queue: str) -> None:
-        deadline = time.monotonic() + 60.0
-        while time.monotonic() < deadline:
-            if not server.alive():
-                raise RuntimeError(f"{server.name} exited; its log ends:\n{server.log_tail()}")
-            if await self.broker.consumer_count(queue) > 0:
-                return
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"{server.name} did not start consuming {queue} within 60 s:\n{server.log_tail()}")
 
     # --- one workload -------------------------------------------------------------------------
 
