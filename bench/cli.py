@@ -10,7 +10,7 @@ For every server (``--servers``) the run goes:
    has it), connect and join their W1 group ``g{i % groups}`` and the broadcast group ``all``; RSS after;
 3. for each of **W1** (groups of ``--group-size``) and **W2** (one group of everyone):
    *steady* — ``--rate`` deliveries/s (W2: ``--w2-rate`` if given) for ``--duration`` s: loss,
-   latency, the server's loop lag, CPU per 1,000 deliveries;
+   latency, the server's loop lag, CPU per 1,000 deliveries, the broker's CPU (a local node's);
    *burst* — ``--burst`` deliveries' worth of events published as fast as confirms allow: the
    deliveries/s the server sustains when saturated (``--burst 0``: none);
    with ``--find-max``, steps of ``--step-duration`` s with the rate ×1.5 until a delivery is missing
@@ -49,7 +49,7 @@ import psutil
 
 from bench.broker import Broker, PublishResult
 from bench.lag import lag_between, scrape_lag
-from bench.procs import Child, LoadGenPool, kill_all, loadgen_procs_for
+from bench.procs import BrokerCpu, Child, LoadGenPool, kill_all, loadgen_procs_for
 from bench.report import render_markdown, summarize
 from bench.scaling import render_scaling_markdown, scaling_table
 from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, service_queues, wait_server_ready
@@ -221,6 +221,7 @@ class Run:
         self.workdir = workdir
         self.run_id = uuid.uuid4().hex[:8]
         self.broker = Broker(options.amqp)
+        self.broker_cpu = BrokerCpu.find(options.amqp)  # figures None when not a local process
         self.python = sys.executable
         self.phase = 0
         self.port = 0  # the server being measured (its /metrics has the loop-lag histogram)
@@ -428,7 +429,8 @@ class Run:
             f"{name}: {workload} {phase}: {stats['received']}/{stats['expected']} delivered, "
             f"{stats['deliveries_per_s']:.0f}/s, p99 {latency.get('p99')} max {latency.get('max')} ms, "
             f"loop lag p99 {lag.get('p99_ms')} / max {lag.get('max_ms')} ms, "
-            f"cpu {stats['cpu_s_per_1k']} s/1k, server cpu {stats['server_cpu_util']:.0%}"
+            f"cpu {stats['cpu_s_per_1k']} s/1k, server cpu {stats['server_cpu_util']:.0%}, "
+            f"broker cpu {stats['broker_cpu_pct']} %"
         )
 
     async def _collect(
@@ -441,6 +443,7 @@ class Run:
         cpu0: float,
         gen_cpu0: float,
         wall0: float,
+        broker0: float | None,
         timeout: float,
     ) -> dict[str, Any]:
         expected = sum(count * sizes.get(region, 0) for region, count in published.by_region.items())
@@ -463,6 +466,7 @@ class Run:
             "server_cpu_s": round(cpu, 3),
             "server_cpu_util": cpu / wall if wall else 0.0,
             "loadgen_cpu_util": (loadgen.cpu_seconds() - gen_cpu0) / wall if wall else 0.0,
+            "broker_cpu_pct": self.broker_cpu.percent(broker0, wall),
             "cpu_s_per_1k": round(cpu / received * 1000, 5) if received else None,
             "lost_connections": stats["lost_connections"],
             "received_by_process": stats["received_by_process"],
@@ -481,11 +485,12 @@ class Run:
         phase = self.next_phase()
         lag0 = await scrape_lag(self.port)
         cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
+        broker0 = self.broker_cpu.seconds()
         published = await self.broker.publish_rate(
             exchange, phase, rate=events_per_s, duration=duration, region_of=region_of
         )
         stats = await self._collect(
-            phase, published, sizes, server, loadgen, cpu0, gen0, wall0, duration + 60
+            phase, published, sizes, server, loadgen, cpu0, gen0, wall0, broker0, duration + 60
         )
         stats["loop_lag"] = lag_between(lag0, await scrape_lag(self.port))
         return stats
@@ -511,12 +516,15 @@ class Run:
             await asyncio.sleep(0.2)
         finally:
             cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
+            broker0 = self.broker_cpu.seconds()
             resumed = now_us()
             server.resume()
         published.first_us = resumed  # deliveries/s counts from the moment the server can run
         # No loop lag here: the pause itself is one long "lag" (the sampler wakes late by the time
         # stopped), which says nothing about the server.
-        return await self._collect(phase, published, sizes, server, loadgen, cpu0, gen0, wall0, 180.0)
+        return await self._collect(
+            phase, published, sizes, server, loadgen, cpu0, gen0, wall0, broker0, 180.0
+        )
 
     async def _find_max(
         self,
@@ -552,6 +560,7 @@ class Run:
                     "max_ms": latency.get("max"),
                     "lost": stats["lost"],
                     "cpu_s_per_1k": stats["cpu_s_per_1k"],
+                    "broker_cpu_pct": stats["broker_cpu_pct"],
                     "loop_lag": stats.get("loop_lag"),
                 }
             )
