@@ -122,9 +122,12 @@ def test_stream_floor_delivers_everything_counts_the_broker_and_leaves_no_queue(
         for key in ("broker_cpu_pct_steady", "broker_cpu_pct_burst"):
             if local_broker:  # a remote broker (or one psutil may not read) gives None, shown as "–"
                 assert isinstance(row[key], float), (key, row)
-                assert row[key] > 0, (key, row)
+                assert row[key] >= 0, (key, row)
             else:
                 assert row[key] is None, (key, row)
+        # The steady phase publishes for 2 s; a burst of 200 events may drain from what the broker had
+        # already sent (the prefetch window) in less than psutil's 10 ms tick: 0 % is a fair figure.
+        assert not local_broker or row["broker_cpu_pct_steady"] > 0, row
     assert rows["raw-stream"]["ratio_to_raw_stream"]["deliveries_per_s"] == 1.0
     assert rows["service"]["ratio_to_raw_stream"]["cpu_s_per_1k"] is not None
     assert "ratio_to_raw_stream" not in rows["raw"]  # the service's rows and the stream floor's own
