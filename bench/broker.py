@@ -63,19 +63,6 @@ class Broker:
         # The service declares its exchanges as durable topic exchanges; same here, or it would refuse.
         await self.channel.exchange_declare(name, exchange_type="topic", durable=True)
 
-    async def consumer_count(self, queue: str) -> int:
-        """Consumers on ``queue`` (0 when it does not exist yet), on a throwaway channel."""
-        assert self._connection is not None
-        channel = await self._connection.channel()
-        try:
-            result = await channel.queue_declare(queue, passive=True)
-            return int(result.consumer_count or 0)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return 0
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
-
     async def cleanup(self, *, queues: Sequence[str] = (), exchanges: Sequence[str] = ()) -> None:
         assert self._connection is not None
         channel = await self._connection.channel()

@@ -10,7 +10,7 @@ For every server (``--servers``) the run goes:
    has it), connect and join their W1 group ``g{i % groups}`` and the broadcast group ``all``; RSS after;
 3. for each of **W1** (groups of ``--group-size``) and **W2** (one group of everyone):
    *steady* — ``--rate`` deliveries/s (W2: ``--w2-rate`` if given) for ``--duration`` s: loss,
-   latency, the server's loop lag, CPU per 1,000 deliveries;
+   latency, the server's loop lag, CPU per 1,000 deliveries, the broker's CPU (a local node's);
    *burst* — ``--burst`` deliveries' worth of events published as fast as confirms allow: the
    deliveries/s the server sustains when saturated (``--burst 0``: none);
    with ``--find-max``, steps of ``--step-duration`` s with the rate ×1.5 until a delivery is missing
@@ -49,20 +49,22 @@ import psutil
 
 from bench.broker import Broker, PublishResult
 from bench.lag import lag_between, scrape_lag
-from bench.procs import Child, LoadGenPool, kill_all, loadgen_procs_for
+from bench.procs import BrokerCpu, Child, LoadGenPool, kill_all, loadgen_procs_for
 from bench.report import render_markdown, summarize
 from bench.scaling import render_scaling_markdown, scaling_table
-from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, service_queues, wait_service_ready
+from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, service_queues, wait_server_ready
 from bench.wire import BROADCAST_GROUP, group_name, now_us, raise_fd_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-SERVERS = ("service", "service-msgpack", "socketio", "raw")
+SERVERS = ("service", "service-msgpack", "socketio", "raw", "raw-stream")
+DEFAULT_SERVERS = SERVERS[:4]  # raw-stream (the floor reading a stream, as the service does): opt-in
 LABELS = {
     "service": "this service (SignalR JSON)",
     "service-msgpack": "this service (SignalR MessagePack)",
     "socketio": "python-socketio 5 (AsyncServer, aiohttp)",
     "raw": "raw aiohttp floor",
+    "raw-stream": "raw aiohttp floor, stream source",
 }
 WORKLOADS = ("W1", "W2", "W3")
 P99_LIMIT_MS = 100.0
@@ -107,7 +109,7 @@ class Options:
 def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--servers", default=",".join(SERVERS), help=f"comma-separated of {', '.join(SERVERS)}"
+        "--servers", default=",".join(DEFAULT_SERVERS), help=f"comma-separated of {', '.join(SERVERS)}"
     )
     parser.add_argument("--workloads", default="W1,W2,W3", help="comma-separated of W1, W2, W3")
     parser.add_argument("--connections", type=int, help="WebSocket clients (default 10000; quick 1000)")
@@ -140,7 +142,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
         "--prefetch",
         type=int,
         help="consumer prefetch for every server (default: each server's own — the service's "
-        "PREFETCH_COUNT, 100 for the comparison servers' queue consumer; see bench/NOTES.md)",
+        "PREFETCH_COUNT, 1000 for raw-stream, 100 for the other comparison servers; see bench/NOTES.md)",
     )
     parser.add_argument("--timeout", type=float, help="hard limit for the whole run, seconds")
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory for latest.json / latest.md")
@@ -219,6 +221,7 @@ class Run:
         self.workdir = workdir
         self.run_id = uuid.uuid4().hex[:8]
         self.broker = Broker(options.amqp)
+        self.broker_cpu = BrokerCpu.find(options.amqp)  # figures None when not a local process
         self.python = sys.executable
         self.phase = 0
         self.port = 0  # the server being measured (its /metrics has the loop-lag histogram)
@@ -264,21 +267,18 @@ class Run:
             argv = [self.python, "-c", SERVICE_LAUNCHER]
         else:
             env = dict(os.environ)
-            module = "bench.servers.raw" if name == "raw" else "bench.servers.socketio_server"
-            argv = [self.python, "-m", module, "--port", str(port), "--amqp", options.amqp]
-            argv += ["--exchange", exchange, "--queue", queue]
+            module = "bench.servers.socketio_server" if name == "socketio" else "bench.servers.raw"
+            argv = [self.python, "-m", module, "--port", str(port), "--amqp", options.amqp, "--queue", queue]
+            argv += ["--exchange", exchange] + (["--stream"] if name == "raw-stream" else [])
             if options.prefetch is not None:
                 argv += ["--prefetch", str(options.prefetch)]
         env["PYTHONPATH"] = str(ROOT)
         server: Child | None = None
         loadgen: LoadGenPool | None = None
-        result: dict[str, Any] = {"name": name, "label": LABELS[name]}
+        result: dict[str, Any] = {"name": name, "label": LABELS[name], "queues": cleanup_queues}
         try:
             server = await Child.start(name, argv, env=env, log_dir=self.workdir, cwd=ROOT)
-            if name.startswith("service"):
-                await wait_service_ready(server, port)
-            else:
-                await self._wait_ready(server, queue)
+            await wait_server_ready(server, port, service=name.startswith("service"))
             result["server_fd_limit"] = self._check_fd_limit(server)
             loadgen = await LoadGenPool.start(
                 self.python, log_dir=self.workdir, procs=options.procs, name=f"loadgen-{name}"
@@ -286,7 +286,7 @@ class Run:
             result["loadgen_procs"] = len(loadgen.members)
             await asyncio.sleep(1.0)
             result["rss_before_kb"] = server.rss_kb()
-            kind = "signalr" if name.startswith("service") else name
+            kind = "signalr" if name.startswith("service") else name.removesuffix("-stream")
             spec: dict[str, Any] = {
                 "kind": kind,
                 "protocol": "messagepack" if name == "service-msgpack" else "json",
@@ -334,11 +334,13 @@ class Run:
             result["rss_end_kb"] = server.rss_kb()
             result["server_alive"] = server.alive()
         finally:
-            if loadgen is not None:
-                await loadgen.stop()
-            if server is not None:
-                await server.stop()
-            await self.broker.cleanup(queues=cleanup_queues, exchanges=cleanup_exchanges)
+            try:
+                if loadgen is not None:
+                    await loadgen.stop()
+                if server is not None:
+                    await server.stop()
+            finally:  # whatever failed: a stream is durable and would fill for ever
+                await self.broker.cleanup(queues=cleanup_queues, exchanges=cleanup_exchanges)
         return result
 
     def _check_fd_limit(self, server: Child) -> int:
@@ -353,16 +355,6 @@ class Run:
                 "raise the hard limit (ulimit -Hn)"
             )
         return int(soft)
-
-    async def _wait_ready(self, server: Child, queue: str) -> None:
-        deadline = time.monotonic() + 60.0
-        while time.monotonic() < deadline:
-            if not server.alive():
-                raise RuntimeError(f"{server.name} exited; its log ends:\n{server.log_tail()}")
-            if await self.broker.consumer_count(queue) > 0:
-                return
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"{server.name} did not start consuming {queue} within 60 s:\n{server.log_tail()}")
 
     # --- one workload -------------------------------------------------------------------------
 
@@ -437,7 +429,8 @@ class Run:
             f"{name}: {workload} {phase}: {stats['received']}/{stats['expected']} delivered, "
             f"{stats['deliveries_per_s']:.0f}/s, p99 {latency.get('p99')} max {latency.get('max')} ms, "
             f"loop lag p99 {lag.get('p99_ms')} / max {lag.get('max_ms')} ms, "
-            f"cpu {stats['cpu_s_per_1k']} s/1k, server cpu {stats['server_cpu_util']:.0%}"
+            f"cpu {stats['cpu_s_per_1k']} s/1k, server cpu {stats['server_cpu_util']:.0%}, "
+            f"broker cpu {stats['broker_cpu_pct']} %"
         )
 
     async def _collect(
@@ -450,6 +443,7 @@ class Run:
         cpu0: float,
         gen_cpu0: float,
         wall0: float,
+        broker0: float | None,
         timeout: float,
     ) -> dict[str, Any]:
         expected = sum(count * sizes.get(region, 0) for region, count in published.by_region.items())
@@ -472,6 +466,7 @@ class Run:
             "server_cpu_s": round(cpu, 3),
             "server_cpu_util": cpu / wall if wall else 0.0,
             "loadgen_cpu_util": (loadgen.cpu_seconds() - gen_cpu0) / wall if wall else 0.0,
+            "broker_cpu_pct": self.broker_cpu.percent(broker0, wall),
             "cpu_s_per_1k": round(cpu / received * 1000, 5) if received else None,
             "lost_connections": stats["lost_connections"],
             "received_by_process": stats["received_by_process"],
@@ -490,11 +485,12 @@ class Run:
         phase = self.next_phase()
         lag0 = await scrape_lag(self.port)
         cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
+        broker0 = self.broker_cpu.seconds()
         published = await self.broker.publish_rate(
             exchange, phase, rate=events_per_s, duration=duration, region_of=region_of
         )
         stats = await self._collect(
-            phase, published, sizes, server, loadgen, cpu0, gen0, wall0, duration + 60
+            phase, published, sizes, server, loadgen, cpu0, gen0, wall0, broker0, duration + 60
         )
         stats["loop_lag"] = lag_between(lag0, await scrape_lag(self.port))
         return stats
@@ -520,12 +516,15 @@ class Run:
             await asyncio.sleep(0.2)
         finally:
             cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
+            broker0 = self.broker_cpu.seconds()
             resumed = now_us()
             server.resume()
         published.first_us = resumed  # deliveries/s counts from the moment the server can run
         # No loop lag here: the pause itself is one long "lag" (the sampler wakes late by the time
         # stopped), which says nothing about the server.
-        return await self._collect(phase, published, sizes, server, loadgen, cpu0, gen0, wall0, 180.0)
+        return await self._collect(
+            phase, published, sizes, server, loadgen, cpu0, gen0, wall0, broker0, 180.0
+        )
 
     async def _find_max(
         self,
@@ -561,6 +560,7 @@ class Run:
                     "max_ms": latency.get("max"),
                     "lost": stats["lost"],
                     "cpu_s_per_1k": stats["cpu_s_per_1k"],
+                    "broker_cpu_pct": stats["broker_cpu_pct"],
                     "loop_lag": stats.get("loop_lag"),
                 }
             )

@@ -188,6 +188,7 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--exchange", default="")
     parser.add_argument("--queue", default="")
     parser.add_argument("--prefetch", type=int, default=100)
+    parser.add_argument("--stream", action="store_true")  # bench.servers.feed's flag (the raw floor's)
     args = parser.parse_args(argv)
     if args.trace:
         tracemalloc.start(args.frames)

@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import signal
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import psutil
 
 from bench.loadgen import merge_storms, merge_waits
 
-__all__ = ["Child", "LoadGenPool", "LoadGenProcess", "kill_all", "loadgen_procs_for", "shares"]
+__all__ = [
+    "BrokerCpu",
+    "Child",
+    "LoadGenPool",
+    "LoadGenProcess",
+    "find_broker_process",
+    "kill_all",
+    "loadgen_procs_for",
+    "shares",
+]
 
 CLIENTS_PER_LOADGEN = 9_500
 """Clients one load-generator process owns at most by default: the per-process open-file limit is
@@ -263,6 +275,72 @@ class LoadGenPool:
 
     async def stop(self) -> None:
         await asyncio.gather(*(member.stop() for member in self.members))
+
+
+class BrokerCpu:
+    """The local RabbitMQ node's CPU, read like a server's: on two cores the broker takes its share
+    of every phase (a stream about twice a classic queue's), which the server's own CPU does not show.
+
+    ``process`` None (the broker is remote or not found, or psutil may not read it): every figure None.
+    """
+
+    def __init__(self, process: psutil.Process | None) -> None:
+        self.process = process
+
+    @classmethod
+    def find(cls, amqp_url: str) -> BrokerCpu:
+        return cls(find_broker_process(amqp_url))
+
+    def seconds(self) -> float | None:
+        if self.process is None:
+            return None
+        try:
+            times = self.process.cpu_times()
+        except psutil.Error:
+            return None
+        return float(times.user + times.system)
+
+    def percent(self, since: float | None, wall: float) -> float | None:
+        """% of one core since ``since`` (a ``seconds()``) over ``wall`` seconds; None without both."""
+        now = self.seconds()
+        if since is None or now is None or wall <= 0:
+            return None
+        return round(100.0 * (now - since) / wall, 1)
+
+
+def find_broker_process(amqp_url: str) -> psutil.Process | None:
+    """The ``beam.smp`` of the RabbitMQ node behind ``amqp_url`` when it runs on this machine: the node
+    (``-s rabbit``) listening on the URL's port, or the only node there is if its sockets are unreadable."""
+    parts = urlsplit(amqp_url)
+    if not _is_local(parts.hostname or "localhost"):
+        return None
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    nodes: list[psutil.Process] = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if process.info["name"] == "beam.smp" and "rabbit" in cmdline:
+            nodes.append(process)
+    unreadable = 0
+    for node in nodes:
+        try:
+            listening = node.net_connections(kind="tcp")
+        except psutil.Error:
+            unreadable += 1
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in listening):
+            return node
+    return nodes[0] if len(nodes) == 1 and unreadable else None
+
+
+def _is_local(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(socket.gethostbyname(host))
+    except (OSError, ValueError):
+        return False
+    if address.is_loopback:
+        return True
+    local = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
+    return str(address) in local
 
 
 def _die_with_parent() -> None:

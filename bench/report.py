@@ -1,7 +1,10 @@
 """Turn a run's raw measurements into rows, ratios to the raw floor, target checks and a markdown table.
 
 Rule: ratios are computed only within one run (absolute numbers on a shared 2-core machine are noisy);
-a figure is "×raw" = this server's value / the raw floor's value for the same workload.
+a figure is "×raw" = this server's value / the raw floor's value for the same workload. When the run
+has ``raw-stream`` too (the floor reading a RabbitMQ stream, as the service does), the service's rows
+also carry ratios to it (``ratio_to_raw_stream``, a table of their own): the part of the gap to
+``raw`` that is the source's, not the server's.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 __all__ = ["load_line", "machine_line", "render_markdown", "summarize"]
 
 _FLOOR = "raw"
+_STREAM_FLOOR = "raw-stream"
 
 
 def _row(server: dict[str, Any], workload: str) -> dict[str, Any] | None:
@@ -43,6 +47,8 @@ def _row(server: dict[str, Any], workload: str) -> dict[str, Any] | None:
         "loadgen_cpu_util_steady": round(steady["loadgen_cpu_util"], 2),
         "server_cpu_util_burst": _rounded(burst.get("server_cpu_util"), 2),
         "loadgen_cpu_util_burst": _rounded(burst.get("loadgen_cpu_util"), 2),
+        "broker_cpu_pct_steady": steady.get("broker_cpu_pct"),
+        "broker_cpu_pct_burst": burst.get("broker_cpu_pct"),
         "rss_before_kb": round(server["rss_before_kb"]),
         "rss_after_kb": round(server["rss_after_kb"]),
         "kb_per_connection": round(server["kb_per_connection"], 2),
@@ -66,26 +72,34 @@ def _ratio(value: Any, floor: Any) -> float | None:
 _RATIO_KEYS = ("deliveries_per_s", "cpu_s_per_1k", "cpu_s_per_1k_burst", "kb_per_connection", "max_rate")
 
 
+def _ratios(row: dict[str, Any], floor_row: dict[str, Any] | None, keys: tuple[str, ...]) -> dict[str, Any]:
+    """``row``'s figures over ``floor_row``'s (``p99``: the steady latency's); empty without a floor."""
+    if floor_row is None:
+        return {}
+    ratios = {key: _ratio(row[key], floor_row[key]) for key in keys}
+    ratios["p99"] = _ratio((row["latency_ms"] or {}).get("p99"), (floor_row["latency_ms"] or {}).get("p99"))
+    return ratios
+
+
+def _floor_row(servers: dict[str, Any], name: str, workload: str) -> dict[str, Any] | None:
+    floor = servers.get(name)
+    return _row(floor, workload) if floor else None
+
+
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     servers: dict[str, Any] = result["servers"]
     rows: list[dict[str, Any]] = []
     for workload in ("W1", "W2"):
-        floor = servers.get(_FLOOR)
-        floor_row = _row(floor, workload) if floor else None
+        floor_row = _floor_row(servers, _FLOOR, workload)
+        stream_row = _floor_row(servers, _STREAM_FLOOR, workload)
         for server in servers.values():
             row = _row(server, workload)
             if row is None:
                 continue
-            ratios: dict[str, float | None] = {}
-            if floor_row is not None:
-                for key in _RATIO_KEYS:
-                    ratios[key] = _ratio(row[key], floor_row[key])
-                p99, floor_p99 = (
-                    (row["latency_ms"] or {}).get("p99"),
-                    (floor_row["latency_ms"] or {}).get("p99"),
-                )
-                ratios["p99"] = _ratio(p99, floor_p99)
-            row["ratio_to_raw"] = ratios
+            row["ratio_to_raw"] = _ratios(row, floor_row, _RATIO_KEYS)
+            if stream_row is not None and row["server"].startswith(("service", _STREAM_FLOOR)):
+                keys = (*_RATIO_KEYS, "broker_cpu_pct_steady")
+                row["ratio_to_raw_stream"] = _ratios(row, stream_row, keys)
             rows.append(row)
     storms: list[dict[str, Any]] = []
     floor_storm = (servers.get(_FLOOR) or {}).get("storm")
@@ -217,6 +231,38 @@ def load_line(options: dict[str, Any]) -> str:
     )
 
 
+def _stream_floor_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The service's rows against the floor that reads a stream too (``raw-stream``), when it ran: the
+    part of the gap to ``raw`` that is the source's (the broker's share of two cores), not the server's."""
+    compared = [row for row in rows if "ratio_to_raw_stream" in row]
+    if not any(row["server"].startswith("service") for row in compared):
+        return []
+    lines = [
+        "",
+        "This service against the stream floor (`raw-stream`: the raw server reading a RabbitMQ stream "
+        "as the service does, at the service's prefetch of 1,000 unless `--prefetch`); ratios in parentheses "
+        "to it:",
+        "",
+        "| workload | server | deliveries/s | CPU s / 1k (steady \\| burst) | max rate /s | p99 ms (steady) "
+        "| broker CPU % (steady) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in compared:
+        ratios = row["ratio_to_raw_stream"]
+        cells = [
+            row["workload"],
+            row["label"],
+            f"{fmt(row['deliveries_per_s'])}{_x(ratios.get('deliveries_per_s'))}",
+            f"{fmt(row['cpu_s_per_1k'], 4)}{_x(ratios.get('cpu_s_per_1k'))} \\| "
+            f"{fmt(row['cpu_s_per_1k_burst'], 4)}{_x(ratios.get('cpu_s_per_1k_burst'))}",
+            f"{fmt(row['max_rate'])}{_x(ratios.get('max_rate'))}",
+            f"{fmt((row['latency_ms'] or {}).get('p99'), 1)}{_x(ratios.get('p99'))}",
+            f"{fmt(row['broker_cpu_pct_steady'], 0)}{_x(ratios.get('broker_cpu_pct_steady'))}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     summary = result["summary"]
     options = result["options"]
@@ -235,11 +281,13 @@ def render_markdown(result: dict[str, Any]) -> str:
         "CPU: seconds of the server process per 1,000 deliveries, steady phase | burst. *max rate*: "
         "deliveries/s of the highest `--find-max` step with nothing lost and p99 < 100 ms. *loop lag*: "
         "the server's event-loop lag in the steady phase (`realtime_event_loop_lag_seconds`, sampled every "
-        "50 ms), p99 / the upper bound of the highest bucket reached.",
+        "50 ms), p99 / the upper bound of the highest bucket reached. *broker CPU*: the local RabbitMQ "
+        "node's CPU over the same phases, % of one core (– when the broker is not a local process).",
         "",
         "| workload | server | delivered / expected | deliveries/s | p50 / p90 / p99 / max ms | "
-        "loop lag p99 / max ms | CPU s / 1k (steady \\| burst) | RSS KB/conn | max rate /s | p99 @ ½ max |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "loop lag p99 / max ms | CPU s / 1k (steady \\| burst) | broker CPU % (steady \\| burst) "
+        "| RSS KB/conn | max rate /s | p99 @ ½ max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["rows"]:
         ratios = row["ratio_to_raw"]
@@ -252,11 +300,13 @@ def render_markdown(result: dict[str, Any]) -> str:
             _lag(row.get("loop_lag")),
             f"{fmt(row['cpu_s_per_1k'], 4)}{_x(ratios.get('cpu_s_per_1k'))} \\| "
             f"{fmt(row['cpu_s_per_1k_burst'], 4)}{_x(ratios.get('cpu_s_per_1k_burst'))}",
+            f"{fmt(row['broker_cpu_pct_steady'], 0)} \\| {fmt(row['broker_cpu_pct_burst'], 0)}",
             f"{fmt(row['kb_per_connection'], 1)}{_x(ratios.get('kb_per_connection'))}",
             f"{fmt(row['max_rate'])}{_x(ratios.get('max_rate'))}",
             fmt(row["p99_at_half_max_ms"], 1),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _stream_floor_table(summary["rows"])
     steps = [row for row in summary["rows"] if row.get("find_max_steps")]
     if steps:
         lines += [
@@ -265,8 +315,8 @@ def render_markdown(result: dict[str, Any]) -> str:
             "p99 < 100 ms):",
             "",
             "| workload | server | rate /s | passed | p50 / p99 / max ms | loop lag p99 / max ms "
-            "| CPU s / 1k |",
-            "|---|---|---|---|---|---|---|",
+            "| CPU s / 1k | broker CPU % |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for row in steps:
             for step in row["find_max_steps"]:
@@ -278,6 +328,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                     " / ".join(fmt(step.get(key), 1) for key in ("p50_ms", "p99_ms", "max_ms")),
                     _lag(step.get("loop_lag")),
                     fmt(step.get("cpu_s_per_1k"), 4),
+                    fmt(step.get("broker_cpu_pct"), 0),
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
     if summary["storm"]:

@@ -18,7 +18,14 @@ import aiohttp
 
 from bench.procs import Child
 
-__all__ = ["SERVICE_LAUNCHER", "mint_tokens", "service_env", "service_queues", "wait_service_ready"]
+__all__ = [
+    "SERVICE_LAUNCHER",
+    "mint_tokens",
+    "service_env",
+    "service_queues",
+    "wait_server_ready",
+    "wait_service_ready",
+]
 
 # The service's own entry point (``python -m service``) with the fd limit raised first.
 SERVICE_LAUNCHER = (
@@ -93,6 +100,12 @@ async def wait_http_ok(server: Child, url: str, timeout: float = 60.0) -> None:
 async def wait_service_ready(server: Child, port: int, timeout: float = 60.0) -> None:
     """The service reads a stream: ready when ``/readyz`` says so (connected, history loaded)."""
     await wait_http_ok(server, f"http://127.0.0.1:{port}/readyz", timeout)
+
+
+async def wait_server_ready(server: Child, port: int, *, service: bool) -> None:
+    """The service: ``/readyz``. A comparison server (``bench.servers``) listens only once its feed
+    consumes, so any answer will do (``/metrics``): a stream's declare-ok counts no consumers to poll."""
+    await wait_http_ok(server, f"http://127.0.0.1:{port}/{'readyz' if service else 'metrics'}")
 
 
 def mint_tokens(key_dir: Path, subjects: list[str], *, roles: tuple[str, ...] = ("Admin",)) -> list[str]:

@@ -4,6 +4,12 @@ One queue bound with ``#`` to the benchmark's exchange, per-consumer prefetch, s
 single worker drains an in-memory inbox), and ack after hand-off — but one ``basic.ack`` with
 ``multiple=True`` per drained batch instead of one per message, so the floor is the best this stack
 can do.
+
+``--stream``: the queue is a RabbitMQ stream read from ``next``, as the service reads its source
+(durable, the service's default retention, prefetch 1,000 = its ``PREFETCH_COUNT``, credit by an
+``ack(multiple=True)`` every half window and whenever the inbox empties). A stream costs the broker
+about twice the CPU of a classic queue at the same rate; this floor shows what that leaves a server.
+A stream is durable and outlives its consumer: whoever names it deletes it (the benchmark does).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -26,6 +33,9 @@ __all__ = ["Feed", "add_feed_arguments", "attach_feed", "run_server"]
 
 Handler = Callable[[bytes], Awaitable[None] | None]
 
+CLASSIC_PREFETCH = 100
+STREAM_PREFETCH = 1000  # the service's PREFETCH_COUNT default
+
 
 def add_feed_arguments(parser: object) -> None:
     add = parser.add_argument  # type: ignore[attr-defined]
@@ -34,17 +44,44 @@ def add_feed_arguments(parser: object) -> None:
     add("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
     add("--exchange", required=True)
     add("--queue", required=True)
-    add("--prefetch", type=int, default=100)
+    add("--prefetch", type=int, help=f"default {CLASSIC_PREFETCH}; with --stream {STREAM_PREFETCH}")
+    add("--stream", action="store_true", help="read a RabbitMQ stream (as the service does), not a queue")
+
+
+def _stream_arguments() -> dict[str, Any]:
+    """The service's default retention, so that a stream left behind by a killed run stays bounded."""
+    from config.settings import Settings
+
+    fields = Settings.model_fields
+    return {
+        "x-queue-type": "stream",
+        "x-max-age": fields["stream_max_age"].default,
+        "x-max-length-bytes": fields["stream_max_bytes"].default,
+        "x-stream-max-segment-size-bytes": fields["stream_segment_bytes"].default,
+    }
 
 
 class Feed:
     """Consume ``queue`` (declared here, bound to ``exchange``) and call ``handler(body)`` in order."""
 
-    def __init__(self, url: str, exchange: str, queue: str, prefetch: int, handler: Handler) -> None:
+    def __init__(
+        self,
+        url: str,
+        exchange: str,
+        queue: str,
+        prefetch: int | None,
+        handler: Handler,
+        *,
+        stream: bool = False,
+    ) -> None:
         self._url = url
         self._exchange = exchange
         self._queue = queue
-        self._prefetch = prefetch
+        self._stream = stream
+        self._prefetch = prefetch or (STREAM_PREFETCH if stream else CLASSIC_PREFETCH)
+        # A classic queue never has more than the window unacked: one ack per drained batch. A stream
+        # delivers whole chunks and may overshoot the window: credit every half window as well.
+        self._ack_every = max(1, self._prefetch // 2) if stream else self._prefetch
         self._handler = handler
         self._inbox: deque[AbstractIncomingMessage] = deque()
         self._wake = asyncio.Event()
@@ -56,10 +93,15 @@ class Feed:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
         exchange = await channel.declare_exchange(self._exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        queue = await channel.declare_queue(self._queue, auto_delete=True, arguments={"x-expires": 60_000})
+        if self._stream:  # no auto-delete, no x-expires on a stream: the benchmark deletes it
+            queue = await channel.declare_queue(self._queue, durable=True, arguments=_stream_arguments())
+        else:
+            queue = await channel.declare_queue(
+                self._queue, auto_delete=True, arguments={"x-expires": 60_000}
+            )
         await queue.bind(exchange, routing_key="#")
         self._worker = asyncio.create_task(self._work())
-        await queue.consume(self._on_message)
+        await queue.consume(self._on_message, arguments={"x-stream-offset": "next"} if self._stream else None)
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -76,15 +118,21 @@ class Feed:
     async def _work(self) -> None:
         inbox = self._inbox
         handler = self._handler
+        ack_every = self._ack_every
         while True:
             await self._wake.wait()
             self._wake.clear()
             last: AbstractIncomingMessage | None = None
+            unacked = 0
             while inbox:
                 last = inbox.popleft()
                 result = handler(last.body)
                 if result is not None:
                     await result
+                unacked += 1
+                if unacked >= ack_every:
+                    await last.ack(multiple=True)
+                    last, unacked = None, 0
             if last is not None:
                 await last.ack(multiple=True)
 

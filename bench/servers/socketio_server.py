@@ -29,7 +29,7 @@ def build_app(args: argparse.Namespace) -> web.Application:
         event = orjson.loads(body)
         await sio.emit(event["type"], event, room=event["region"])
 
-    feed = Feed(args.amqp, args.exchange, args.queue, args.prefetch, on_event)
+    feed = Feed(args.amqp, args.exchange, args.queue, args.prefetch, on_event, stream=args.stream)
 
     app = web.Application()
     sio.attach(app)
