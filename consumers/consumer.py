@@ -209,7 +209,7 @@ class EventConsumer:
         await self._link.close(timeout=remaining())
         log.info(
             "consumer.stopped",
-            unhandled=self._inbox.messages.qsize(),
+            unhandled=len(self._inbox),
             position=str(self._worker.live_position),
         )
 

@@ -102,7 +102,7 @@ class Worker:
         self._started_at = started_at
         inbox = self._inbox
         while inbox.accepting:
-            message = await inbox.messages.get()
+            message = await inbox.get()
             if not inbox.accepting:
                 break
             self.handling = True
@@ -120,7 +120,6 @@ class Worker:
         before credit, whenever nothing more is queued, and every ``HOLD_MAX_ENTRIES`` entries.
         """
         inbox = self._inbox
-        queue = inbox.messages
         writes = self._writes
         credit_every = max(1, self._settings.prefetch_count // 2)
         info = _enabled(logging.INFO)
@@ -134,7 +133,7 @@ class Worker:
                     writes.flush()
                     held = 0
                     await self.credit()
-                elif queue.empty():
+                elif not inbox:
                     writes.flush()
                     held = 0
                 else:
@@ -150,10 +149,10 @@ class Worker:
                 await asyncio.sleep(0)
                 if not inbox.accepting:
                     break
-                try:
-                    message = queue.get_nowait()
-                except asyncio.QueueEmpty:
+                following = inbox.take()
+                if following is None:
                     break
+                message = following
         finally:
             self._stop_holding()
 

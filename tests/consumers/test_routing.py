@@ -147,7 +147,7 @@ async def test_prefetch_bounds_what_is_held_unacknowledged(
     held: list[int] = []
     consumer_box: list[EventConsumer] = []
     # Each hand-off looks at the inbox: the in-flight message plus those waiting never exceed prefetch.
-    sender.hook = lambda _sent, _call: held.append(1 + consumer_box[0]._inbox.messages.qsize())
+    sender.hook = lambda _sent, _call: held.append(1 + len(consumer_box[0]._inbox))
     async with running(settings, sender, wait=False) as consumer:
         consumer_box.append(consumer)
         await sender.wait_for_count(len(bodies))
