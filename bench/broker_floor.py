@@ -1,0 +1,182 @@
+"""The floor under the floors: RabbitMQ alone, a classic queue against a stream, no server at all.
+
+``python -m bench.broker_floor`` publishes the benchmark's events the way ``python -m bench`` does
+(``bench.broker.Broker``: confirmed batches, the publish time in every ``jobId``) to an exchange
+bound to one queue, and consumes that queue in the same process — a classic queue as the ``raw``
+floor reads, then a stream as the service and ``raw-stream`` read (``x-stream-offset: next``,
+prefetch 1,000, credit every 500). Per source and rate it prints the publish → consume latency
+(p50 / p99 / max), the broker's CPU (% of one core) and the consumer's: what the source alone adds
+to every server's figures before a single WebSocket is written.
+
+Every queue and exchange it declares is deleted before it returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiormq
+from aiormq.abc import DeliveredMessage
+
+from bench.broker import Broker
+from bench.procs import BrokerCpu
+from bench.wire import decode_job_id, now_us
+
+__all__ = ["SourceRun", "main", "measure", "names"]
+
+SOURCES = ("classic", "stream")
+_PREFETCH = {"classic": 100, "stream": 1000}  # the raw floor's and the service's defaults
+_JOB_ID = b'"jobId":"'
+
+
+@dataclass
+class SourceRun:
+    source: str
+    rate: int
+    seconds: float
+    published: int
+    received: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    broker_cpu_pct: float | None
+    consumer_cpu_pct: float
+
+
+def _percentile(ordered: Sequence[float], fraction: float) -> float | None:
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 2)
+
+
+def names(tag: str) -> tuple[str, str]:
+    """The exchange and the queue of one measurement."""
+    return f"bench.floor.{tag}.x", f"bench.floor.{tag}.q"
+
+
+async def measure(amqp: str, source: str, rate: int, seconds: float, *, tag: str | None = None) -> SourceRun:
+    """Publish ``rate`` events/s for ``seconds`` through one ``source`` queue and consume them."""
+    exchange, queue = names(tag or uuid.uuid4().hex[:8])
+    publisher = Broker(amqp)
+    await publisher.connect()
+    connection = await aiormq.connect(amqp)
+    try:
+        channel = await connection.channel()
+        await publisher.declare_exchange(exchange)
+        stream = source == "stream"
+        arguments: dict[str, Any] = {"x-queue-type": "stream", "x-max-age": "1h"} if stream else {}
+        await channel.queue_declare(queue, durable=stream, arguments=arguments)
+        await channel.queue_bind(queue, exchange, routing_key="#")
+        await channel.basic_qos(prefetch_count=_PREFETCH[source])
+        latencies: list[float] = []
+        expected: int | None = None  # known once publishing is over
+        all_in = asyncio.Event()
+        unacked = 0
+        credit_every = 1 if not stream else _PREFETCH[source] // 2
+
+        async def on_message(message: DeliveredMessage) -> None:
+            nonlocal unacked
+            body = message.body
+            start = body.index(_JOB_ID) + len(_JOB_ID)
+            published_us, _phase, _index = decode_job_id(body[start : body.index(b'"', start)])
+            latencies.append((now_us() - published_us) / 1000)
+            if expected is not None and len(latencies) >= expected:
+                all_in.set()
+            unacked += 1
+            if unacked >= credit_every and message.delivery_tag is not None:
+                unacked = 0
+                await channel.basic_ack(message.delivery_tag, multiple=True)
+
+        consume_arguments: dict[str, Any] = {"x-stream-offset": "next"} if stream else {}
+        await channel.basic_consume(queue, on_message, arguments=consume_arguments)
+        broker = BrokerCpu.find(amqp)
+        broker_before = broker.seconds()
+        cpu_before = time.process_time()
+        started = time.monotonic()
+        result = await publisher.publish_rate(
+            exchange, 1, rate=rate, duration=seconds, region_of=lambda index: f"g{index % 100}"
+        )
+        expected = result.count
+        if len(latencies) >= expected:
+            all_in.set()
+        with contextlib.suppress(TimeoutError):  # what did not come within 10 s counts as lost
+            await asyncio.wait_for(all_in.wait(), 10.0)
+        wall = time.monotonic() - started
+        broker_pct = broker.percent(broker_before, wall)
+        consumer_pct = round(100.0 * (time.process_time() - cpu_before) / wall, 1)
+        ordered = sorted(latencies)
+        return SourceRun(
+            source=source,
+            rate=rate,
+            seconds=seconds,
+            published=result.count,
+            received=len(latencies),
+            p50_ms=_percentile(ordered, 0.50),
+            p99_ms=_percentile(ordered, 0.99),
+            max_ms=round(ordered[-1], 2) if ordered else None,
+            broker_cpu_pct=broker_pct,
+            consumer_cpu_pct=consumer_pct,
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            cleanup = await connection.channel()
+            await cleanup.queue_delete(queue)
+            await cleanup.exchange_delete(exchange)
+        with contextlib.suppress(Exception):
+            await connection.close()
+        await publisher.close()
+
+
+def _table(runs: Sequence[SourceRun]) -> str:
+    lines = [
+        "| source | events/s | received / published | p50 / p99 / max ms | broker CPU % | consumer CPU % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        broker = "–" if run.broker_cpu_pct is None else f"{run.broker_cpu_pct:.0f}"
+        lines.append(
+            f"| {run.source} | {run.rate:,} | {run.received:,} / {run.published:,} | "
+            f"{run.p50_ms} / {run.p99_ms} / {run.max_ms} | {broker} | {run.consumer_cpu_pct:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.broker_floor", description=__doc__.split("\n")[0])
+    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--rates", default="500,1000,2500", help="events/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=10.0, help="publishing time per source and rate")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each source at each rate")
+    parser.add_argument("--output", type=Path, help="write the runs as JSON here")
+    args = parser.parse_args(argv)
+    rates = [int(rate) for rate in args.rates.split(",") if rate]
+
+    async def run_all() -> list[SourceRun]:
+        runs: list[SourceRun] = []
+        for rate in rates:
+            for _ in range(args.repeat):
+                for source in SOURCES:  # interleaved: the box's noise falls on both alike
+                    runs.append(await measure(args.amqp, source, rate, args.seconds))
+                    print(_table(runs[-1:]).splitlines()[-1], flush=True)
+        return runs
+
+    runs = asyncio.run(run_all())
+    print()
+    print(_table(runs))
+    if args.output is not None:
+        args.output.write_text(json.dumps([asdict(run) for run in runs], indent=1) + "\n")
+    lost = sum(run.published - run.received for run in runs)
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""``python -m bench.broker_floor`` (RabbitMQ alone, a classic queue and a stream, measured alike) and
+``python -m bench.consume_path`` (aio-pika's consumer against aiormq's).
+
+Asserts what a correct measurement must show — everything published was consumed, latency and CPU
+figures exist, nothing it declared is left on the broker — never a timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from bench.broker_floor import SOURCES, measure, names
+from bench.consume_path import WAYS, consume_cost
+from bench.procs import find_broker_process
+from tests.bench.test_bench import _existing_queues
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_each_source_delivers_everything_is_measured_and_deleted(broker_url: str, source: str) -> None:
+    tag = f"test-{uuid.uuid4().hex[:8]}"
+    run = asyncio.run(measure(broker_url, source, rate=300, seconds=1.0, tag=tag))
+    assert run.source == source
+    assert run.received == run.published > 0
+    assert run.p50_ms is not None
+    assert run.p99_ms is not None
+    assert run.max_ms is not None
+    assert 0 <= run.p50_ms <= run.p99_ms <= run.max_ms
+    assert run.consumer_cpu_pct > 0
+    if find_broker_process(broker_url) is not None:
+        assert run.broker_cpu_pct is not None
+        assert run.broker_cpu_pct > 0
+    _exchange, queue = names(tag)
+    assert asyncio.run(_existing_queues(broker_url, [queue])) == []
+
+
+def test_both_ways_of_consuming_read_every_entry_and_delete_the_stream(broker_url: str) -> None:
+    """``python -m bench.consume_path``: each way reads the whole stream (it would hang otherwise)."""
+    stream = f"bench.consume.test-{uuid.uuid4().hex[:8]}"
+    costs = asyncio.run(consume_cost(broker_url, count=600, rounds=1, stream=stream))
+    assert set(costs) == set(WAYS)
+    for values in costs.values():
+        assert len(values) == 1
+        assert values[0] > 0
+    assert asyncio.run(_existing_queues(broker_url, [stream])) == []
