@@ -5,7 +5,7 @@
 bound to one queue, and consumes that queue in the same process — a classic queue as the ``raw``
 floor reads, then a stream as the service and ``raw-stream`` read (``x-stream-offset: next``,
 prefetch 1,000, credit every 500). Per source and rate it prints the publish → consume latency
-(p50 / p99 / max), the broker's CPU (% of one core) and the consumer's: what the source alone adds
+(p50 / p99 / max), the broker's CPU (% of one core) and the client process's (publisher and consumer): what the source alone adds
 to every server's figures before a single WebSocket is written.
 
 Every queue and exchange it declares is deleted before it returns.
@@ -138,7 +138,7 @@ async def measure(amqp: str, source: str, rate: int, seconds: float, *, tag: str
 
 def _table(runs: Sequence[SourceRun]) -> str:
     lines = [
-        "| source | events/s | received / published | p50 / p99 / max ms | broker CPU % | consumer CPU % |",
+        "| source | events/s | received / published | p50 / p99 / max ms | broker CPU % | client CPU % |",
         "|---|---|---|---|---|---|",
     ]
     for run in runs:
