@@ -144,8 +144,10 @@ class Worker:
                     if held >= HOLD_MAX_ENTRIES:
                         writes.flush()
                         held = 0
-                # One turn of the event loop per entry: a stop() (SIGTERM) takes effect after it,
-                # before the next entry is taken.
+                if not inbox:
+                    break  # the wait for the next entry is the loop's turn (at a steady rate, every entry)
+                # One turn of the event loop per queued entry: a stop() (SIGTERM) takes effect after
+                # it, before the next entry is taken.
                 await asyncio.sleep(0)
                 if not inbox.accepting:
                     break
