@@ -5,8 +5,9 @@
 bound to one queue, and consumes that queue in the same process — a classic queue as the ``raw``
 floor reads, then a stream as the service and ``raw-stream`` read (``x-stream-offset: next``,
 prefetch 1,000, credit every 500). Per source and rate it prints the publish → consume latency
-(p50 / p99 / max), the broker's CPU (% of one core) and the client process's (publisher and consumer): what the source alone adds
-to every server's figures before a single WebSocket is written.
+(p50 / p99 / max), the broker's CPU (% of one core) and the client process's (publisher and
+consumer): what the source alone adds to every server's figures before a single WebSocket is
+written.
 
 Every queue and exchange it declares is deleted before it returns.
 """
