@@ -28,9 +28,7 @@ connections, each server afresh at each step, into one table (``bench.scaling``)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -48,6 +46,7 @@ import psutil
 
 from bench.broker import Broker, PublishResult
 from bench.lag import lag_between, scrape_lag
+from bench.machine import machine_facts
 from bench.options import LABELS, Options, parse_args
 from bench.procs import BrokerCpu, Child, LoadGenPool, kill_all, loadgen_procs_for
 from bench.report import render_markdown, summarize
@@ -458,7 +457,7 @@ class Run:
         return {
             "command": "python -m bench " + " ".join(shlex.quote(a) for a in self.argv),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": _machine(self.broker.server_version),
+            "machine": machine_facts(self.broker.server_version),
             "options": {
                 "servers": options.servers,
                 "workloads": options.workloads,
@@ -479,34 +478,6 @@ class Run:
             "logs": str(self.workdir),
             "servers": results,
         }
-
-
-def _machine(rabbitmq: str) -> dict[str, Any]:
-    model = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        uvloop_version: str | None = version("uvloop")
-    except PackageNotFoundError:
-        uvloop_version = None
-
-    import aiohttp
-
-    return {
-        "cores": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "uvloop": uvloop_version,
-        "aiohttp": aiohttp.__version__,
-        "python_socketio": version("python-socketio"),
-        "rabbitmq": rabbitmq,
-    }
 
 
 async def _scaling(options: Options, argv: list[str], workdir: Path) -> dict[str, Any]:
