@@ -32,13 +32,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,13 +46,13 @@ import aio_pika
 import aiohttp
 import orjson
 
-from bench.procs import Child, kill_all
-from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, wait_service_ready
+from bench.procs import kill_all
+from bench.service import mint_tokens, service_env
 from bench.soak_clients import KINDS, SoakClient
+from bench.soak_instances import Instance, scrape
+from bench.soak_publisher import Publisher
 from devkit.local_broker import PrivateBroker, free_port
-from publisher import recommendation_ready
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 FAULTS = ("sigterm", "broker", "sigkill")
 
@@ -101,156 +100,6 @@ def parse_args(argv: list[str] | None) -> Options:
 
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-# --- the service instances -------------------------------------------------------------------
-
-
-@dataclass
-class Instance:
-    name: str
-    port: int
-    env: dict[str, str]
-    log_dir: Path
-    child: Child | None = None
-    starts: int = 0
-    idle_rss: float | None = None  # bytes, at its first start, before any client
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.starts += 1
-        self.child = await Child.start(
-            f"{self.name}-{self.starts}",
-            [sys.executable, "-c", SERVICE_LAUNCHER],
-            env=self.env,
-            log_dir=self.log_dir,
-            cwd=ROOT,
-        )
-        await wait_service_ready(self.child, self.port, timeout=120.0)
-
-    async def terminate(self) -> float:
-        """SIGTERM; seconds until it exited (its own shutdown bound applies)."""
-        child = self.child
-        if child is None:
-            return 0.0
-        started = time.monotonic()
-        with contextlib.suppress(ProcessLookupError):
-            child.process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(child.process.wait(), 30.0)
-        await child.stop(1.0)
-        return time.monotonic() - started
-
-    async def kill(self) -> None:
-        child = self.child
-        if child is not None:
-            with contextlib.suppress(ProcessLookupError):
-                child.process.send_signal(signal.SIGKILL)
-            await child.stop(1.0)
-
-
-async def scrape(session: aiohttp.ClientSession, instance: Instance) -> dict[str, float] | None:
-    """The figures the soak prints, from one instance's ``/metrics``; None when it does not answer."""
-    wanted = {
-        "process_resident_memory_bytes": "rss",
-        "process_open_fds": "fds",
-        "realtime_asyncio_tasks": "tasks",
-        "realtime_hub_connections": "connections",
-    }
-    try:
-        async with session.get(
-            f"{instance.base}/metrics", timeout=aiohttp.ClientTimeout(total=5)
-        ) as response:
-            text = await response.text()
-    except (aiohttp.ClientError, OSError, TimeoutError):
-        return None
-    figures: dict[str, float] = dict.fromkeys(wanted.values(), 0.0)
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in wanted:
-            figures[wanted[name]] += float(line.rsplit(" ", 1)[1])
-    return figures
-
-
-# --- the publisher -------------------------------------------------------------------------------
-
-
-@dataclass
-class Publisher:
-    url: str
-    exchange: str
-    regions: list[str]
-    valid: dict[str, str] = field(default_factory=dict)  # jobId -> region, confirmed
-    confirmed_at: dict[str, float] = field(default_factory=dict)  # jobId -> monotonic time
-    per_region: Counter[str] = field(default_factory=Counter)
-    invalid: list[str] = field(default_factory=list)  # message ids, confirmed
-    retries: int = 0
-    returned: int = 0  # confirmed but routed to no queue (then retried)
-    stopping: bool = False
-
-    async def run(self, rate: float, invalid_every: int) -> None:
-        connection = await aio_pika.connect_robust(self.url, reconnect_interval=1.0)
-        try:
-            # mandatory + on_return_raises: right after a broker restart the exchange can be up before
-            # the stream is bound again; RabbitMQ then *confirms* a message it routed nowhere (and
-            # returns it). Counted as published, such events were owed but never existed (run 2).
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            interval = 1.0 / rate
-            next_at = time.monotonic()
-            n = 0
-            while not self.stopping:
-                n += 1
-                region = self.regions[n % len(self.regions)]
-                message_id = str(uuid.uuid4())
-                if invalid_every and n % invalid_every == 0:
-                    body = orjson.dumps({"type": "RecommendationReady", "region": region})  # fields missing
-                    await self._publish(channel, body, message_id)
-                    self.invalid.append(message_id)
-                else:
-                    event = recommendation_ready(region=region, configVersion=n)
-                    await self._publish(channel, orjson.dumps(event), message_id)
-                    self.valid[str(event["jobId"])] = region
-                    self.confirmed_at[str(event["jobId"])] = time.monotonic()
-                    self.per_region[region] += 1
-                next_at += interval
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        finally:
-            await connection.close()
-
-    async def _publish(self, channel: aio_pika.abc.AbstractChannel, body: bytes, message_id: str) -> None:
-        """Until the broker confirms it; a retry keeps the ``message_id`` (the service drops repeats)."""
-        while True:
-            try:
-                exchange = await channel.get_exchange(self.exchange, ensure=False)
-                await exchange.publish(
-                    aio_pika.Message(
-                        body,
-                        content_type="application/json",
-                        message_id=message_id,
-                        timestamp=datetime.now(UTC),
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
-                    routing_key="recommendation.ready",
-                    mandatory=True,
-                    timeout=5.0,
-                )
-                return
-            except (
-                aio_pika.exceptions.AMQPError,
-                ConnectionError,
-                OSError,
-                TimeoutError,
-                RuntimeError,
-            ) as error:
-                if isinstance(error, aio_pika.exceptions.DeliveryError):
-                    self.returned += 1
-                self.retries += 1
-                await asyncio.sleep(0.5)
 
 
 # --- the run ---------------------------------------------------------------------------------------
