@@ -23,6 +23,10 @@ and checks the count: every valid event published reached every client whose gro
 exactly once (after skipping positions already seen, as the client pattern does; how many arrived
 twice before that skip is shown too), and every invalid one is in the dead-letter queue. Exit
 status 0 only when the check holds. The figures are also written to ``--output``/soak-<label>.json.
+
+This module sets the soak up, runs it and tears it down; its parts are ``bench.soak_instances``,
+``bench.soak_publisher``, ``bench.soak_faults``, ``bench.soak_report`` (the figure lines),
+``bench.soak_check`` (the count) and ``bench.soak_state`` (what they share).
 """
 
 from __future__ import annotations
@@ -32,44 +36,27 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import tempfile
 import time
-import uuid
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import aiohttp
 import orjson
 
-from bench.procs import Child, kill_all
-from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, wait_service_ready
+from bench.procs import kill_all
+from bench.service import mint_tokens, service_env
+from bench.soak_check import SoakCheck
 from bench.soak_clients import KINDS, SoakClient
-from devkit.local_broker import PrivateBroker, free_port
-from publisher import recommendation_ready
+from bench.soak_faults import SoakFaults
+from bench.soak_instances import Instance, scrape
+from bench.soak_report import SoakReport
+from bench.soak_state import Options, say
+from devkit.local_broker import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-FAULTS = ("sigterm", "broker", "sigkill")
-
-
-@dataclass
-class Options:
-    duration: float
-    rate: float
-    clients: int
-    regions: int
-    fault_interval: float
-    report_interval: float
-    invalid_every: int
-    settle_timeout: float
-    label: str
-    output: Path
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -99,183 +86,11 @@ def parse_args(argv: list[str] | None) -> Options:
     )
 
 
-def say(text: str) -> None:
-    print(text, flush=True)
-
-
-# --- the service instances -------------------------------------------------------------------
-
-
-@dataclass
-class Instance:
-    name: str
-    port: int
-    env: dict[str, str]
-    log_dir: Path
-    child: Child | None = None
-    starts: int = 0
-    idle_rss: float | None = None  # bytes, at its first start, before any client
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.starts += 1
-        self.child = await Child.start(
-            f"{self.name}-{self.starts}",
-            [sys.executable, "-c", SERVICE_LAUNCHER],
-            env=self.env,
-            log_dir=self.log_dir,
-            cwd=ROOT,
-        )
-        await wait_service_ready(self.child, self.port, timeout=120.0)
-
-    async def terminate(self) -> float:
-        """SIGTERM; seconds until it exited (its own shutdown bound applies)."""
-        child = self.child
-        if child is None:
-            return 0.0
-        started = time.monotonic()
-        with contextlib.suppress(ProcessLookupError):
-            child.process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(child.process.wait(), 30.0)
-        await child.stop(1.0)
-        return time.monotonic() - started
-
-    async def kill(self) -> None:
-        child = self.child
-        if child is not None:
-            with contextlib.suppress(ProcessLookupError):
-                child.process.send_signal(signal.SIGKILL)
-            await child.stop(1.0)
-
-
-async def scrape(session: aiohttp.ClientSession, instance: Instance) -> dict[str, float] | None:
-    """The figures the soak prints, from one instance's ``/metrics``; None when it does not answer."""
-    wanted = {
-        "process_resident_memory_bytes": "rss",
-        "process_open_fds": "fds",
-        "realtime_asyncio_tasks": "tasks",
-        "realtime_hub_connections": "connections",
-    }
-    try:
-        async with session.get(
-            f"{instance.base}/metrics", timeout=aiohttp.ClientTimeout(total=5)
-        ) as response:
-            text = await response.text()
-    except (aiohttp.ClientError, OSError, TimeoutError):
-        return None
-    figures: dict[str, float] = dict.fromkeys(wanted.values(), 0.0)
-    for line in text.splitlines():
-        if line.startswith("#"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in wanted:
-            figures[wanted[name]] += float(line.rsplit(" ", 1)[1])
-    return figures
-
-
-# --- the publisher -------------------------------------------------------------------------------
-
-
-@dataclass
-class Publisher:
-    url: str
-    exchange: str
-    regions: list[str]
-    valid: dict[str, str] = field(default_factory=dict)  # jobId -> region, confirmed
-    confirmed_at: dict[str, float] = field(default_factory=dict)  # jobId -> monotonic time
-    per_region: Counter[str] = field(default_factory=Counter)
-    invalid: list[str] = field(default_factory=list)  # message ids, confirmed
-    retries: int = 0
-    returned: int = 0  # confirmed but routed to no queue (then retried)
-    stopping: bool = False
-
-    async def run(self, rate: float, invalid_every: int) -> None:
-        connection = await aio_pika.connect_robust(self.url, reconnect_interval=1.0)
-        try:
-            # mandatory + on_return_raises: right after a broker restart the exchange can be up before
-            # the stream is bound again; RabbitMQ then *confirms* a message it routed nowhere (and
-            # returns it). Counted as published, such events were owed but never existed (run 2).
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            interval = 1.0 / rate
-            next_at = time.monotonic()
-            n = 0
-            while not self.stopping:
-                n += 1
-                region = self.regions[n % len(self.regions)]
-                message_id = str(uuid.uuid4())
-                if invalid_every and n % invalid_every == 0:
-                    body = orjson.dumps({"type": "RecommendationReady", "region": region})  # fields missing
-                    await self._publish(channel, body, message_id)
-                    self.invalid.append(message_id)
-                else:
-                    event = recommendation_ready(region=region, configVersion=n)
-                    await self._publish(channel, orjson.dumps(event), message_id)
-                    self.valid[str(event["jobId"])] = region
-                    self.confirmed_at[str(event["jobId"])] = time.monotonic()
-                    self.per_region[region] += 1
-                next_at += interval
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-        finally:
-            await connection.close()
-
-    async def _publish(self, channel: aio_pika.abc.AbstractChannel, body: bytes, message_id: str) -> None:
-        """Until the broker confirms it; a retry keeps the ``message_id`` (the service drops repeats)."""
-        while True:
-            try:
-                exchange = await channel.get_exchange(self.exchange, ensure=False)
-                await exchange.publish(
-                    aio_pika.Message(
-                        body,
-                        content_type="application/json",
-                        message_id=message_id,
-                        timestamp=datetime.now(UTC),
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
-                    routing_key="recommendation.ready",
-                    mandatory=True,
-                    timeout=5.0,
-                )
-                return
-            except (
-                aio_pika.exceptions.AMQPError,
-                ConnectionError,
-                OSError,
-                TimeoutError,
-                RuntimeError,
-            ) as error:
-                if isinstance(error, aio_pika.exceptions.DeliveryError):
-                    self.returned += 1
-                self.retries += 1
-                await asyncio.sleep(0.5)
-
-
 # --- the run ---------------------------------------------------------------------------------------
 
 
-class Soak:
-    def __init__(self, options: Options, workdir: Path) -> None:
-        self.options = options
-        self.workdir = workdir
-        self.prefix = f"soak.{uuid.uuid4().hex[:8]}"
-        self.exchange = f"{self.prefix}.recommendations"
-        self.broker = PrivateBroker(workdir / "rabbitmq")
-        self.instances: list[Instance] = []
-        self.clients: list[SoakClient] = []
-        self.publisher = Publisher(self.broker.url, self.exchange, [f"r{i}" for i in range(options.regions)])
-        self.faults: Counter[str] = Counter()
-        self.dead_letters: Counter[str] = Counter()
-        self.summary: dict[str, Any] | None = None
-        self.missing: list[dict[str, Any]] = []
-        self.fault_log: list[dict[str, Any]] = []
-        self.rows: list[dict[str, Any]] = []
-        self.started = time.monotonic()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
+class Soak(SoakFaults, SoakReport, SoakCheck):
+    """Setup, the run (publisher, faults, figure lines, then the check), teardown."""
 
     async def setup(self) -> None:
         say(f"soak: private RabbitMQ node on 127.0.0.1:{self.broker.port} ({self.broker.node})")
@@ -353,287 +168,6 @@ class Soak:
                 for task in client_tasks:
                     task.cancel()
                 await asyncio.gather(*client_tasks, return_exceptions=True)
-
-    async def _faults_until(self, end: float) -> None:
-        turn = instance_faults = 0
-        while True:
-            next_fault = time.monotonic() + self.options.fault_interval
-            if next_fault >= end:
-                await asyncio.sleep(max(0.0, end - time.monotonic()))
-                return
-            await asyncio.sleep(next_fault - time.monotonic())
-            kind = FAULTS[turn % len(FAULTS)]
-            turn += 1
-            # a, b, b, a, a, b, …: each instance gets both SIGTERM and SIGKILL in turn.
-            instance = self.instances[(instance_faults + instance_faults // 2) % len(self.instances)]
-            if kind != "broker":
-                instance_faults += 1
-            started = time.monotonic()
-            if kind == "broker":
-                await asyncio.to_thread(self.broker.stop)
-                await asyncio.to_thread(self.broker.start)
-                target = "broker"
-            elif kind == "sigterm":
-                await instance.terminate()
-                await self._restart(instance)
-                target = instance.name
-            else:
-                await instance.kill()
-                await self._restart(instance)
-                target = instance.name
-            took = time.monotonic() - started
-            self.faults[kind] += 1
-            self.fault_log.append(
-                {
-                    "at": round(started - self.started, 1),
-                    "fault": kind,
-                    "target": target,
-                    "seconds": round(took, 1),
-                }
-            )
-            say(f"soak: {self.elapsed():7.0f} s  fault {kind} on {target}, back after {took:.1f} s")
-
-    async def _restart(self, instance: Instance) -> None:
-        for attempt in range(1, 6):
-            try:
-                await instance.start()
-                return
-            except RuntimeError as error:
-                say(f"soak: instance {instance.name} did not come back (attempt {attempt}): {error}")
-                if instance.child is not None:
-                    await instance.child.stop(2.0)
-                await asyncio.sleep(5.0)
-        raise RuntimeError(f"instance {instance.name} could not be restarted")
-
-    async def _report_every(self, session: aiohttp.ClientSession) -> None:
-        say(
-            f"{'t (s)':>7} | {'inst':>4} | {'RSS MB':>7} | {'KB/conn':>7} | {'fds':>5} | {'tasks':>5} | "
-            f"{'conns':>5} | {'stream':>7} | {'DLQ':>5} | {'published':>9} | {'kept':>9}"
-        )
-        while True:
-            await asyncio.sleep(self.options.report_interval)
-            await self._sample(session)
-
-    async def _sample(self, session: aiohttp.ClientSession, *, final: bool = False) -> None:
-        depths = await asyncio.to_thread(self._depths)
-        owed, kept = self._progress()
-        t = round(self.elapsed())
-        for instance in self.instances:
-            figures = await scrape(session, instance)
-            row: dict[str, Any] = {"t": t, "instance": instance.name, "final": final, **depths}
-            row.update(
-                {
-                    "published": len(self.publisher.valid) + len(self.publisher.invalid),
-                    "owed": owed,
-                    "kept": kept,
-                }
-            )
-            if figures is None:
-                say(f"{t:>7} | {instance.name:>4} | {'down':>7} |")
-                row["down"] = True
-                self.rows.append(row)
-                continue
-            # Memory per connection: above what the instance took idle at its first start, per hub
-            # connection it holds now (a restarted process's own baseline is not measured again).
-            above = figures["rss"] - (instance.idle_rss or 0.0)
-            per_conn = round(above / 1024 / figures["connections"]) if figures["connections"] else None
-            row.update(figures, rss_mb=round(figures["rss"] / 2**20, 1), kb_per_conn=per_conn)
-            self.rows.append(row)
-            shown = "-" if per_conn is None else str(per_conn)
-            say(
-                f"{t:>7} | {instance.name:>4} | {row['rss_mb']:>7} | {shown:>7} | "
-                f"{figures['fds']:>5.0f} | {figures['tasks']:>5.0f} | {figures['connections']:>5.0f} | "
-                f"{depths.get('stream', '-'):>7} | {depths.get('dlq', '-'):>5} | "
-                f"{row['published']:>9} | {kept:>9}"
-            )
-
-    def _depths(self) -> dict[str, int]:
-        try:
-            out = self.broker.rabbitmqctl(
-                "list_queues", "-q", "--no-table-headers", "name", "messages", timeout=30
-            )
-        except Exception:  # noqa: BLE001 - the broker may be restarting: no figure this time
-            return {}
-        depths: dict[str, int] = {}
-        for line in out.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                if parts[0] == f"{self.prefix}.events":
-                    depths["stream"] = int(parts[1])
-                elif parts[0] == f"{self.prefix}.dlq":
-                    depths["dlq"] = int(parts[1])
-        return depths
-
-    def _tally(self, client: SoakClient) -> tuple[int, int]:
-        """(events owed to ``client``, distinct ones of them it kept)."""
-        regions = {group.split("/", 1)[1] for group in client.groups}
-        valid = self.publisher.valid
-        owed = sum(self.publisher.per_region[region] for region in regions)
-        return owed, sum(1 for job in client.accepted if valid.get(job) in regions)
-
-    def _progress(self) -> tuple[int, int]:
-        owed = kept = 0
-        for client in self.clients:
-            client_owed, client_kept = self._tally(client)
-            owed += client_owed
-            kept += client_kept
-        return owed, kept
-
-    async def _settle(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            owed, kept = self._progress()
-            if kept >= owed:
-                return True
-            await asyncio.sleep(1.0)
-        return False
-
-    def _check(self, caught_up: bool) -> bool:
-        missing = duplicated = repeats_skipped = 0
-        per_kind: dict[str, Counter[str]] = {kind: Counter() for kind in KINDS}
-        unexpected = 0
-        for client in self.clients:
-            owed, kept = self._tally(client)
-            lacking = owed - kept
-            twice = sum(count - 1 for count in client.accepted.values() if count > 1)
-            skipped = sum(client.received.values()) - sum(client.accepted.values())
-            unexpected += len(client.accepted) - kept
-            missing += lacking
-            duplicated += twice
-            repeats_skipped += skipped
-            stats = per_kind[client.kind]
-            stats["clients"] += 1
-            stats["owed"] += owed
-            stats["missing"] += lacking
-            stats["duplicated"] += twice
-            stats["skipped"] += skipped
-            stats["connects"] += client.stats.connects
-            for outcome, count in client.stats.resumes.items():
-                stats[f"resume:{outcome}"] += count
-        dead = self.dead_letters
-        invalid = set(self.publisher.invalid)
-        published_valid = len(self.publisher.valid)
-        dead_ok = invalid <= set(dead)
-        ok = caught_up and missing == 0 and duplicated == 0 and unexpected == 0 and dead_ok
-        self.summary = {
-            "published": published_valid + len(invalid),
-            "published_valid": published_valid,
-            "published_invalid": len(invalid),
-            "publish_retries": self.publisher.retries,
-            "publish_returned": self.publisher.returned,
-            "deliveries_owed": sum(s["owed"] for s in per_kind.values()),
-            "missing": missing,
-            "duplicated": duplicated,
-            "repeats_skipped_by_position": repeats_skipped,
-            "unexpected": unexpected,
-            "dead_lettered_distinct": len(invalid & set(dead)),
-            "dead_letter_copies": sum(dead.values()),
-            "caught_up": caught_up,
-            "per_transport": {kind: dict(stats) for kind, stats in per_kind.items()},
-            "faults": dict(self.faults),
-            "ok": ok,
-        }
-        say("")
-        say(
-            f"soak: count check {'PASSED' if ok else 'FAILED'}: "
-            f"published {published_valid} valid + {len(invalid)} invalid "
-            f"(publisher retries {self.publisher.retries}, of which {self.publisher.returned} returned "
-            f"unroutable); faults {dict(self.faults)}"
-        )
-        say(
-            f"soak: deliveries owed {self.summary['deliveries_owed']}: "
-            f"missing {missing}, duplicated {duplicated} "
-            f"(repeats skipped by position: {repeats_skipped}), unexpected {unexpected}"
-        )
-        say(
-            f"soak: dead-lettered {self.summary['dead_lettered_distinct']} of {len(invalid)} invalid "
-            f"({self.summary['dead_letter_copies']} copies: one per instance that read it live)"
-        )
-        for kind, stats in per_kind.items():
-            say(f"soak:   {kind:<12} {dict(stats)}")
-        return ok
-
-    async def _explain_missing(self, limit: int = 40) -> None:
-        """Each missing delivery: where the event is in the stream, and what its client went through."""
-        offsets = await self._stream_offsets()
-        missing: list[dict[str, Any]] = []
-        for client in self.clients:
-            regions = {group.split("/", 1)[1] for group in client.groups}
-            for job, region in self.publisher.valid.items():
-                if region in regions and job not in client.accepted:
-                    at = self.publisher.confirmed_at.get(job, 0.0)
-                    kept = sorted(client.kept_at.values())
-                    offset = offsets.get(job)
-                    before = max((o for o in kept if offset is not None and o < offset), default=None)
-                    after = min((o for o in kept if offset is not None and o > offset), default=None)
-                    story = [
-                        f"{when - self.started:+.1f} s {what}"
-                        for when, what in client.history
-                        if at - 30 <= when <= at + 30
-                    ]
-                    missing.append(
-                        {
-                            "client": client.name,
-                            "job": job,
-                            "region": region,
-                            "confirmed_t": round(at - self.started, 1),
-                            "offset": offset,
-                            "kept_before": before,
-                            "kept_after": after,
-                            "client_story": story,
-                        }
-                    )
-        self.missing = missing
-        say(f"soak: {len(missing)} missing deliveries; the first {min(limit, len(missing))}:")
-        for item in missing[:limit]:
-            say(
-                f"soak:   {item['client']} job {item['job'][:8]} region {item['region']} confirmed at "
-                f"{item['confirmed_t']} s, stream offset {item['offset']} (kept {item['kept_before']} .. "
-                f"{item['kept_after']})"
-            )
-            for line in item["client_story"]:
-                say(f"soak:       {line}")
-
-    async def _stream_offsets(self) -> dict[str, int]:
-        """jobId -> offset of every event the stream holds."""
-        found: dict[str, int] = {}
-        connection = await aio_pika.connect(self.broker.url, timeout=10)
-        try:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=1000)
-            stream = await channel.declare_queue(f"{self.prefix}.events", passive=True)
-            done = asyncio.Event()
-            total = len(self.publisher.valid)
-
-            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                offset = (message.headers or {}).get("x-stream-offset")
-                with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError):
-                    body = orjson.loads(message.body)
-                    if isinstance(body, dict) and "jobId" in body and isinstance(offset, int):
-                        found[str(body["jobId"])] = offset
-                await message.ack()
-                if len(found) >= total:
-                    done.set()
-
-            tag = await stream.consume(on_message, arguments={"x-stream-offset": "first"})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), 30.0)
-            await stream.cancel(tag)
-        finally:
-            await connection.close()
-        return found
-
-    async def collect_dead_letters(self) -> None:
-        found: Counter[str] = Counter()
-        connection = await aio_pika.connect(self.broker.url, timeout=10)
-        try:
-            channel = await connection.channel()
-            queue = await channel.declare_queue(f"{self.prefix}.dlq", passive=True)
-            while (message := await queue.get(no_ack=True, fail=False, timeout=5)) is not None:
-                found[str(message.message_id)] += 1
-        finally:
-            await connection.close()
-        self.dead_letters = found
 
     async def teardown(self) -> None:
         for instance in self.instances:
