@@ -29,13 +29,15 @@ import aiormq
 from aiormq.abc import DeliveredMessage
 
 from bench.broker import Broker
+from bench.loadgen import percentiles
 from bench.procs import BrokerCpu
+from bench.servers.feed import CLASSIC_PREFETCH, STREAM_PREFETCH, default_stream_arguments
 from bench.wire import decode_job_id, now_us
 
 __all__ = ["SourceRun", "main", "measure", "names"]
 
 SOURCES = ("classic", "stream")
-_PREFETCH = {"classic": 100, "stream": 1000}  # the raw floor's and the service's defaults
+_PREFETCH = {"classic": CLASSIC_PREFETCH, "stream": STREAM_PREFETCH}  # the raw floor's and the service's
 _JOB_ID = b'"jobId":"'
 
 
@@ -53,12 +55,6 @@ class SourceRun:
     consumer_cpu_pct: float
 
 
-def _percentile(ordered: Sequence[float], fraction: float) -> float | None:
-    if not ordered:
-        return None
-    return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))], 2)
-
-
 def names(tag: str) -> tuple[str, str]:
     """The exchange and the queue of one measurement."""
     return f"bench.floor.{tag}.x", f"bench.floor.{tag}.q"
@@ -74,11 +70,11 @@ async def measure(amqp: str, source: str, rate: int, seconds: float, *, tag: str
         channel = await connection.channel()
         await publisher.declare_exchange(exchange)
         stream = source == "stream"
-        arguments: dict[str, Any] = {"x-queue-type": "stream", "x-max-age": "1h"} if stream else {}
+        arguments = default_stream_arguments() if stream else {}
         await channel.queue_declare(queue, durable=stream, arguments=arguments)
         await channel.queue_bind(queue, exchange, routing_key="#")
         await channel.basic_qos(prefetch_count=_PREFETCH[source])
-        latencies: list[float] = []
+        latencies: list[int] = []  # µs
         expected: int | None = None  # known once publishing is over
         all_in = asyncio.Event()
         unacked = 0
@@ -89,7 +85,7 @@ async def measure(amqp: str, source: str, rate: int, seconds: float, *, tag: str
             body = message.body
             start = body.index(_JOB_ID) + len(_JOB_ID)
             published_us, _phase, _index = decode_job_id(body[start : body.index(b'"', start)])
-            latencies.append((now_us() - published_us) / 1000)
+            latencies.append(now_us() - published_us)
             if expected is not None and len(latencies) >= expected:
                 all_in.set()
             unacked += 1
@@ -114,24 +110,21 @@ async def measure(amqp: str, source: str, rate: int, seconds: float, *, tag: str
         wall = time.monotonic() - started
         broker_pct = broker.percent(broker_before, wall)
         consumer_pct = round(100.0 * (time.process_time() - cpu_before) / wall, 1)
-        ordered = sorted(latencies)
+        figures = percentiles(latencies) or {}
         return SourceRun(
             source=source,
             rate=rate,
             seconds=seconds,
             published=result.count,
             received=len(latencies),
-            p50_ms=_percentile(ordered, 0.50),
-            p99_ms=_percentile(ordered, 0.99),
-            max_ms=round(ordered[-1], 2) if ordered else None,
+            p50_ms=figures.get("p50"),
+            p99_ms=figures.get("p99"),
+            max_ms=figures.get("max"),
             broker_cpu_pct=broker_pct,
             consumer_cpu_pct=consumer_pct,
         )
     finally:
-        with contextlib.suppress(Exception):
-            cleanup = await connection.channel()
-            await cleanup.queue_delete(queue)
-            await cleanup.exchange_delete(exchange)
+        await publisher.cleanup(queues=[queue], exchanges=[exchange])
         with contextlib.suppress(Exception):
             await connection.close()
         await publisher.close()

@@ -23,12 +23,13 @@ import aio_pika
 import aiormq
 from pamqp import commands as spec
 
+from bench.servers.feed import STREAM_PREFETCH, default_stream_arguments
 from bench.wire import event_body, job_id
 
 __all__ = ["WAYS", "consume_cost", "main"]
 
 WAYS = ("aio-pika", "aiormq")
-_PREFETCH = 1000
+_PREFETCH = STREAM_PREFETCH  # the service's PREFETCH_COUNT default
 
 
 async def _read_all(channel: aio_pika.abc.AbstractChannel, stream: str, way: str, count: int) -> float:
@@ -71,13 +72,12 @@ async def consume_cost(
 ) -> dict[str, list[float]]:
     """µs of CPU per delivery for each way, ``rounds`` times, on one stream of ``count`` entries."""
     stream = stream or f"bench.consume.{uuid.uuid4().hex[:8]}"
-    retention: dict[str, Any] = {"x-queue-type": "stream", "x-max-age": "1h"}  # bounded if left behind
     connection = await aio_pika.connect(amqp)
     publisher = await aiormq.connect(amqp)
     costs: dict[str, list[float]] = {way: [] for way in WAYS}
     try:
         setup = await connection.channel()
-        await setup.declare_queue(stream, durable=True, arguments=retention)
+        await setup.declare_queue(stream, durable=True, arguments=default_stream_arguments())
         confirms = await publisher.channel(publisher_confirms=True)
         properties = spec.Basic.Properties(content_type="application/json", delivery_mode=1)
         for begin in range(0, count, 500):

@@ -41,11 +41,29 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustExchange, Abstract
 from broker.errors import BrokerConfigurationError
 from config.settings import QueueType, Settings
 
-__all__ = ["BIND_ALL", "DeclaredTopology", "Topology", "declare_event_exchanges", "declare_topology"]
+__all__ = [
+    "BIND_ALL",
+    "DeclaredTopology",
+    "Topology",
+    "declare_event_exchanges",
+    "declare_topology",
+    "stream_arguments",
+]
 
 BIND_ALL: Final = "#"
 _MAX_NAME_BYTES: Final = 255  # AMQP 0-9-1 short string
 _T = TypeVar("_T")
+
+
+def stream_arguments(*, max_age: str, max_bytes: int, segment_bytes: int) -> dict[str, Any]:
+    """A stream's declaration arguments: its type and retention (RabbitMQ refuses a redeclaration
+    that changes them)."""
+    return {
+        "x-queue-type": "stream",
+        "x-max-age": max_age,
+        "x-max-length-bytes": max_bytes,
+        "x-stream-max-segment-size-bytes": segment_bytes,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +116,11 @@ class Topology:
         return (self.recommendations_exchange, self.assignments_exchange)
 
     def stream_arguments(self) -> dict[str, Any]:
-        return {
-            "x-queue-type": "stream",
-            "x-max-age": self.stream_max_age,
-            "x-max-length-bytes": self.stream_max_bytes,
-            "x-stream-max-segment-size-bytes": self.stream_segment_bytes,
-        }
+        return stream_arguments(
+            max_age=self.stream_max_age,
+            max_bytes=self.stream_max_bytes,
+            segment_bytes=self.stream_segment_bytes,
+        )
 
     def position_queue_arguments(self) -> dict[str, Any]:
         return {

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from bench.wire import raise_fd_limit
 from service.loop_lag import LAG_BUCKETS, sample_loop_lag
 
-__all__ = ["Feed", "add_feed_arguments", "attach_feed", "run_server"]
+__all__ = ["Feed", "add_feed_arguments", "attach_feed", "default_stream_arguments", "run_server"]
 
 Handler = Callable[[bytes], Awaitable[None] | None]
 
@@ -48,17 +48,18 @@ def add_feed_arguments(parser: object) -> None:
     add("--stream", action="store_true", help="read a RabbitMQ stream (as the service does), not a queue")
 
 
-def _stream_arguments() -> dict[str, Any]:
-    """The service's default retention, so that a stream left behind by a killed run stays bounded."""
+def default_stream_arguments() -> dict[str, Any]:
+    """A stream declared as the service declares its own with the default settings: so that a stream
+    left behind by a killed run stays bounded by the same retention."""
+    from broker.topology import stream_arguments
     from config.settings import Settings
 
     fields = Settings.model_fields
-    return {
-        "x-queue-type": "stream",
-        "x-max-age": fields["stream_max_age"].default,
-        "x-max-length-bytes": fields["stream_max_bytes"].default,
-        "x-stream-max-segment-size-bytes": fields["stream_segment_bytes"].default,
-    }
+    return stream_arguments(
+        max_age=fields["stream_max_age"].default,
+        max_bytes=fields["stream_max_bytes"].default,
+        segment_bytes=fields["stream_segment_bytes"].default,
+    )
 
 
 class Feed:
@@ -94,7 +95,9 @@ class Feed:
         await channel.set_qos(prefetch_count=self._prefetch)
         exchange = await channel.declare_exchange(self._exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         if self._stream:  # no auto-delete, no x-expires on a stream: the benchmark deletes it
-            queue = await channel.declare_queue(self._queue, durable=True, arguments=_stream_arguments())
+            queue = await channel.declare_queue(
+                self._queue, durable=True, arguments=default_stream_arguments()
+            )
         else:
             queue = await channel.declare_queue(
                 self._queue, auto_delete=True, arguments={"x-expires": 60_000}

@@ -14,10 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import aiormq
 import pytest
 
 from bench.procs import find_broker_process
+from tests.support.broker import existing_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 # The first server port (each server gets its own): the bench's default, or BENCH_TEST_PORT when
@@ -136,24 +136,4 @@ def test_stream_floor_delivers_everything_counts_the_broker_and_leaves_no_queue(
     assert "This service against the stream floor" in markdown
     queues = [queue for server in result["servers"].values() for queue in server["queues"]]
     assert any(queue.endswith(".raw-stream.queue") for queue in queues), queues
-    assert asyncio.run(_existing_queues(broker_url, queues)) == []
-
-
-async def _existing_queues(url: str, queues: list[str]) -> list[str]:
-    """Those of ``queues`` the broker still has (a passive declare answers 404 for the others)."""
-    connection = await aiormq.connect(url)
-    found: list[str] = []
-    try:
-        for queue in queues:
-            channel = await connection.channel()
-            try:
-                await channel.queue_declare(queue, passive=True)
-                found.append(queue)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                continue
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
-    finally:
-        await connection.close()
-    return found
+    assert asyncio.run(existing_queues(broker_url, queues)) == []

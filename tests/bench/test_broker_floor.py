@@ -15,7 +15,7 @@ import pytest
 from bench.broker_floor import SOURCES, measure, names
 from bench.consume_path import WAYS, consume_cost
 from bench.procs import find_broker_process
-from tests.bench.test_bench import _existing_queues
+from tests.support.broker import existing_queues
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -35,7 +35,7 @@ def test_each_source_delivers_everything_is_measured_and_deleted(broker_url: str
         assert run.broker_cpu_pct is not None
         assert run.broker_cpu_pct > 0
     _exchange, queue = names(tag)
-    assert asyncio.run(_existing_queues(broker_url, [queue])) == []
+    assert asyncio.run(existing_queues(broker_url, [queue])) == []
 
 
 def test_both_ways_of_consuming_read_every_entry_and_delete_the_stream(broker_url: str) -> None:
@@ -46,4 +46,4 @@ def test_both_ways_of_consuming_read_every_entry_and_delete_the_stream(broker_ur
     for values in costs.values():
         assert len(values) == 1
         assert values[0] > 0
-    assert asyncio.run(_existing_queues(broker_url, [stream])) == []
+    assert asyncio.run(existing_queues(broker_url, [stream])) == []

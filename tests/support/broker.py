@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 from aiormq import Channel as UnderlayChannel
 from aiormq.abc import ChannelFrame
@@ -426,6 +427,27 @@ class BrokerAdmin:
             await channel.queue_delete(queue)
         for exchange in exchanges:
             await channel.exchange_delete(exchange)
+
+
+async def existing_queues(url: str, queues: Iterable[str]) -> list[str]:
+    """Those of ``queues`` the broker still has (a passive declare answers 404 for the others): what
+    a test or benchmark that deletes its queues must leave empty."""
+    connection = await aiormq.connect(url)
+    found: list[str] = []
+    try:
+        for queue in queues:
+            channel = await connection.channel()
+            try:
+                await channel.queue_declare(queue, passive=True)
+                found.append(queue)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                continue
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+    finally:
+        await connection.close()
+    return found
 
 
 def header_text(headers: Mapping[str, Any] | None, name: str) -> Any:
