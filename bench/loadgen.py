@@ -57,9 +57,11 @@ class LoadGenerator:
                 client = Client(self, spec, index)
                 try:
                     if client.kind == "signalr":
-                        client.connection_token = await asyncio.wait_for(
+                        client.connection_token, ticket = await asyncio.wait_for(
                             negotiate(spec, client.token), max(0.1, deadline - time.monotonic())
                         )
+                        if ticket:
+                            client.token = ticket  # as the official clients do (bench/NOTES.md)
                     await asyncio.wait_for(
                         loop.create_connection(client_factory(client), spec["host"], spec["port"]),
                         max(0.1, deadline - time.monotonic()),

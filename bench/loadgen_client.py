@@ -321,8 +321,11 @@ def client_factory(client: Client) -> Callable[[], Client]:
     return lambda: client
 
 
-async def negotiate(spec: dict[str, Any], token: str) -> str:
-    """``POST {hub}/negotiate?negotiateVersion=1`` on its own connection, as browsers do; the token."""
+async def negotiate(spec: dict[str, Any], token: str) -> tuple[str, str | None]:
+    """``POST {hub}/negotiate?negotiateVersion=1`` on its own connection, as browsers do: the connection
+    token, and the ``accessToken`` the answer carries, if any. The official JS and .NET clients send
+    that access token on the connection's later requests instead of their own (a connection ticket,
+    ``service/auth/tickets.py``), so the load generator does too."""
     reader, writer = await asyncio.open_connection(spec["host"], spec["port"])
     try:
         request = (
@@ -342,4 +345,5 @@ async def negotiate(spec: dict[str, Any], token: str) -> str:
     connection_token = answer.get("connectionToken") or answer.get("connectionId")
     if not connection_token:
         raise ConnectionError(f"negotiate: {answer}")
-    return str(connection_token)
+    access_token = answer.get("accessToken")
+    return str(connection_token), str(access_token) if access_token else None

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     auth_issuer: str | None = None
     auth_audience: str | None = None
     auth_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    # Negotiate answers with a short ticket valid for that connection's own requests until the token
+    # expires (service/auth/tickets.py): the clients send it instead of their 1-4 KiB token, which an
+    # open WebSocket would otherwise keep in memory. Off: every request presents the token itself.
+    auth_connection_tickets: bool = True
     auth_jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
     auth_jwks_fetch_timeout_seconds: float = Field(default=5.0, gt=0)
     auth_claim_groups: str = "cognito:groups"

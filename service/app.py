@@ -121,7 +121,7 @@ def create_app(
         max_connections=settings.hub_max_connections,
     )
     batch = WriteBatch()  # the consumer holds it while it drains a backlog; WebSocket sinks defer into it
-    endpoint = HubEndpoint(manager, auth.validator, endpoint_options, batch=batch)
+    endpoint = HubEndpoint(manager, auth.validator, endpoint_options, batch=batch, tickets=auth.tickets)
     health = HealthRoutes({})
     runtime = HubRuntime(
         settings=settings,

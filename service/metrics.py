@@ -14,6 +14,7 @@ from service.loop_lag import LAG_BUCKETS
 
 __all__ = [
     "ASYNCIO_TASKS",
+    "AUTH_ACCEPTED",
     "AUTH_FAILURES",
     "CONNECTIONS",
     "CONNECTIONS_CLOSED",
@@ -87,6 +88,11 @@ PROTOCOL_ERRORS = Counter(
 )
 PROTOCOL_ERRORS.labels("unmasked_frame")  # RFC 6455 §5.1, shown at 0 until a client sends one
 AUTH_FAILURES = Counter("realtime_auth_failures", "Requests refused with 401, by reason.", ["reason"])
+AUTH_ACCEPTED = Counter(
+    "realtime_auth_accepted",
+    "Requests authenticated, by credential: the caller's bearer token, or its connection's ticket.",
+    ["credential"],
+)
 HISTORY_ENTRIES = Gauge("realtime_history_entries", "Log entries kept in memory for replays.")
 HISTORY_BYTES = Gauge("realtime_history_bytes", "Approximate bytes of the log entries kept for replays.")
 RESUMES = Counter(

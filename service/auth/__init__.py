@@ -18,6 +18,7 @@ from service.auth.jwks import JwksCache
 from service.auth.policy import GroupPolicy, Roles
 from service.auth.principal import Principal
 from service.auth.setup import AuthComponents, build_auth
+from service.auth.tickets import ConnectionTickets, is_ticket
 from service.auth.tokens import ClaimNames, TokenValidator, extract_token, parse_header, www_authenticate
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "AuthenticationError",
     "AuthorizationError",
     "ClaimNames",
+    "ConnectionTickets",
     "DevIssuer",
     "DevKeyError",
     "DevKeys",
@@ -38,6 +40,7 @@ __all__ = [
     "TokenValidator",
     "build_auth",
     "extract_token",
+    "is_ticket",
     "parse_header",
     "www_authenticate",
 ]

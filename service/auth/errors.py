@@ -37,6 +37,7 @@ AuthFailureReason = Literal[
     "bad_token_use",
     "jwks_unavailable",
     "invalid_claims",
+    "bad_ticket",
 ]
 _REASONS: frozenset[str] = frozenset(get_args(AuthFailureReason))
 

@@ -21,6 +21,7 @@ from config.settings import Settings
 from service.auth.dev import DEV_AUDIENCE, DEV_ISSUER, DevKeys
 from service.auth.jwks import JwksCache
 from service.auth.policy import GroupPolicy, Roles
+from service.auth.tickets import ConnectionTickets
 from service.auth.tokens import ClaimNames, TokenValidator
 
 __all__ = ["AuthComponents", "build_auth"]
@@ -32,12 +33,14 @@ VERIFIED_TOKEN_CACHE_SIZE = 4096  # tokens, each kept until it expires or falls 
 
 @dataclass(frozen=True, slots=True)
 class AuthComponents:
-    """What the transports and the hub need: a validator, the group policy, and (dev only) the dev keys."""
+    """What the transports and the hub need: a validator, the group policy, connection tickets (None when
+    ``AUTH_CONNECTION_TICKETS`` is off) and (dev only) the dev keys."""
 
     jwks: JwksCache
     validator: TokenValidator
     policy: GroupPolicy
     dev_keys: DevKeys | None = None
+    tickets: ConnectionTickets | None = None
 
     async def start(self) -> None:
         """Load the keys: the dev key first (it writes the JWKS), then the JWKS (an outage is logged)."""
@@ -99,4 +102,7 @@ def build_auth(settings: Settings) -> AuthComponents:
         groups_claim=settings.auth_claim_groups,
         contractor_id_claim=settings.auth_claim_contractor_id,
     )
-    return AuthComponents(jwks=jwks, validator=validator, policy=policy, dev_keys=dev_keys)
+    tickets = (
+        ConnectionTickets(leeway=settings.auth_leeway_seconds) if settings.auth_connection_tickets else None
+    )
+    return AuthComponents(jwks=jwks, validator=validator, policy=policy, dev_keys=dev_keys, tickets=tickets)

@@ -133,11 +133,14 @@ def negotiate_response(
     negotiate_version: int,
     transports: Sequence[AvailableTransport],
     use_stateful_reconnect: bool,
+    access_token: str | None = None,
 ) -> bytes:
     """The negotiate response body, in NegotiateProtocol.WriteResponse's property order.
 
     ``useStatefulReconnect`` only when true (the JS client aborts on an unrequested one), ``negotiateVersion``
     always (also 0), ``connectionToken`` only for version > 0 (version 0 clients use the connection id).
+    ``accessToken``, when given, is what the clients send on the connection's later requests instead of
+    their own token (the JS and .NET clients take it with or without a redirect ``url``).
     """
     body: dict[str, Any] = {}
     if use_stateful_reconnect:
@@ -152,6 +155,8 @@ def negotiate_response(
         {"transport": transport.name, "transferFormats": transport.transfer_formats}
         for transport in transports
     ]
+    if access_token is not None:
+        body["accessToken"] = access_token
     return orjson.dumps(body)
 
 

@@ -29,9 +29,17 @@ from aiohttp import hdrs, web
 from structlog.contextvars import bind_contextvars, bound_contextvars, reset_contextvars
 
 from config.settings import Settings, Transport
-from service.auth import AuthenticationError, Principal, TokenValidator, extract_token, www_authenticate
+from service.auth import (
+    AuthenticationError,
+    ConnectionTickets,
+    Principal,
+    TokenValidator,
+    extract_token,
+    is_ticket,
+    www_authenticate,
+)
 from service.connections import ConnectionManager, ConnectionState, HttpConnection
-from service.metrics import AUTH_FAILURES
+from service.metrics import AUTH_ACCEPTED, AUTH_FAILURES
 from service.protocol import (
     AvailableTransport,
     NegotiateError,
@@ -110,6 +118,10 @@ class EndpointOptions:
         return tuple(AvailableTransport.named(t) for t in self.transports)
 
 
+_TOKEN_ACCEPTED = AUTH_ACCEPTED.labels("token")
+_TICKET_ACCEPTED = AUTH_ACCEPTED.labels("ticket")
+
+
 def _query(request: web.Request, name: str) -> str | None:
     """Query values by case-insensitive key, as ASP.NET reads ``negotiateVersion`` and friends.
 
@@ -146,10 +158,12 @@ class HubEndpoint:
         options: EndpointOptions,
         *,
         batch: WriteBatch,
+        tickets: ConnectionTickets | None = None,
     ) -> None:
         self._manager = manager
         self._batch = batch
         self._validator = validator
+        self._tickets = tickets
         self._options = options
         self._available = options.available_transports()
         self._admission = UserAdmission(
@@ -178,18 +192,42 @@ class HubEndpoint:
         host = request.host.lower()
         return origin in (f"http://{host}", f"https://{host}")  # same origin (the dev console)
 
-    async def _guard(self, request: web.Request) -> Principal:
-        """The caller, if its origin is allowed (else 403) and its token valid (else 401)."""
+    async def _guard(self, request: web.Request, *, ticket_allowed: bool = True) -> Principal:
+        """The caller, if its origin is allowed (else 403) and its token or connection ticket valid (else
+        401). A ticket stands for the principal that negotiated its connection; it cannot negotiate."""
         if not self._origin_allowed(request):
             log.info("request.origin_refused", origin=request.headers.get(hdrs.ORIGIN), path=request.path)
             raise OriginNotAllowedError()
         try:
             token = extract_token(request.headers.get(hdrs.AUTHORIZATION), _query(request, "access_token"))
-            return await self._validator.validate(token)
+            tickets = self._tickets
+            if tickets is not None and is_ticket(token):
+                principal = self._ticket_holder(
+                    tickets, token, _query(request, "id") if ticket_allowed else None
+                )
+                _TICKET_ACCEPTED.inc()
+                return principal
+            principal = await self._validator.validate(token)
+            _TOKEN_ACCEPTED.inc()
+            return principal
         except AuthenticationError as error:
             AUTH_FAILURES.labels(error.reason).inc()
             log.info("request.unauthorized", reason=error.reason, detail=error.description, path=request.path)
             raise UnauthorizedError(www_authenticate(error)) from None
+
+    def _ticket_holder(
+        self, tickets: ConnectionTickets, ticket: str, connection_token: str | None
+    ) -> Principal:
+        """Whoever negotiated the connection ``ticket`` was issued for (404 when it is gone)."""
+        tickets.verify(ticket, connection_token)
+        assert connection_token is not None  # verify refuses a ticket without its connection's id
+        connection = self._manager.get(connection_token)
+        if connection is None:
+            draining = self._manager.get_draining(connection_token)
+            if draining is None:
+                raise ConnectionNotFoundError()
+            connection = draining[0]
+        return connection.principal
 
     def _admit(self, principal: Principal) -> None:
         """May this user have one more connection? (503 when the instance is full or shutting down,
@@ -211,7 +249,7 @@ class HubEndpoint:
     async def _negotiate(self, request: web.Request) -> web.StreamResponse:
         if request.method != hdrs.METH_POST:
             raise MethodNotAllowedError()
-        principal = await self._guard(request)
+        principal = await self._guard(request, ticket_allowed=False)
         try:
             version = parse_negotiate_version(_query(request, "negotiateVersion"))
         except NegotiateError as error:
@@ -226,12 +264,16 @@ class HubEndpoint:
             stateful_reconnect=stateful,
             positions=_wants_positions(request),
         )
+        tickets = self._tickets
         body = negotiate_response(
             connection_id=connection.connection_id,
             connection_token=connection.connection_token if version > 0 else None,
             negotiate_version=version,
             transports=self._available,
             use_stateful_reconnect=stateful,
+            access_token=(
+                None if tickets is None else tickets.issue(connection.connection_token, principal.expires_at)
+            ),
         )
         log.debug("connection.negotiated", connectionId=connection.connection_id, version=version)
         return web.Response(body=body, content_type="application/json")

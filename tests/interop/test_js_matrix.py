@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from config.settings import Transport
 from service.transports.websockets import WebSocketSink
@@ -81,6 +82,27 @@ async def test_connect_join_receive_leave_stop(
     await client.stop()
     assert (await client.next_event("close"))["error"] is None
     assert len(service.runtime.handler) == 0
+
+
+def _accepted(credential: str) -> float:
+    return REGISTRY.get_sample_value("realtime_auth_accepted_total", {"credential": credential}) or 0.0
+
+
+@pytest.mark.parametrize(("transport", "protocol"), COMBINATIONS)
+async def test_the_official_client_presents_the_connection_ticket_after_negotiate(
+    service: RunningService, js: NodeDriver, token_factory: TokenFactory, transport: str, protocol: str
+) -> None:
+    """The JS client takes negotiate's ``accessToken`` for every later request of the connection: its
+    1-4 KiB token is sent once, and an open WebSocket keeps ~40 bytes of credential instead."""
+    tokens, tickets = _accepted("token"), _accepted("ticket")
+    client = await js.connect(
+        service.hub_url, token_factory.dispatcher(), transport=transport, protocol=protocol, listen=LISTEN
+    )
+    await client.invoke("JoinDispatchGroup", "north-america")
+    assert _accepted("token") - tokens == 1  # the negotiate
+    assert _accepted("ticket") - tickets >= 1  # the socket or stream, every poll and post
+    await client.stop()
+    assert (await client.next_event("close"))["error"] is None
 
 
 async def _start(token_factory: TokenFactory, port: int = 0) -> tuple[RunningService, object]:

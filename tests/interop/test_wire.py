@@ -6,15 +6,16 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
 
+from service.auth import is_ticket
 from tests.support.server import RunningService, hub_settings, running_service
 from tests.support.tokens import TokenFactory
 from tests.support.waiting import eventually
-from tests.support.wire import RS, RawHubClient, negotiate
+from tests.support.wire import RS, RawHubClient, RawLongPollingClient, negotiate, parse_records
 
 
 @pytest.fixture
@@ -30,7 +31,14 @@ async def test_negotiate_version_1_gives_a_separate_secret_token(
     service: RunningService, session: aiohttp.ClientSession, token_factory: TokenFactory
 ) -> None:
     body = await negotiate(session, service.hub_url, token_factory.dispatcher())
-    assert list(body) == ["negotiateVersion", "connectionId", "connectionToken", "availableTransports"]
+    assert list(body) == [
+        "negotiateVersion",
+        "connectionId",
+        "connectionToken",
+        "availableTransports",
+        "accessToken",
+    ]
+    assert is_ticket(body["accessToken"])  # the clients send it instead of their token from here on
     assert body["negotiateVersion"] == 1
     assert body["connectionId"] != body["connectionToken"]
     assert len(body["connectionId"]) == 22
@@ -57,6 +65,86 @@ async def test_negotiate_version_0_and_errors(
     assert stateful["useStatefulReconnect"] is True
     async with session.get(f"{service.hub_url}/negotiate") as response:
         assert response.status == 405
+
+
+async def test_the_negotiated_ticket_authenticates_only_its_own_connections_requests(
+    service: RunningService, session: aiohttp.ClientSession, token_factory: TokenFactory
+) -> None:
+    """What the official clients do after negotiate: every request of the connection presents the
+    ``accessToken`` of the answer (WebSocket header or ``access_token`` query, polls and posts)."""
+    token = token_factory.dispatcher()
+    ws_url = service.hub_url.replace("http", "ws", 1)
+    first = await negotiate(session, service.hub_url, token)
+    ticket = first["accessToken"]
+    ws = await session.ws_connect(
+        ws_url, params={"id": first["connectionToken"]}, headers={"Authorization": f"Bearer {ticket}"}
+    )
+    client = RawHubClient(ws)
+    await client.send({"protocol": "json", "version": 1})
+    assert await client.next_record() == {}
+    # A browser puts it in the query, as it does a token.
+    second = await negotiate(session, service.hub_url, token)
+    by_query = await session.ws_connect(
+        ws_url, params={"id": second["connectionToken"], "access_token": second["accessToken"]}
+    )
+    await by_query.close()
+
+    def refused_with(description: str) -> Callable[[str], bool]:
+        return lambda header: header.startswith('Bearer error="invalid_token"') and description in header
+
+    # Not for another connection, not to start one (negotiate, skipNegotiation), not after it is gone.
+    third = await negotiate(session, service.hub_url, token)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as other:
+        await session.ws_connect(
+            ws_url, params={"id": third["connectionToken"]}, headers={"Authorization": f"Bearer {ticket}"}
+        )
+    assert other.value.status == 401
+    assert other.value.headers is not None
+    assert refused_with("not valid for this connection")(other.value.headers["WWW-Authenticate"])
+    async with session.post(
+        f"{service.hub_url}/negotiate",
+        params={"id": first["connectionToken"], "negotiateVersion": "1"},
+        headers={"Authorization": f"Bearer {ticket}"},
+    ) as response:
+        assert response.status == 401
+        assert refused_with("negotiate with your bearer token")(response.headers["WWW-Authenticate"])
+    with pytest.raises(aiohttp.WSServerHandshakeError) as skip:
+        await session.ws_connect(ws_url, headers={"Authorization": f"Bearer {ticket}"})
+    assert skip.value.status == 401
+    await ws.close()
+    await eventually(lambda: service.runtime.manager.get(first["connectionToken"]) is None)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as gone:
+        await session.ws_connect(
+            ws_url, params={"id": first["connectionToken"]}, headers={"Authorization": f"Bearer {ticket}"}
+        )
+    assert gone.value.status == 404  # the ticket is good, the connection is not: as with a token
+
+
+async def test_long_polling_polls_and_posts_with_the_ticket(
+    service: RunningService, session: aiohttp.ClientSession, token_factory: TokenFactory
+) -> None:
+    token = token_factory.dispatcher()
+    negotiated = await negotiate(session, service.hub_url, token)
+    client = RawLongPollingClient(session, service.hub_url, negotiated["accessToken"], negotiated)
+    assert await client.poll() == (200, b"")
+    invocation = {
+        "type": 1,
+        "target": "JoinDispatchGroup",
+        "arguments": ["north-america"],
+        "invocationId": "0",
+    }
+    assert (
+        await client.post(b'{"protocol":"json","version":1}\x1e' + json.dumps(invocation).encode() + RS)
+        == 200
+    )
+    received: list[dict[str, object]] = []
+    while len(received) < 2:
+        status, body = await client.poll()
+        assert status == 200
+        received += parse_records(body)
+    assert received[:2] == [{}, {"type": 3, "invocationId": "0"}]
+    async with session.delete(service.hub_url, params=client.params, headers=client.headers) as response:
+        assert response.status == 202
 
 
 async def test_401_has_empty_body_and_bearer_challenge(
@@ -375,7 +463,15 @@ async def test_access_log_never_shows_tokens(
     await ws.close()
     async with session.post(f"{service.hub_url}/negotiate", params={"access_token": token}) as response:
         assert response.status == 200
+        second = await response.json()
+    ticket = second["accessToken"]
+    by_ticket = await session.ws_connect(
+        service.hub_url.replace("http", "ws", 1),
+        params={"id": second["connectionId"], "access_token": ticket},  # version 0: the id is the token
+    )
+    await by_ticket.close()
     text = caplog.text
+    assert ticket not in text
     assert "http.access" in text
     assert token not in text
     assert token.split(".")[2] not in text

@@ -23,6 +23,7 @@ from service.runtime import HUB
 from service.transports.websockets import WebSocketSink
 from tests.support.server import hub_settings
 from tests.support.tokens import TokenFactory
+from tests.support.waiting import eventually
 
 RS = "\x1e"
 
@@ -71,6 +72,21 @@ async def test_an_open_websocket_keeps_one_slotted_object_for_its_sink_mask_chec
         assert not hasattr(sink, "__dict__")
         transports = [request.transport for request in _open_requests()]
         assert any(transport is not None and transport.get_protocol() is sink for transport in transports)
+
+
+async def test_an_idle_websocket_keeps_nothing_of_the_last_message_it_received(
+    token_factory: TokenFactory,
+) -> None:
+    """The read loop waits in ``receive()`` for as long as the client sends nothing (hours): the message
+    before, here the handshake, must not stay alive in its frame meanwhile (~0.3 KB per connection)."""
+    async with _open_websocket(token_factory) as (_client, ws):
+        assert (await ws.receive()).data == "{}" + RS  # the handshake was read and answered
+
+        (serving,) = [
+            c for task in asyncio.all_tasks() for c in _chain(task) if c.__qualname__ == "serve_websocket"
+        ]
+        # Back in receive() once the handshake's handling returned (it may still be on its way there).
+        await eventually(lambda: serving.cr_await is not None and "message" not in serving.cr_frame.f_locals)
 
 
 def _open_requests() -> Iterator[Any]:
