@@ -136,7 +136,10 @@ class SoakClient:
         ) as response:
             if response.status != 200:
                 raise ConnectionLost(f"negotiate {response.status}")
-            token = (await response.json())["connectionToken"]
+            answer = await response.json()
+        token = answer["connectionToken"]
+        if answer.get("accessToken"):  # the connection ticket: the official clients send it from here on
+            headers = {"Authorization": f"Bearer {answer['accessToken']}"}
         target = f"{url}?positions=true&id={token}"
         transport = {"ws-json": self._websocket, "ws-msgpack": self._websocket, "sse": self._sse}.get(
             self.kind, self._long_polling
