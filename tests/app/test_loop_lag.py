@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Iterator
 
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
+from prometheus_client.metrics_core import Metric
 
 from service.app import create_app
 from service.loop_lag import sample_loop_lag
@@ -66,4 +70,45 @@ async def test_the_app_samples_the_lag_into_metrics(token_factory: TokenFactory)
             await asyncio.sleep(0.01)
         raise AssertionError("the stall is not in realtime_event_loop_lag_seconds")
     finally:
+        await client.close()
+
+
+class _SlowCollector:
+    """Stands for the process collector listing /proc/self/fd at 10,000 sockets (~10 ms; longer here)."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def describe(self) -> list[Metric]:
+        return []  # else registering calls collect() once, here on the test's thread
+
+    def collect(self) -> Iterator[Metric]:
+        self.threads.append(threading.get_ident())
+        time.sleep(0.3)
+        return iter(())
+
+
+async def test_a_metrics_scrape_does_not_hold_the_event_loop(token_factory: TokenFactory) -> None:
+    collector = _SlowCollector()
+    client = TestClient(TestServer(create_app(hub_settings(token_factory), consumer_factory=False)))
+    await client.start_server()
+    REGISTRY.register(collector)  # duck-typed, as prometheus_client allows
+    try:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        async with client.get("/metrics") as response:
+            assert response.status == 200
+        ticker.cancel()
+        assert collector.threads
+        assert threading.get_ident() not in collector.threads  # collected off the loop's thread
+        assert ticks >= 10  # the loop went on during the 0.3 s collection
+    finally:
+        REGISTRY.unregister(collector)
         await client.close()
