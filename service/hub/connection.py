@@ -195,15 +195,6 @@ class HubConnection:
             connection.resumable = True
             self._replay = ReplayBuffer(options.replay_buffer_size)
         self._write(Outgoing(HANDSHAKE_OK))
-        # Clients that connect together (a storm, every client of a redeployed instance) would be due
-        # for a Ping in the same heartbeat step every keep-alive interval, for as long as they stay
-        # idle: the step that visits them wrote ~500 Pings at once and held the loop ~7.5 ms with
-        # 10,000 idle connections, every event behind it waiting (issue 12). A first Ping that comes
-        # early, at a random moment, spreads them for good (each later one follows the last write);
-        # an early Ping costs the client nothing.
-        spread = options.first_ping_spread
-        if spread:
-            self.last_written -= spread * options.keep_alive * self._services.random()
         self._services.lifetime.on_connected(self)
         transport = connection.transport.value if connection.transport else "none"
         CONNECTIONS.labels(transport, protocol.name).inc()

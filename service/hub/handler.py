@@ -9,9 +9,6 @@ instead of a timer each.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from random import random as random_fraction
-
 import structlog
 
 from service.connections import HttpConnection
@@ -37,7 +34,6 @@ class HubConnectionHandler:
         options: HubOptions,
         lifetime: HubLifetimeManager,
         clock: HubClock | None = None,
-        random: Callable[[], float] | None = None,
     ) -> None:
         self.lifetime = lifetime
         self.clock = clock or HubClock()
@@ -46,7 +42,6 @@ class HubConnectionHandler:
             clock=self.clock,
             lifetime=lifetime,
             dispatcher=HubDispatcher(methods, detailed_errors=options.detailed_errors),
-            random=random_fraction if random is None else random,
         )
         self._connections: dict[str, HubConnection] = {}
         # The connections of the heartbeat's current round (see ``tick``).

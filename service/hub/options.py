@@ -27,9 +27,6 @@ class HubOptions:
     messages_per_turn: int = 8
     max_invocations_per_second: float = 20.0  # 0: no limit
     invocation_burst: int = 100
-    # The first Ping after the handshake comes up to this fraction of ``keep_alive`` early, at random
-    # (0: exactly ``keep_alive`` after, as ASP.NET). See HubConnection's handshake.
-    first_ping_spread: float = 1.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HubOptions:

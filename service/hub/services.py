@@ -6,8 +6,6 @@ connection), so that a connection never calls back into the handler that created
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.connections import Outgoing
@@ -28,7 +26,6 @@ class HubServices:
     clock: HubClock
     lifetime: HubLifetimeManager
     dispatcher: HubDispatcher
-    random: Callable[[], float] = random.random  # in [0, 1): spreads the first Pings (tests fix it)
     _pings: dict[str, Outgoing] = field(default_factory=dict)
 
     def ping(self, protocol: HubProtocol) -> Outgoing:

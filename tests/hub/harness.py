@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import msgpack
@@ -158,11 +158,8 @@ class HubHarness:
         methods: HubMethods | None = None,
         replay_cap: int = 100,
         resume_wait_seconds: float = 0.0,
-        random: Callable[[], float] | None = None,
         **options: Any,
     ) -> None:
-        # Tests time Pings exactly unless they are about the first Ping's spread.
-        options.setdefault("first_ping_spread", 0.0)
         self.clock = ManualClock()
         self.lifetime = InMemoryHubLifetimeManager()
         self.history = History(
@@ -180,7 +177,6 @@ class HubHarness:
             options=HubOptions(**options),
             lifetime=self.lifetime,
             clock=HubClock(self.clock.monotonic, self.clock.wall_time),
-            random=random,
         )
         self.manager = ConnectionManager(self.handler, disconnect_timeout=15, clock=self.clock.monotonic)
 

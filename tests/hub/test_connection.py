@@ -82,23 +82,6 @@ async def test_pings_go_out_only_after_keep_alive_silence() -> None:
     assert sink.json_records() == [{}, {"type": 6}]
 
 
-async def test_clients_that_connect_together_get_their_pings_spread_over_the_keep_alive_interval() -> None:
-    """A storm of clients (or every client of a redeployed instance) connects within a second: were
-    their first Pings due together, every later one would be too, and one heartbeat step would write
-    them all at once for as long as they stay idle (issue 12)."""
-    draws = iter([i / 10 for i in range(10)])
-    hub = HubHarness(keep_alive=10.0, first_ping_spread=1.0, random=lambda: next(draws))
-    sinks = [(await hub.connect())[1] for _ in range(10)]
-    pings_per_tick = []
-    for _ in range(20):  # two keep-alive intervals, a heartbeat round a second
-        before = sum(len(sink.json_records()) for sink in sinks)
-        hub.tick(1)
-        pings_per_tick.append(sum(len(sink.json_records()) for sink in sinks) - before)
-    assert max(pings_per_tick) <= 2  # not ten at once
-    assert sum(pings_per_tick[:10]) == 10  # each first Ping within one keep-alive interval of the handshake
-    assert sum(pings_per_tick[10:]) == 10  # and each later one a keep-alive after its last write
-
-
 async def test_a_transport_with_inherent_keep_alive_gets_no_pings() -> None:
     hub = HubHarness(keep_alive=3.0)
     _, sink = await hub.connect(sink=RecordingSink(POLLING_LIKE))
