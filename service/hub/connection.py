@@ -400,10 +400,15 @@ class HubConnection:
             visit = now  # acks are due whenever something arrived: every round, as ASP.NET does
         # Long polling has inherent keep-alive: no Pings (ASP.NET's IConnectionInherentKeepAliveFeature).
         if connection.capabilities.needs_keep_alive:
-            due = now - self.last_written >= options.keep_alive
-            if due and not self._write(self._services.ping(protocol)):
-                self.drop_slow("buffer_full")
-                return
+            if now - self.last_written >= options.keep_alive:
+                budget = self._services.ping_budget
+                if budget.left > 0:
+                    budget.left -= 1
+                    if not self._write(self._services.ping(protocol)):
+                        self.drop_slow("buffer_full")
+                        return
+                else:
+                    visit = now  # this step's Pings are spent: next round (see PingBudget)
             visit = min(visit, self.last_written + options.keep_alive)
         self.next_visit = visit
 

@@ -9,6 +9,8 @@ instead of a timer each.
 
 from __future__ import annotations
 
+import math
+
 import structlog
 
 from service.connections import HttpConnection
@@ -22,6 +24,8 @@ from .services import HubServices
 __all__ = ["HubConnectionHandler"]
 
 log = structlog.get_logger(__name__)
+
+_MIN_PINGS_PER_STEP = 16
 
 
 class HubConnectionHandler:
@@ -98,6 +102,11 @@ class HubConnectionHandler:
             self._round = list(self._connections.values())
         members = self._round
         count = len(members)
+        # Twice the Pings a step writes on average when every connection is idle, so that a cluster
+        # of due Pings is written over a few rounds instead of in one step (see PingBudget).
+        self._services.ping_budget.left = max(
+            _MIN_PINGS_PER_STEP, math.ceil(2 * count / (self._services.options.keep_alive * parts))
+        )
         for hub_connection in members[part * count // parts : (part + 1) * count // parts]:
             if hub_connection.next_visit <= now:  # most connections have nothing due (see HubConnection.tick)
                 hub_connection.tick(now, wall_clock)

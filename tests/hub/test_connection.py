@@ -6,6 +6,8 @@ sleeps.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from config.settings import Transport
@@ -80,6 +82,28 @@ async def test_pings_go_out_only_after_keep_alive_silence() -> None:
     assert sink.json_records() == [{}, {"type": 6}]
     hub.tick(1)  # a Ping was just written: the next is due 3 s after it
     assert sink.json_records() == [{}, {"type": 6}]
+
+
+async def test_pings_due_together_are_written_over_several_rounds_not_in_one() -> None:
+    """Clients that connected together (a storm, every client of a redeployed instance) are due for a
+    Ping together, every keep-alive interval, while they stay idle: one heartbeat step wrote them all
+    at once and held the event loop for every event behind it (issue 12, PingBudget)."""
+    hub = HubHarness(keep_alive=10.0)
+    sinks = [(await hub.connect())[1] for _ in range(100)]
+    budget = max(16, math.ceil(2 * 100 / 10.0))  # per step: twice the average need of idle clients
+
+    def pings() -> list[int]:
+        return [sum(record == {"type": 6} for record in sink.json_records()) for sink in sinks]
+
+    per_round = []
+    for _ in range(40):
+        before = sum(pings())
+        hub.tick(1)
+        per_round.append(sum(pings()) - before)
+    first = next(i for i, count in enumerate(per_round) if count)
+    assert max(per_round) <= budget  # not a hundred at once
+    assert sum(per_round[first : first + 5]) == 100  # the last of them 4 rounds late (the client waits 30 s)
+    assert all(count >= 3 for count in pings())  # and everyone keeps getting them, every ~10 s
 
 
 async def test_a_transport_with_inherent_keep_alive_gets_no_pings() -> None:
