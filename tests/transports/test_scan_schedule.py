@@ -94,3 +94,19 @@ async def test_a_write_that_finds_bytes_waiting_has_the_next_scan_time_them() ->
         hub.manager.scan()
     assert connection.state is ConnectionState.CLOSED
     assert connection.close_reason == "slow_client"
+
+
+async def test_sockets_due_together_are_asked_over_several_rounds_not_in_one() -> None:
+    """Sockets that connected together are due for their look together, a send timeout later: one
+    heartbeat step asked every kernel of its slice at once (issue 12)."""
+    hub = HubHarness()
+    sinks = [(await _connect(hub))[1] for _ in range(200)]
+    per_round = []
+    for _ in range(12):
+        before = sum(sink.asks for sink in sinks)
+        hub.manager.scan()  # one step over all 200: at most max(64, 200 // 4) asks
+        per_round.append(sum(sink.asks for sink in sinks) - before)
+        hub.clock.advance(1.0)
+    assert max(per_round) <= 64
+    assert sum(per_round[:4]) == 200  # each asked within a few rounds
+    assert all(sink.asks >= 2 for sink in sinks)  # and again a send timeout later
