@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import msgpack
 import orjson
 
-from bench.wire import BROADCAST_GROUP, group_name, masked_frame, now_us, varint
+from bench.wire import BROADCAST_GROUP, group_name, masked_frame, now_us
+from service.protocol import BinaryRecordReader, write_binary_record
 
 __all__ = ["Client", "Owner", "Stats", "client_factory", "negotiate"]
 
@@ -35,23 +36,6 @@ class Owner(Protocol):
 _WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 _RS = b"\x1e"
 _HEX = frozenset(b"0123456789abcdef")
-
-
-def _read_varint_records(data: bytes) -> list[bytes]:
-    records = []
-    pos = 0
-    while pos < len(data):
-        length = shift = 0
-        while True:
-            byte = data[pos]
-            pos += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        records.append(data[pos : pos + length])
-        pos += length
-    return records
 
 
 class Stats:
@@ -252,7 +236,9 @@ class Client(asyncio.Protocol):
         if self.step != "join":
             return
         if self.binary:
-            messages = [msgpack.unpackb(record) for record in _read_varint_records(payload)]
+            reader = BinaryRecordReader(None)
+            reader.feed(payload)
+            messages = [msgpack.unpackb(record) for record in iter(reader.next_record, None)]
             completions = [m for m in messages if m[0] == 3]
             errors = [m for m in completions if m[3] == 1]
         else:
@@ -269,7 +255,7 @@ class Client(asyncio.Protocol):
     def _invocation(self, invocation_id: str, region: str) -> bytes:
         if self.binary:
             record: bytes = msgpack.packb([1, {}, invocation_id, "JoinDispatchGroup", [region], []])
-            return varint(len(record)) + record
+            return write_binary_record(record)
         return (
             orjson.dumps(
                 {

@@ -27,7 +27,7 @@ import aiohttp
 import msgpack
 import orjson
 
-from bench.wire import varint
+from service.protocol import BinaryRecordReader, TextRecordReader, write_binary_record
 
 __all__ = ["KINDS", "ClientStats", "SoakClient"]
 
@@ -44,35 +44,6 @@ class ConnectionLost(Exception):
 
 def _offset(position: str) -> int:
     return int(position.split(":", 1)[0])
-
-
-def _split_binary(buffer: bytearray) -> list[bytes]:
-    """Complete VarInt-length-prefixed records taken off the front of ``buffer``."""
-    records: list[bytes] = []
-    while buffer:
-        length = shift = index = 0
-        while True:
-            if index >= len(buffer):
-                return records
-            byte = buffer[index]
-            length |= (byte & 0x7F) << shift
-            index += 1
-            if not byte & 0x80:
-                break
-            shift += 7
-        if len(buffer) < index + length:
-            return records
-        records.append(bytes(buffer[index : index + length]))
-        del buffer[: index + length]
-    return records
-
-
-def _split_text(buffer: bytearray) -> list[bytes]:
-    records: list[bytes] = []
-    while (end := buffer.find(_RS)) >= 0:
-        records.append(bytes(buffer[:end]))
-        del buffer[: end + 1]
-    return records
 
 
 @dataclass
@@ -223,13 +194,14 @@ class SoakClient:
             post = asyncio.create_task(send(handshake))
         else:
             await send(handshake)
-        buffer = bytearray()
+        buffer = bytearray()  # until the handshake reply is complete
         handshaken = False
+        reader = BinaryRecordReader(None) if self.binary else TextRecordReader(None)
         pinger: asyncio.Task[None] | None = None
         try:
             async for frame in frames:
-                buffer += frame
                 if not handshaken:
+                    buffer += frame
                     end = buffer.find(_RS)
                     if end < 0:
                         continue
@@ -242,8 +214,9 @@ class SoakClient:
                     self.stats.connects += 1
                     pinger = asyncio.create_task(self._ping(send))
                     await self._start_resume(send)
-                records = _split_binary(buffer) if self.binary else _split_text(buffer)
-                for record in records:
+                    frame = bytes(buffer)  # what came after the handshake reply
+                reader.feed(frame)
+                while (record := reader.next_record()) is not None:
                     message = msgpack.unpackb(record, raw=False) if self.binary else orjson.loads(record)
                     await self._handle(message)
             raise ConnectionLost("transport ended")
@@ -257,7 +230,7 @@ class SoakClient:
 
     async def _ping(self, send: Any) -> None:
         ping = msgpack.packb([6]) if self.binary else orjson.dumps({"type": 6}) + _RS
-        frame = varint(len(ping)) + ping if self.binary else ping
+        frame = write_binary_record(ping) if self.binary else ping
         while True:
             await asyncio.sleep(_PING_INTERVAL)
             with contextlib.suppress(aiohttp.ClientError, OSError, ConnectionError):
@@ -268,7 +241,7 @@ class SoakClient:
         self._last_during_resume = None
         if self.binary:
             payload = msgpack.packb([1, {}, "resume", "Resume", [self.groups, self.position], []])
-            await send(varint(len(payload)) + payload)
+            await send(write_binary_record(payload))
         else:
             invocation = {
                 "type": 1,

@@ -23,7 +23,6 @@ __all__ = [
     "now_us",
     "raise_fd_limit",
     "unmasked_frame",
-    "varint",
 ]
 
 BROADCAST_GROUP: Final = "all"
@@ -88,16 +87,3 @@ def raise_fd_limit() -> int:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
-
-
-def varint(length: int) -> bytes:
-    """A MessagePack hub record's length prefix (the SignalR spec's VarInt: 7 bits a byte, low first)."""
-    out = bytearray()
-    while True:
-        byte = length & 0x7F
-        length >>= 7
-        if length:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
