@@ -22,24 +22,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
 import structlog
 from aiohttp import hdrs, web
 from structlog.contextvars import bind_contextvars, bound_contextvars, reset_contextvars
 
 from config.settings import Settings, Transport
-from service.auth import (
-    AuthenticationError,
-    ConnectionTickets,
-    Principal,
-    TokenValidator,
-    extract_token,
-    is_ticket,
-    www_authenticate,
-)
+from service.auth import ConnectionTickets, Principal, TokenValidator
 from service.connections import ConnectionManager, ConnectionState, HttpConnection
-from service.metrics import AUTH_ACCEPTED, AUTH_FAILURES
 from service.protocol import (
     AvailableTransport,
     NegotiateError,
@@ -60,14 +50,13 @@ from .errors import (
     EarlyInputTooLargeError,
     HubHttpError,
     MethodNotAllowedError,
-    OriginNotAllowedError,
     PostToWebSocketError,
     ShuttingDownError,
     TransportChangeError,
     TransportConflictError,
     TransportNotSupportedError,
-    UnauthorizedError,
 )
+from .guard import RequestGuard, query_value
 from .long_polling import serve_final_poll, serve_poll
 from .sse import serve_server_sent_events
 from .websockets import serve_websocket
@@ -118,34 +107,13 @@ class EndpointOptions:
         return tuple(AvailableTransport.named(t) for t in self.transports)
 
 
-_TOKEN_ACCEPTED = AUTH_ACCEPTED.labels("token")
-_TICKET_ACCEPTED = AUTH_ACCEPTED.labels("ticket")
-
-
-def _query(request: web.Request, name: str) -> str | None:
-    """Query values by case-insensitive key, as ASP.NET reads ``negotiateVersion`` and friends.
-
-    Parsed from the query string on each call instead of ``request.query``: aiohttp caches that
-    parsed multidict on the request, which a WebSocket keeps for its whole life (~0.5 KB each).
-    """
-    pairs = parse_qsl(request.query_string, keep_blank_values=True)
-    for key, value in pairs:
-        if key == name:
-            return value
-    lowered = name.lower()
-    for key, value in pairs:
-        if key.lower() == lowered:
-            return value
-    return None
-
-
 def _wants_positions(request: web.Request) -> bool:
     """``?positions=true`` on the hub URL: every event carries its log position as a last argument.
 
     Read where the connection is created (negotiate, or a WebSocket without ``id``); the official
     clients keep the hub URL's query on every request, so it is there in both places.
     """
-    return parse_bool_query(_query(request, "positions"))
+    return parse_bool_query(query_value(request, "positions"))
 
 
 class HubEndpoint:
@@ -162,8 +130,9 @@ class HubEndpoint:
     ) -> None:
         self._manager = manager
         self._batch = batch
-        self._validator = validator
-        self._tickets = tickets
+        self._guard = RequestGuard(
+            manager, validator, allowed_origins=options.allowed_origins, tickets=tickets
+        )
         self._options = options
         self._available = options.available_transports()
         self._admission = UserAdmission(
@@ -180,54 +149,6 @@ class HubEndpoint:
         self._accepting = False
 
     # --- shared checks --------------------------------------------------------------------------
-
-    def _origin_allowed(self, request: web.Request) -> bool:
-        """Stop cross-site WebSocket hijacking: browsers send Origin, and CORS does not cover sockets."""
-        origin = request.headers.get(hdrs.ORIGIN)
-        if origin is None:
-            return True  # not a browser (Node, .NET, Python clients)
-        origin = origin.rstrip("/").lower()
-        if origin in self._options.allowed_origins:
-            return True
-        host = request.host.lower()
-        return origin in (f"http://{host}", f"https://{host}")  # same origin (the dev console)
-
-    async def _guard(self, request: web.Request, *, ticket_allowed: bool = True) -> Principal:
-        """The caller, if its origin is allowed (else 403) and its token or connection ticket valid (else
-        401). A ticket stands for the principal that negotiated its connection; it cannot negotiate."""
-        if not self._origin_allowed(request):
-            log.info("request.origin_refused", origin=request.headers.get(hdrs.ORIGIN), path=request.path)
-            raise OriginNotAllowedError()
-        try:
-            token = extract_token(request.headers.get(hdrs.AUTHORIZATION), _query(request, "access_token"))
-            tickets = self._tickets
-            if tickets is not None and is_ticket(token):
-                principal = self._ticket_holder(
-                    tickets, token, _query(request, "id") if ticket_allowed else None
-                )
-                _TICKET_ACCEPTED.inc()
-                return principal
-            principal = await self._validator.validate(token)
-            _TOKEN_ACCEPTED.inc()
-            return principal
-        except AuthenticationError as error:
-            AUTH_FAILURES.labels(error.reason).inc()
-            log.info("request.unauthorized", reason=error.reason, detail=error.description, path=request.path)
-            raise UnauthorizedError(www_authenticate(error)) from None
-
-    def _ticket_holder(
-        self, tickets: ConnectionTickets, ticket: str, connection_token: str | None
-    ) -> Principal:
-        """Whoever negotiated the connection ``ticket`` was issued for (404 when it is gone)."""
-        tickets.verify(ticket, connection_token)
-        assert connection_token is not None  # verify refuses a ticket without its connection's id
-        connection = self._manager.get(connection_token)
-        if connection is None:
-            draining = self._manager.get_draining(connection_token)
-            if draining is None:
-                raise ConnectionNotFoundError()
-            connection = draining[0]
-        return connection.principal
 
     def _admit(self, principal: Principal) -> None:
         """May this user have one more connection? (503 when the instance is full or shutting down,
@@ -249,14 +170,14 @@ class HubEndpoint:
     async def _negotiate(self, request: web.Request) -> web.StreamResponse:
         if request.method != hdrs.METH_POST:
             raise MethodNotAllowedError()
-        principal = await self._guard(request, ticket_allowed=False)
+        principal = await self._guard.caller(request, ticket_allowed=False)
         try:
-            version = parse_negotiate_version(_query(request, "negotiateVersion"))
+            version = parse_negotiate_version(query_value(request, "negotiateVersion"))
         except NegotiateError as error:
             return web.Response(body=negotiate_error_response(str(error)), content_type="application/json")
         self._admit(principal)
         stateful = self._options.stateful_reconnect and parse_bool_query(
-            _query(request, "useStatefulReconnect")
+            query_value(request, "useStatefulReconnect")
         )
         connection = self._manager.create(
             principal=principal,
@@ -264,16 +185,13 @@ class HubEndpoint:
             stateful_reconnect=stateful,
             positions=_wants_positions(request),
         )
-        tickets = self._tickets
         body = negotiate_response(
             connection_id=connection.connection_id,
             connection_token=connection.connection_token if version > 0 else None,
             negotiate_version=version,
             transports=self._available,
             use_stateful_reconnect=stateful,
-            access_token=(
-                None if tickets is None else tickets.issue(connection.connection_token, principal.expires_at)
-            ),
+            access_token=self._guard.ticket_for(connection),
         )
         log.debug("connection.negotiated", connectionId=connection.connection_id, version=version)
         return web.Response(body=body, content_type="application/json")
@@ -285,7 +203,7 @@ class HubEndpoint:
             method = request.method
             if method not in (hdrs.METH_GET, hdrs.METH_POST, hdrs.METH_DELETE):
                 raise MethodNotAllowedError()
-            principal = await self._guard(request)
+            principal = await self._guard.caller(request)
             if method == hdrs.METH_GET:
                 # A WebSocket or SSE stream is awaited here for its whole life: only this frame and the
                 # transport's own stay alive under it (every coroutine frame in between costs each
@@ -306,7 +224,7 @@ class HubEndpoint:
                     return await self._serve(request, opened, transport)
                 finally:
                     reset_contextvars(**bound)
-            token = _query(request, "id")
+            token = query_value(request, "id")
             if token is None:
                 raise ConnectionIdRequiredError()
             if method == hdrs.METH_POST:
@@ -337,7 +255,7 @@ class HubEndpoint:
         self, request: web.Request, principal: Principal, transport: Transport
     ) -> HttpConnection | web.StreamResponse:
         """The connection a GET of ``transport`` is for (or the final poll of a closed one)."""
-        token = _query(request, "id")
+        token = query_value(request, "id")
         if transport not in self._options.transports:
             raise TransportNotSupportedError(transport.value)
         if token is None:
