@@ -401,14 +401,11 @@ class HubConnection:
         # Long polling has inherent keep-alive: no Pings (ASP.NET's IConnectionInherentKeepAliveFeature).
         if connection.capabilities.needs_keep_alive:
             if now - self.last_written >= options.keep_alive:
-                budget = self._services.ping_budget
-                if budget.left > 0:
-                    budget.left -= 1
-                    if not self._write(self._services.ping(protocol)):
-                        self.drop_slow("buffer_full")
-                        return
-                else:
+                if not self._services.ping_budget.take():
                     visit = now  # this step's Pings are spent: next round (see PingBudget)
+                elif not self._write(self._services.ping(protocol)):
+                    self.drop_slow("buffer_full")
+                    return
             visit = min(visit, self.last_written + options.keep_alive)
         self.next_visit = visit
 

@@ -33,6 +33,13 @@ class PingBudget:
     def __init__(self) -> None:
         self.left = 0
 
+    def take(self) -> bool:
+        """One Ping of this step's, if any is left."""
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class HubServices:
