@@ -46,10 +46,13 @@ __all__ = ["ConsumerFactory", "create_app"]
 log = structlog.get_logger(__name__)
 
 _HEARTBEAT_INTERVAL = 1.0  # HttpConnectionManager._heartbeatTickRate
-# Connections one heartbeat step visits at most (~1 ms of the loop); a round of about a second is
-# split into as many steps as that takes, at most _HEARTBEAT_MAX_STEPS.
-_HEARTBEAT_SLICE = 500
-_HEARTBEAT_MAX_STEPS = 100
+# Connections one heartbeat step visits at most; a round of about a second is split into as many
+# steps as that takes, at most _HEARTBEAT_MAX_STEPS. A step is one synchronous stretch of the loop,
+# and every delivery due meanwhile waits: steps of 500 took up to 3-5 ms on a loaded 2-core box and
+# set the loop-lag p99 (2.9-3.8 ms) at 10,000 connections; steps of 125, under 1 ms at p99, gave
+# 1.8 ms and a lower delivery max, for the same CPU (issue 12, bench/NOTES.md "sixth pass").
+_HEARTBEAT_SLICE = 125
+_HEARTBEAT_MAX_STEPS = 200
 
 
 def heartbeat_steps(connections: int) -> int:

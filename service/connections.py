@@ -40,7 +40,7 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-_MIN_ASKS_PER_STEP = 64  # sockets a heartbeat step asks at most, unless a quarter of its slice is more
+_MIN_ASKS_PER_STEP = 16  # sockets a heartbeat step asks at most, unless a quarter of its slice is more
 
 
 class Outgoing:

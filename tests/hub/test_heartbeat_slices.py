@@ -73,10 +73,12 @@ async def test_a_group_send_postpones_the_keep_alive_ping() -> None:
 
 def test_a_round_has_as_many_steps_as_slices_of_connections_within_bounds() -> None:
     assert heartbeat_steps(0) == 1
-    assert heartbeat_steps(500) == 1
-    assert heartbeat_steps(501) == 2
-    assert heartbeat_steps(10_000) == 20
-    assert heartbeat_steps(10_000_000) == 100
+    assert heartbeat_steps(125) == 1
+    assert heartbeat_steps(126) == 2
+    # A step visits at most 125: steps of 500 held the loop up to 3-5 ms at 10,000 connections.
+    assert heartbeat_steps(10_000) == 80
+    assert heartbeat_steps(19_000) == 152
+    assert heartbeat_steps(10_000_000) == 200
 
 
 async def test_a_connection_that_gets_events_is_visited_once_a_keep_alive_interval_not_every_round() -> None:
