@@ -7,7 +7,8 @@ floor reads, then a stream as the service and ``raw-stream`` read (``x-stream-of
 prefetch 1,000, credit every 500). Per source and rate it prints the publish → consume latency
 (p50 / p99 / max), the broker's CPU (% of one core) and the client process's (publisher and
 consumer): what the source alone adds to every server's figures before a single WebSocket is
-written.
+written. ``--write-only`` adds, per source and rate, a run with no consumer at all: what the broker
+spends writing the events into that source, so that reading them is the difference.
 
 Every queue and exchange it declares is deleted before it returns.
 """
@@ -53,6 +54,8 @@ class SourceRun:
     max_ms: float | None
     broker_cpu_pct: float | None
     consumer_cpu_pct: float
+    consumed: bool = True
+    """False: a write-only run (nobody consumed; ``received`` is 0 and there is no latency)."""
 
 
 def names(tag: str) -> tuple[str, str]:
@@ -60,8 +63,11 @@ def names(tag: str) -> tuple[str, str]:
     return f"bench.floor.{tag}.x", f"bench.floor.{tag}.q"
 
 
-async def measure(amqp: str, source: str, rate: int, seconds: float, *, tag: str | None = None) -> SourceRun:
-    """Publish ``rate`` events/s for ``seconds`` through one ``source`` queue and consume them."""
+async def measure(
+    amqp: str, source: str, rate: int, seconds: float, *, tag: str | None = None, consume: bool = True
+) -> SourceRun:
+    """Publish ``rate`` events/s for ``seconds`` through one ``source`` queue and consume them (or,
+    ``consume=False``, leave them there: the broker's cost of writing them alone)."""
     exchange, queue = names(tag or uuid.uuid4().hex[:8])
     publisher = Broker(amqp)
     await publisher.connect()
@@ -94,7 +100,8 @@ async def measure(amqp: str, source: str, rate: int, seconds: float, *, tag: str
                 await channel.basic_ack(message.delivery_tag, multiple=True)
 
         consume_arguments: dict[str, Any] = {"x-stream-offset": "next"} if stream else {}
-        await channel.basic_consume(queue, on_message, arguments=consume_arguments)
+        if consume:
+            await channel.basic_consume(queue, on_message, arguments=consume_arguments)
         broker = BrokerCpu.find(amqp)
         broker_before = broker.seconds()
         cpu_before = time.process_time()
@@ -103,7 +110,7 @@ async def measure(amqp: str, source: str, rate: int, seconds: float, *, tag: str
             exchange, 1, rate=rate, duration=seconds, region_of=lambda index: f"g{index % 100}"
         )
         expected = result.count
-        if len(latencies) >= expected:
+        if len(latencies) >= expected or not consume:
             all_in.set()
         with contextlib.suppress(TimeoutError):  # what did not come within 10 s counts as lost
             await asyncio.wait_for(all_in.wait(), 10.0)
@@ -122,6 +129,7 @@ async def measure(amqp: str, source: str, rate: int, seconds: float, *, tag: str
             max_ms=figures.get("max"),
             broker_cpu_pct=broker_pct,
             consumer_cpu_pct=consumer_pct,
+            consumed=consume,
         )
     finally:
         await publisher.cleanup(queues=[queue], exchanges=[exchange])
@@ -137,8 +145,9 @@ def _table(runs: Sequence[SourceRun]) -> str:
     ]
     for run in runs:
         broker = "–" if run.broker_cpu_pct is None else f"{run.broker_cpu_pct:.0f}"
+        source = run.source if run.consumed else f"{run.source}, write only"
         lines.append(
-            f"| {run.source} | {run.rate:,} | {run.received:,} / {run.published:,} | "
+            f"| {source} | {run.rate:,} | {run.received:,} / {run.published:,} | "
             f"{run.p50_ms} / {run.p99_ms} / {run.max_ms} | {broker} | {run.consumer_cpu_pct:.0f} |"
         )
     return "\n".join(lines)
@@ -151,6 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="publishing time per source and rate")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each source at each rate")
     parser.add_argument("--output", type=Path, help="write the runs as JSON here")
+    parser.add_argument(
+        "--write-only",
+        action="store_true",
+        help="also measure each source with no consumer: the broker's cost of writing alone",
+    )
     args = parser.parse_args(argv)
     rates = [int(rate) for rate in args.rates.split(",") if rate]
 
@@ -159,8 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rate in rates:
             for _ in range(args.repeat):
                 for source in SOURCES:  # interleaved: the box's noise falls on both alike
-                    runs.append(await measure(args.amqp, source, rate, args.seconds))
-                    print(_table(runs[-1:]).splitlines()[-1], flush=True)
+                    for consume in (True, False) if args.write_only else (True,):
+                        runs.append(await measure(args.amqp, source, rate, args.seconds, consume=consume))
+                        print(_table(runs[-1:]).splitlines()[-1], flush=True)
         return runs
 
     runs = asyncio.run(run_all())
@@ -168,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_table(runs))
     if args.output is not None:
         args.output.write_text(json.dumps([asdict(run) for run in runs], indent=1) + "\n")
-    lost = sum(run.published - run.received for run in runs)
+    lost = sum(run.published - run.received for run in runs if run.consumed)
     return 1 if lost else 0
 
 

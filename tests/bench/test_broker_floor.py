@@ -38,6 +38,23 @@ def test_each_source_delivers_everything_is_measured_and_deleted(broker_url: str
     assert asyncio.run(existing_queues(broker_url, [queue])) == []
 
 
+@pytest.mark.parametrize("source", SOURCES)
+def test_a_write_only_run_consumes_nothing_measures_the_broker_and_deletes_what_it_declared(
+    broker_url: str, source: str
+) -> None:
+    tag = f"test-{uuid.uuid4().hex[:8]}"
+    run = asyncio.run(measure(broker_url, source, rate=300, seconds=1.0, tag=tag, consume=False))
+    assert not run.consumed
+    assert run.published > 0
+    assert run.received == 0
+    assert run.p99_ms is None
+    if find_broker_process(broker_url) is not None:
+        assert run.broker_cpu_pct is not None
+        assert run.broker_cpu_pct > 0
+    _exchange, queue = names(tag)
+    assert asyncio.run(existing_queues(broker_url, [queue])) == []
+
+
 def test_both_ways_of_consuming_read_every_entry_and_delete_the_stream(broker_url: str) -> None:
     """``python -m bench.consume_path``: each way reads the whole stream (it would hang otherwise)."""
     stream = f"bench.consume.test-{uuid.uuid4().hex[:8]}"
