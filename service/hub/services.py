@@ -22,9 +22,9 @@ class PingBudget:
     """The Pings the current heartbeat step may still write (``HubConnectionHandler.tick`` sets it).
 
     Clients that connected together (a storm, every client of a redeployed instance) are due for a
-    Ping together, every keep-alive interval, as long as they stay idle: the step visiting 500 of them
-    wrote 500 Pings at once and held the event loop 4-11 ms with 10,000 idle connections, every event
-    waiting behind it (issue 12). Over the budget a Ping waits for the next round (a second); each
+    Ping together, every keep-alive interval, as long as they stay idle: a step visiting 500 of them
+    (the slice then) wrote 500 Pings at once and held the event loop 4-11 ms with 10,000 idle
+    connections, every event waiting behind it (issue 12). Over the budget a Ping waits for the next round (a second); each
     later Ping follows that connection's own last write, so a cluster thins out for good.
     """
 
