@@ -24,8 +24,9 @@ class PingBudget:
     Clients that connected together (a storm, every client of a redeployed instance) are due for a
     Ping together, every keep-alive interval, as long as they stay idle: a step visiting 500 of them
     (the slice then) wrote 500 Pings at once and held the event loop 4-11 ms with 10,000 idle
-    connections, every event waiting behind it (issue 12). Over the budget a Ping waits for the next round (a second); each
-    later Ping follows that connection's own last write, so a cluster thins out for good.
+    connections, every event waiting behind it (issue 12). Over the budget a Ping waits for the next
+    round (a second); each later Ping follows that connection's own last write, so a cluster thins
+    out for good.
     """
 
     __slots__ = ("left",)
