@@ -111,8 +111,9 @@ EVENT_LOOP_LAG = Histogram(
 )
 GC_FREEZES = Counter(
     "realtime_gc_freezes",
-    "Connection state moved out of the garbage collector's full passes (GC_FREEZE): freeze after a storm, "
-    "refreeze (with one full collection) after a quarter of the frozen connections closed.",
+    "Connection state moved out of the garbage collector's full passes (GC_FREEZE): freeze per "
+    "heartbeat round that brought 1,000 new connections, refreeze (with one full collection) after a "
+    "quarter of the frozen connections closed.",
     ["action"],
 )
 for _action in ("freeze", "refreeze"):

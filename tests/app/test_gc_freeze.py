@@ -23,26 +23,27 @@ class RecordingGc:
         return 0
 
 
-def test_a_storm_is_frozen_once_it_is_over_not_while_connections_still_arrive() -> None:
+def test_a_storm_is_frozen_round_by_round_while_connections_arrive() -> None:
+    """Each round that brought ``min_growth`` new connections freezes them: the full passes CPython
+    starts during a storm then walk only the newcomers since the last freeze, not every connection
+    so far (seven passes of 57-412 ms in a 10,000-client storm before)."""
     gc = RecordingGc()
     freezer = HeapFreezer(min_growth=1000, gc_api=gc)
-    assert freezer.after_round(400, 0) is None
-    assert freezer.after_round(1500, 0) is None  # still growing
-    assert freezer.after_round(3000, 0) is None
-    assert gc.calls == []
-    assert freezer.after_round(3000, 0) == "freeze"  # no growth for a round: the storm is over
+    assert freezer.after_round(400, 0) is None  # below the growth that pays a freeze
+    assert freezer.after_round(1500, 0) == "freeze"  # still growing: frozen all the same
     assert gc.calls == ["collect1", "freeze"]  # the young generations' garbage first
-    assert freezer.after_round(3000, 0) is None
+    assert freezer.after_round(2400, 0) is None  # 900 since the last freeze
+    assert freezer.after_round(3000, 0) == "freeze"
+    assert freezer.after_round(3000, 0) is None  # the storm is over: nothing new to freeze
     assert freezer.after_round(3500, 0) is None
     assert freezer.after_round(3500, 0) is None  # 500 more: below the growth that pays a pass
-    assert gc.calls == ["collect1", "freeze"]
+    assert gc.calls == ["collect1", "freeze", "collect1", "freeze"]
 
 
 def test_a_quarter_of_the_frozen_connections_closing_brings_their_garbage_back_to_the_collector() -> None:
     gc = RecordingGc()
     freezer = HeapFreezer(min_growth=1000, gc_api=gc)
-    freezer.after_round(8000, 0)
-    freezer.after_round(8000, 0)
+    assert freezer.after_round(8000, 0) == "freeze"
     gc.calls.clear()
     assert freezer.after_round(8000, 1999) is None  # clients reconnect: as many live, 1,999 closed
     assert freezer.after_round(8000, 2000) == "refreeze"  # a quarter of 8,000
