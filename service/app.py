@@ -222,7 +222,8 @@ async def _heartbeat(runtime: HubRuntime) -> None:
                 action = freezer.after_round(len(handler), handler.closed_total)
                 if action is not None:
                     GC_FREEZES.labels(action).inc()
-                    log.info("gc.frozen", action=action, connections=len(handler))
+                    freed = {"collected": freezer.last_collected} if action == "refreeze" else {}
+                    log.info("gc.frozen", action=action, connections=len(handler), **freed)
             if loop.time() >= next_checkpoint:
                 next_checkpoint = loop.time() + runtime.settings.checkpoint_interval_seconds
                 runtime.journal.checkpoint()
