@@ -205,7 +205,9 @@ class WebSocketSink(StallWatching, MaskGuard):
             batch.defer(self)
             return True
         transport.write(frame)
-        self._wrote(size)
+        written = self.written = self.written + size  # _wrote, inlined: this runs once per member
+        if written - self._delivered >= UNCONFIRMED_BYTES:
+            self._connection.next_scan = 0.0
         return True
 
     def _wrote(self, size: int) -> None:
