@@ -205,7 +205,7 @@ def _heartbeat_round_ms(
     repeat: int,
 ) -> float:
     """One heartbeat round over every connection (hub timers and the manager's scan, in one call
-    each here; the service spreads a round over steps of at most 500 connections), while every
+    each here; the service spreads a round over steps of at most 125 connections), while every
     group gets an event between rounds (W1 at 500 events/s and 1,000 groups gives each about one every
     two seconds): milliseconds, best of ``repeat`` rounds."""
     best = float("inf")
