@@ -179,6 +179,9 @@ class Settings(BaseSettings):
     hub_shutdown_drain_seconds: float = Field(default=5.0, ge=0)
     event_loop_lag_interval_seconds: float = Field(default=0.05, ge=0)  # 0: not sampled
     gc_freeze: bool = True  # service.gc_freeze: keep connections' state out of full GC passes
+    # service.gc_probe: a due refreeze's full pass runs first in a forked copy of the process; the
+    # service runs it (and stops its loop) only when the copy found garbage worth freeing.
+    gc_freeze_probe: bool = True
 
     @field_validator("cors_origins", mode="before")
     @classmethod

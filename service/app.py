@@ -25,6 +25,7 @@ from service.connections import ConnectionManager
 from service.cors import CorsPolicy
 from service.devtools import install_dev_routes
 from service.gc_freeze import HeapFreezer
+from service.gc_probe import ForkedGcProbe, can_fork
 from service.health import HealthRoutes
 from service.hub import (
     EventJournal,
@@ -207,25 +208,45 @@ async def _heartbeat(runtime: HubRuntime) -> None:
     loop = asyncio.get_running_loop()
     next_checkpoint = loop.time()
     handler, manager = runtime.handler, runtime.manager
-    freezer = HeapFreezer() if runtime.settings.gc_freeze else None
-    while True:
-        steps = heartbeat_steps(max(len(handler), len(manager)))
-        for step in range(steps):
-            await asyncio.sleep(_HEARTBEAT_INTERVAL / steps)
+    freezer = _heap_freezer(runtime.settings)
+    try:
+        while True:
+            steps = heartbeat_steps(max(len(handler), len(manager)))
+            for step in range(steps):
+                await asyncio.sleep(_HEARTBEAT_INTERVAL / steps)
+                try:
+                    handler.tick(step, steps)
+                    manager.scan(step, steps)
+                except Exception:
+                    log.exception("heartbeat.failed")
             try:
-                handler.tick(step, steps)
-                manager.scan(step, steps)
+                if freezer is not None:
+                    _after_round(freezer, len(handler), handler.closed_total)
+                if loop.time() >= next_checkpoint:
+                    next_checkpoint = loop.time() + runtime.settings.checkpoint_interval_seconds
+                    runtime.journal.checkpoint()
             except Exception:
                 log.exception("heartbeat.failed")
-        try:
-            if freezer is not None:
-                action = freezer.after_round(len(handler), handler.closed_total)
-                if action is not None:
-                    GC_FREEZES.labels(action).inc()
-                    freed = {"collected": freezer.last_collected} if action == "refreeze" else {}
-                    log.info("gc.frozen", action=action, connections=len(handler), **freed)
-            if loop.time() >= next_checkpoint:
-                next_checkpoint = loop.time() + runtime.settings.checkpoint_interval_seconds
-                runtime.journal.checkpoint()
-        except Exception:
-            log.exception("heartbeat.failed")
+    finally:
+        if freezer is not None:
+            freezer.close()
+
+
+def _heap_freezer(settings: Settings) -> HeapFreezer | None:
+    if not settings.gc_freeze:
+        return None
+    return HeapFreezer(probe=ForkedGcProbe() if settings.gc_freeze_probe and can_fork() else None)
+
+
+def _after_round(freezer: HeapFreezer, connections: int, closed_total: int) -> None:
+    action = freezer.after_round(connections, closed_total)
+    if action is None:
+        return
+    GC_FREEZES.labels(action).inc()
+    if action == "freeze":
+        log.info("gc.frozen", action=action, connections=connections)
+    else:  # what the full pass, or the probe's pass in a copy of the process, found
+        found: dict[str, object] = {"collected": freezer.last_collected}
+        if freezer.last_garbage_types:
+            found["garbage_types"] = dict(freezer.last_garbage_types)
+        log.info("gc.frozen", action=action, connections=connections, **found)

@@ -25,7 +25,12 @@ garbage are never collected while frozen, so the policy here is:
   server leaves no cycles in the probes of ``bench/NOTES.md`` (its objects are freed by reference
   counting, frozen or not), so a pass that frees next to nothing doubles the churn the next one
   waits for, up to four times the frozen connections; one that finds garbage brings it back to a
-  quarter.
+  quarter;
+- with a probe (``service.gc_probe``, ``GC_FREEZE_PROBE``, on by default where the process can
+  fork), a due refreeze first asks a forked copy of the process to run that pass: the service pays
+  ``fork`` (~7 ms) instead of the pass, and the pass itself only when the copy found garbage worth it.
+  The answer comes a round or two later; the same back-off applies to the probes (each costs a core
+  for the length of a pass).
 
 One full pass per quarter of churn at most, at a moment chosen here, instead of several during every
 storm and one every time a quarter of the old generation's size has passed through it.
@@ -34,9 +39,19 @@ storm and one every time a quarter of the old generation's size has passed throu
 from __future__ import annotations
 
 import gc
-from typing import Protocol
+from typing import Literal, Protocol
 
-__all__ = ["GcApi", "HeapFreezer"]
+import structlog
+
+from service.gc_probe import GcProbeFailed, GcProbeResult
+
+__all__ = ["FreezeAction", "GcApi", "GcProbe", "HeapFreezer"]
+
+log = structlog.get_logger(__name__)
+
+FreezeAction = Literal["freeze", "refreeze", "probe"]
+"""What a round did: froze new connections, ran a full pass and froze again, or learnt from a probe
+that the pass would free next to nothing (and skipped it)."""
 
 
 class GcApi(Protocol):
@@ -58,6 +73,17 @@ class _StdGc:
         return gc.collect(generation)
 
 
+class GcProbe(Protocol):
+    @property
+    def running(self) -> bool: ...
+
+    def start(self) -> bool: ...
+
+    def poll(self) -> GcProbeResult | None: ...
+
+    def close(self) -> None: ...
+
+
 _MAX_CHURN = 4.0
 """A refreeze that keeps finding nothing waits at most until the frozen connections turned over 4×."""
 _WORTH_PER_CLOSE = 5
@@ -75,41 +101,90 @@ class HeapFreezer:
         "_gc",
         "_min_growth",
         "_previous",
+        "_probe",
+        "_probed_at",
         "freezes",
         "last_collected",
+        "last_garbage_types",
     )
 
-    def __init__(self, *, min_growth: int = 1000, churn: float = 0.25, gc_api: GcApi | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        min_growth: int = 1000,
+        churn: float = 0.25,
+        gc_api: GcApi | None = None,
+        probe: GcProbe | None = None,
+    ) -> None:
         self._gc: GcApi = gc_api or _StdGc()
+        self._probe = probe
         self._min_growth = min_growth
         self._base_churn = self._churn = churn
         self._frozen = 0  # live connections at the last freeze
-        self._closed_at = 0  # closes counted at the last refreeze
+        self._closed_at = 0  # closes counted at the last refreeze (or clean probe)
+        self._probed_at = 0  # closes counted when the running probe forked
         self._previous = 0  # live connections at the previous round
         self.freezes = 0
-        self.last_collected = 0  # what the last refreeze's full pass freed
+        self.last_collected = 0  # what the last full pass (or probe) found
+        self.last_garbage_types: tuple[tuple[str, int], ...] = ()  # the probe's most common types
 
-    def after_round(self, connections: int, closed_total: int) -> str | None:
-        """Freeze or refreeze when due; returns what was done (``freeze``, ``refreeze``) or None."""
+    def after_round(self, connections: int, closed_total: int) -> FreezeAction | None:
+        """Freeze, refreeze or conclude a probe when due; returns what was done, or None."""
         settled = connections <= self._previous
         self._previous = connections
-        closes = closed_total - self._closed_at
-        if closes >= max(self._min_growth, self._churn * self._frozen) and self._frozen and settled:
-            self._gc.unfreeze()
-            # One full pass: the closed connections' cycles are freed.
-            self.last_collected = collected = self._gc.collect()
-            self._back_off(found_garbage=collected >= _WORTH_PER_CLOSE * closes)
-            self._closed_at = closed_total
-            action = "refreeze"
-        elif connections - self._frozen >= self._min_growth:
+        if self._probe is not None and self._probe.running:
+            action = self._conclude_probe(self._probe, connections, closed_total)
+            if action is not None:
+                return action
+        elif self._refreeze_due(closed_total, settled):
+            if self._probe is None or not self._probe.start():
+                return self._refreeze(connections, closed_total)
+            self._probed_at = closed_total
+        if connections - self._frozen >= self._min_growth:
             self._gc.collect(1)
-            action = "freeze"
-        else:
+            self._freeze(connections)
+            return "freeze"
+        return None
+
+    def close(self) -> None:
+        """Stop a running probe (the heartbeat is ending)."""
+        if self._probe is not None:
+            self._probe.close()
+
+    def _refreeze_due(self, closed_total: int, settled: bool) -> bool:
+        closes = closed_total - self._closed_at
+        return bool(self._frozen) and settled and closes >= max(self._min_growth, self._churn * self._frozen)
+
+    def _conclude_probe(self, probe: GcProbe, connections: int, closed_total: int) -> FreezeAction | None:
+        try:
+            result = probe.poll()
+        except GcProbeFailed as exc:
+            log.warning("gc.probe_failed", error=str(exc), fallback="a full pass in the service")
+            return self._refreeze(connections, closed_total)
+        if result is None:
             return None
+        self.last_garbage_types = result.top_types
+        if result.collected >= _WORTH_PER_CLOSE * (self._probed_at - self._closed_at):
+            return self._refreeze(connections, closed_total)  # the copy found garbage: free it here
+        self.last_collected = result.collected
+        self._back_off(found_garbage=False)
+        self._closed_at = self._probed_at
+        return "probe"
+
+    def _refreeze(self, connections: int, closed_total: int) -> FreezeAction:
+        closes = closed_total - self._closed_at
+        self._gc.unfreeze()
+        # One full pass: the closed connections' cycles are freed.
+        self.last_collected = collected = self._gc.collect()
+        self._back_off(found_garbage=collected >= _WORTH_PER_CLOSE * closes)
+        self._closed_at = closed_total
+        self._freeze(connections)
+        return "refreeze"
+
+    def _freeze(self, connections: int) -> None:
         self._gc.freeze()
         self._frozen = connections
         self.freezes += 1
-        return action
 
     def _back_off(self, *, found_garbage: bool) -> None:
         """A pass that freed next to nothing makes the next wait for twice the churn; one that found

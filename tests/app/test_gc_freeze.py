@@ -6,6 +6,7 @@ A fake ``gc`` records the calls: the policy is about when, not about CPython's c
 from __future__ import annotations
 
 from service.gc_freeze import HeapFreezer
+from service.gc_probe import GcProbeFailed, GcProbeResult
 
 
 class RecordingGc:
@@ -79,3 +80,100 @@ def test_small_services_are_never_frozen() -> None:
     for connections, closed in ((10, 0), (500, 0), (500, 0), (200, 300), (200, 900), (200, 900)):
         assert freezer.after_round(connections, closed) is None
     assert gc.calls == []
+
+
+class ScriptedProbe:
+    """Answers a probe after ``rounds`` polls with ``collected`` (or fails when ``collected`` is None)."""
+
+    def __init__(self, gc: RecordingGc, *, rounds: int = 1, can_start: bool = True) -> None:
+        self.gc = gc
+        self.rounds = rounds
+        self.can_start = can_start
+        self.collected: int | None = 0
+        self.starts = 0
+        self.closed = False
+        self._polls_left = 0
+
+    @property
+    def running(self) -> bool:
+        return self._polls_left > 0
+
+    def start(self) -> bool:
+        if not self.can_start:
+            return False
+        self.gc.calls.append("fork")
+        self.starts += 1
+        self._polls_left = self.rounds
+        return True
+
+    def poll(self) -> GcProbeResult | None:
+        self._polls_left -= 1
+        if self._polls_left:
+            return None
+        if self.collected is None:
+            raise GcProbeFailed("the probe process exited (status 9) without an answer")
+        return GcProbeResult(collected=self.collected, top_types=(("Future", self.collected),))
+
+    def close(self) -> None:
+        self.closed = True
+        self._polls_left = 0
+
+
+def test_a_probe_that_finds_nothing_spares_the_service_the_full_pass() -> None:
+    """The pass runs in a forked copy: the service pays the fork, not the ~470 ms pass."""
+    gc = RecordingGc()
+    probe = ScriptedProbe(gc, rounds=2)
+    freezer = HeapFreezer(min_growth=1000, gc_api=gc, probe=probe)
+    assert freezer.after_round(8000, 0) == "freeze"
+    gc.calls.clear()
+    assert freezer.after_round(8000, 2000) is None  # a quarter closed: the copy starts its pass
+    assert freezer.after_round(8000, 2300) is None  # still collecting
+    assert freezer.after_round(8000, 2400) == "probe"  # it freed nothing
+    assert gc.calls == ["fork"]  # no unfreeze, no full pass in the service
+    assert (freezer.last_collected, freezer.last_garbage_types) == (0, (("Future", 0),))
+    assert freezer.after_round(8000, 5999) is None  # counted from the fork, and backed off to half
+    assert freezer.after_round(8000, 6000) is None
+    assert probe.starts == 2
+
+
+def test_a_probe_that_finds_garbage_has_the_service_free_it() -> None:
+    gc = RecordingGc()
+    probe = ScriptedProbe(gc)
+    freezer = HeapFreezer(min_growth=1000, gc_api=gc, probe=probe)
+    assert freezer.after_round(8000, 0) == "freeze"
+    gc.calls.clear()
+    probe.collected = gc.garbage = 10 * 2000  # 10 objects per close: worth the stop
+    assert freezer.after_round(8000, 2000) is None
+    assert freezer.after_round(8000, 2100) == "refreeze"
+    assert gc.calls == ["fork", "unfreeze", "collect2", "freeze"]
+    assert freezer.last_collected == 20000
+    assert freezer.after_round(8000, 4099) is None
+    assert freezer.after_round(8000, 4100) is None  # a quarter since the pass: probed again
+    assert probe.starts == 2
+
+
+def test_without_an_answer_from_the_probe_the_service_runs_the_pass_itself() -> None:
+    gc = RecordingGc()
+    probe = ScriptedProbe(gc)
+    freezer = HeapFreezer(min_growth=1000, gc_api=gc, probe=probe)
+    assert freezer.after_round(8000, 0) == "freeze"
+    gc.calls.clear()
+    probe.collected = None  # the copy died (killed, out of memory)
+    assert freezer.after_round(8000, 2000) is None
+    assert freezer.after_round(8000, 2000) == "refreeze"
+    assert gc.calls == ["fork", "unfreeze", "collect2", "freeze"]
+    probe.can_start = False  # fork refused (EAGAIN, ENOMEM)
+    gc.calls.clear()
+    assert freezer.after_round(8000, 6000) == "refreeze"
+    assert gc.calls == ["unfreeze", "collect2", "freeze"]
+
+
+def test_connections_arriving_while_a_probe_runs_are_frozen_and_a_running_probe_is_stopped_on_close() -> None:
+    gc = RecordingGc()
+    probe = ScriptedProbe(gc, rounds=3)
+    freezer = HeapFreezer(min_growth=1000, gc_api=gc, probe=probe)
+    assert freezer.after_round(8000, 0) == "freeze"
+    assert freezer.after_round(8000, 2000) is None  # probing
+    assert freezer.after_round(9500, 2000) == "freeze"  # a reconnect wave arrives meanwhile
+    freezer.close()
+    assert probe.closed
