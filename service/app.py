@@ -243,10 +243,11 @@ def _after_round(freezer: HeapFreezer, connections: int, closed_total: int) -> N
     if action is None:
         return
     GC_FREEZES.labels(action).inc()
-    if action == "freeze":
-        log.info("gc.frozen", action=action, connections=connections)
+    pause_ms = round(freezer.last_pause * 1000, 1)  # what this round held the loop
+    if action in ("freeze", "fork"):
+        log.info("gc.frozen", action=action, connections=connections, pause_ms=pause_ms)
     else:  # what the full pass, or the probe's pass in a copy of the process, found
         found: dict[str, object] = {"collected": freezer.last_collected}
         if freezer.last_garbage_types:
             found["garbage_types"] = dict(freezer.last_garbage_types)
-        log.info("gc.frozen", action=action, connections=connections, **found)
+        log.info("gc.frozen", action=action, connections=connections, pause_ms=pause_ms, **found)

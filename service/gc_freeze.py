@@ -39,6 +39,7 @@ storm and one every time a quarter of the old generation's size has passed throu
 from __future__ import annotations
 
 import gc
+import time
 from typing import Literal, Protocol
 
 import structlog
@@ -49,9 +50,9 @@ __all__ = ["FreezeAction", "GcApi", "GcProbe", "HeapFreezer"]
 
 log = structlog.get_logger(__name__)
 
-FreezeAction = Literal["freeze", "refreeze", "probe"]
-"""What a round did: froze new connections, ran a full pass and froze again, or learnt from a probe
-that the pass would free next to nothing (and skipped it)."""
+FreezeAction = Literal["freeze", "refreeze", "fork", "probe"]
+"""What a round did: froze new connections, ran a full pass and froze again, handed that pass to a
+forked copy, or learnt from the copy that it would free next to nothing (and skipped it)."""
 
 
 class GcApi(Protocol):
@@ -106,6 +107,7 @@ class HeapFreezer:
         "freezes",
         "last_collected",
         "last_garbage_types",
+        "last_pause",
     )
 
     def __init__(
@@ -127,9 +129,17 @@ class HeapFreezer:
         self.freezes = 0
         self.last_collected = 0  # what the last full pass (or probe) found
         self.last_garbage_types: tuple[tuple[str, int], ...] = ()  # the probe's most common types
+        self.last_pause = 0.0  # seconds the last action held the caller (the event loop)
 
     def after_round(self, connections: int, closed_total: int) -> FreezeAction | None:
-        """Freeze, refreeze or conclude a probe when due; returns what was done, or None."""
+        """Freeze, refreeze, start or conclude a probe when due; returns what was done, or None."""
+        started = time.perf_counter()
+        action = self._round(connections, closed_total)
+        if action is not None:
+            self.last_pause = time.perf_counter() - started
+        return action
+
+    def _round(self, connections: int, closed_total: int) -> FreezeAction | None:
         settled = connections <= self._previous
         self._previous = connections
         if self._probe is not None and self._probe.running:
@@ -140,6 +150,7 @@ class HeapFreezer:
             if self._probe is None or not self._probe.start():
                 return self._refreeze(connections, closed_total)
             self._probed_at = closed_total
+            return "fork"
         if connections - self._frozen >= self._min_growth:
             self._gc.collect(1)
             self._freeze(connections)

@@ -113,11 +113,11 @@ GC_FREEZES = Counter(
     "realtime_gc_freezes",
     "Connection state moved out of the garbage collector's full passes (GC_FREEZE): freeze per "
     "heartbeat round that brought 1,000 new connections, refreeze (with one full collection) after a "
-    "quarter of the frozen connections closed, probe when a forked copy ran that collection instead and "
-    "found it would free next to nothing (GC_FREEZE_PROBE).",
+    "quarter of the frozen connections closed; with GC_FREEZE_PROBE, fork when that collection was handed "
+    "to a forked copy of the process, probe when the copy found it would free next to nothing (skipped).",
     ["action"],
 )
-for _action in ("freeze", "refreeze", "probe"):
+for _action in ("freeze", "refreeze", "fork", "probe"):
     GC_FREEZES.labels(_action)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import socket
@@ -29,10 +30,8 @@ class _WritesOnFinalize:
         self.me = self
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.send(b"written by a finalizer")
-        except OSError:
-            pass
 
 
 @pytest.fixture
