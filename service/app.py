@@ -37,7 +37,7 @@ from service.hub import (
     RecommendationsHub,
 )
 from service.loop_lag import sample_loop_lag
-from service.metrics import EVENT_LOOP_LAG, GC_FREEZES
+from service.metrics import EVENT_LOOP_LAG, GC_FREEZES, GC_PAUSE
 from service.runtime import HUB, Consumer, HubRuntime
 from service.transports import EndpointOptions, HubEndpoint
 from service.write_batch import WriteBatch
@@ -243,6 +243,7 @@ def _after_round(freezer: HeapFreezer, connections: int, closed_total: int) -> N
     if action is None:
         return
     GC_FREEZES.labels(action).inc()
+    GC_PAUSE.labels(action).observe(freezer.last_pause)
     pause_ms = round(freezer.last_pause * 1000, 1)  # what this round held the loop
     if action in ("freeze", "fork"):
         log.info("gc.frozen", action=action, connections=connections, pause_ms=pause_ms)

@@ -21,6 +21,7 @@ __all__ = [
     "CONNECTIONS_OPENED",
     "EVENT_LOOP_LAG",
     "GC_FREEZES",
+    "GC_PAUSE",
     "GROUP_MEMBERSHIPS",
     "HISTORY_BYTES",
     "HISTORY_ENTRIES",
@@ -117,8 +118,16 @@ GC_FREEZES = Counter(
     "to a forked copy of the process, probe when the copy found it would free next to nothing (skipped).",
     ["action"],
 )
+GC_PAUSE = Histogram(
+    "realtime_gc_pause_seconds",
+    "How long one GC_FREEZE action held the event loop: a freeze (a young collection), a refreeze (a "
+    "full collection), a fork (GC_FREEZE_PROBE: the copy that runs the full collection instead).",
+    ["action"],
+    buckets=LAG_BUCKETS,
+)
 for _action in ("freeze", "refreeze", "fork", "probe"):
     GC_FREEZES.labels(_action)
+    GC_PAUSE.labels(_action)
 
 
 def _asyncio_tasks() -> float:
