@@ -12,8 +12,9 @@ fork. This benchmark measures both, alternated, on the real service:
    ``--churn`` that will leave (a quarter of the connections and a few more, so that a refreeze is due);
 3. wait until their state is frozen (``realtime_gc_freezes_total{action="freeze"}`` stops moving);
 4. publish W1 (groups of 10, ``--rate`` deliveries/s) for ``--duration`` seconds; ``--close-after``
-   seconds in, the leaving clients' process is stopped (their sockets close, as browsers leaving);
-   the refreeze (or the fork, and later the probe's answer) follows at the next settled round;
+   seconds in, the leaving clients' processes (``--leave-procs``) are stopped one per
+   ``--leave-interval`` (their sockets reset, as browsers leaving); the refreeze (or the fork, and
+   later the probe's answer) follows at the first heartbeat round after the last of them;
 5. the staying clients' latency (p50 / p99 / max), the loop lag over the phase, and what each
    ``GC_FREEZE`` action held the loop (``realtime_gc_pause_seconds``, sum / count per action).
 
@@ -36,6 +37,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import psutil
 
 from bench.options import Options
 from bench.phases import Phases
@@ -77,6 +79,22 @@ async def scrape_gc(port: int) -> dict[str, dict[str, float]]:
 
 def _count(gc: dict[str, dict[str, float]], action: str, key: str = "count") -> float:
     return gc.get(action, {}).get(key, 0.0)
+
+
+async def _watch_probes(pid: int) -> dict[str, float]:
+    """The forked probes of the service: how many, the longest-lived, and the most memory one held of
+    its own (USS: the pages its collection copied), sampled every 50 ms until cancelled."""
+    seen: dict[int, float] = {}
+    uss_mb = 0.0
+    parent = psutil.Process(pid)
+    with contextlib.suppress(asyncio.CancelledError):
+        while True:
+            for child in parent.children():
+                with contextlib.suppress(psutil.Error):
+                    seen.setdefault(child.pid, child.create_time())
+                    uss_mb = max(uss_mb, child.memory_full_info().uss / 2**20)
+            await asyncio.sleep(0.05)
+    return {"count": len(seen), "max_uss_mb": round(uss_mb, 1)}
 
 
 class GcPause(Phases):
@@ -185,10 +203,16 @@ class GcPause(Phases):
             )
 
             async def leave() -> None:
+                """One leaving process a ``--leave-interval`` apart: the churn spread out, so that the
+                refreeze's stop is not lost in the closes' own work."""
                 await asyncio.sleep(args.close_after)
                 assert leaving is not None
-                await leaving.stop()
+                for number, member in enumerate(leaving.members):
+                    if number:
+                        await asyncio.sleep(args.leave_interval)
+                    await member.stop()
 
+            watch = asyncio.create_task(_watch_probes(server.pid))
             stats, _ = await asyncio.gather(
                 self._steady(
                     exchange,
@@ -202,6 +226,8 @@ class GcPause(Phases):
                 leave(),
             )
             after = await scrape_gc(port)
+            watch.cancel()
+            probes = await watch
             actions = {
                 action: {
                     "count": int(_count(after, action) - _count(before, action)),
@@ -221,6 +247,7 @@ class GcPause(Phases):
                 "loop_lag": stats["loop_lag"],
                 "server_cpu_s": stats["server_cpu_s"],
                 "actions": actions,
+                "probe_processes": probes,
             }
             latency = stats["latency_ms"] or {}
             self.log(
@@ -259,8 +286,8 @@ class GcPause(Phases):
 def render(results: list[dict[str, Any]]) -> str:
     lines = [
         "| mode | connections (leaving) | RSS MB | p50 / p99 / max ms | lost | loop lag p99 / max ms "
-        "| refreeze: count, pause ms | fork: count, pause ms | probe: count |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| refreeze: count, pause ms | fork: count, pause ms | probe: count | probe's own memory MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lat = r["latency_ms"] or {}
@@ -271,7 +298,8 @@ def render(results: list[dict[str, Any]]) -> str:
             f"| {lat.get('p50')} / {lat.get('p99')} / {lat.get('max')} | {r['lost']} "
             f"| {lag.get('p99_ms')} / ≤{lag.get('max_ms')} "
             f"| {act['refreeze']['count']}, {act['refreeze']['pause_ms']} "
-            f"| {act['fork']['count']}, {act['fork']['pause_ms']} | {act['probe']['count']} |"
+            f"| {act['fork']['count']}, {act['fork']['pause_ms']} | {act['probe']['count']} "
+            f"| {r.get('probe_processes', {}).get('max_uss_mb', '–')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -285,6 +313,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=5000.0, help="W1 deliveries/s (default 5000: 500 ev/s)")
     parser.add_argument("--duration", type=float, default=12.0, help="seconds of W1 (default 12)")
     parser.add_argument("--close-after", type=float, default=2.0, help="seconds into W1 the leavers go")
+    parser.add_argument("--leave-procs", type=int, default=5, help="processes the leavers are split over")
+    parser.add_argument("--leave-interval", type=float, default=1.0, help="seconds between two leaving procs")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated of probe, in-process")
     parser.add_argument("--repeat", type=int, default=2, help="alternations of the modes (default 2)")
     parser.add_argument("--concurrency", type=int, default=100)

@@ -40,6 +40,9 @@ def test_the_default_churn_makes_a_refreeze_due_and_the_table_names_each_mode() 
             "fork": {"count": 1, "pause_ms": 9.7},
             "probe": {"count": 1, "pause_ms": 0.1},
         },
+        "probe_processes": {"count": 1, "max_uss_mb": 120.5},
     }
-    expected = "| probe | 10,000 (2,600) | 228 | 0.7 / 3.1 / 12.0 | 0 | 1.5 / ≤20.0 | 0, 0.0 | 1, 9.7 | 1 |"
+    expected = (
+        "| probe | 10,000 (2,600) | 228 | 0.7 / 3.1 / 12.0 | 0 | 1.5 / ≤20.0 | 0, 0.0 | 1, 9.7 | 1 | 120.5 |"
+    )
     assert expected in render([row])
