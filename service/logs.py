@@ -115,6 +115,24 @@ def redact_query(query_string: str) -> str:
     return "&".join(parts)
 
 
+class LevelCheckedLogger(structlog.stdlib.BoundLogger):
+    """structlog's stdlib ``BoundLogger`` copies the context and starts the processor chain before
+    ``filter_by_level`` drops a disabled call: ~2 µs for each ``connection.*`` line at INFO under
+    ``LOG_LEVEL=WARNING``, several per connection opened and closed (issue 12: 2,600 clients leaving
+    at once delay the others' deliveries by their close work). The level is checked first here, as
+    ``logging.Logger.isEnabledFor`` does from its cache (~0.05 µs)."""
+
+    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.DEBUG):
+            return None
+        return super().debug(event, *args, **kw)
+
+    def info(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return None
+        return super().info(event, *args, **kw)
+
+
 def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.JSON) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -136,7 +154,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.JSON) -> N
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=LevelCheckedLogger,
         cache_logger_on_first_use=True,
     )
     formatter = _RedactingFormatter(
