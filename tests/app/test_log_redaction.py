@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
 
 import pytest
 import structlog
@@ -191,7 +192,7 @@ def test_a_call_below_the_level_runs_no_processor() -> None:
 
     seen: list[str] = []
 
-    def record(_logger: object, method: str, event: dict[str, object]) -> dict[str, object]:
+    def record(_logger: object, method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
         seen.append(method)
         raise structlog.DropEvent
 
