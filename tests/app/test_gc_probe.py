@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.gc_probe import ForkedGcProbe, GcProbeResult
+from service.gc_probe import ForkedGcProbe, GcProbeFailed, GcProbeResult
 
 
 class _ProbeCycle:
@@ -97,6 +97,36 @@ def test_a_finalizer_run_by_the_probe_cannot_write_to_this_process_sockets(froze
         ours.send(b"still ours")
         peer.setblocking(True)
         assert peer.recv(100) == b"still ours"
+
+
+class _HangsInTheProbe:
+    """Unreachable; its finalizer never returns in a forked copy (a lock another thread held at the
+    fork, say), and returns at once here."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+        self.me = self
+
+    def __del__(self) -> None:
+        if os.getpid() != self.parent:
+            time.sleep(3600)
+
+
+def test_a_probe_that_does_not_answer_in_time_is_killed_and_reported(frozen_heap: None) -> None:
+    gc.unfreeze()
+    _HangsInTheProbe(os.getpid())
+    gc.freeze()
+    now = [0.0]
+    probe = ForkedGcProbe(timeout=60.0, clock=lambda: now[0])
+    assert probe.start()
+    pid = probe._pid
+    assert probe.poll() is None  # still collecting (stuck in the finalizer)
+    now[0] = 61.0
+    with pytest.raises(GcProbeFailed, match="no answer in 60 s"):
+        probe.poll()
+    assert not probe.running
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
 
 
 def test_closing_kills_and_reaps_a_running_probe(frozen_heap: None) -> None:
