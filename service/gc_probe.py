@@ -26,6 +26,7 @@ import gc
 import os
 import signal
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ import orjson
 __all__ = ["ForkedGcProbe", "GcProbeFailed", "GcProbeResult", "can_fork"]
 
 _ANSWER_LIMIT = 4096
+_FORK_WITH_THREADS = r".*multi-threaded, use of fork\(\) may lead to deadlocks"
 _TOP_TYPES = 5
 
 
@@ -78,7 +80,12 @@ class ForkedGcProbe:
         read_fd, write_fd = os.pipe()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
-            pid = os.fork()
+            with warnings.catch_warnings():
+                # Python 3.12+ warns when a process with threads forks: a lock another thread held
+                # stays held in the child. The child here takes none of ours; one a finalizer waits
+                # for leaves it without an answer, and ``poll`` kills it at the timeout.
+                warnings.filterwarnings("ignore", message=_FORK_WITH_THREADS, category=DeprecationWarning)
+                pid = os.fork()
         except OSError:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(read_fd)
