@@ -37,7 +37,7 @@ from service.hub import (
     RecommendationsHub,
 )
 from service.loop_lag import sample_loop_lag
-from service.metrics import EVENT_LOOP_LAG, GC_FREEZES, GC_PAUSE
+from service.metrics import EVENT_LOOP_LAG, GC_COLLECTIONS, GC_FREEZES, GC_PAUSE
 from service.runtime import HUB, Consumer, HubRuntime
 from service.transports import EndpointOptions, HubEndpoint
 from service.write_batch import WriteBatch
@@ -208,6 +208,7 @@ async def _heartbeat(runtime: HubRuntime) -> None:
     loop = asyncio.get_running_loop()
     next_checkpoint = loop.time()
     handler, manager = runtime.handler, runtime.manager
+    GC_COLLECTIONS.install()  # process-wide, as the collector is; stays for the process's lifetime
     freezer = _heap_freezer(runtime.settings)
     try:
         while True:
@@ -235,7 +236,8 @@ async def _heartbeat(runtime: HubRuntime) -> None:
 def _heap_freezer(settings: Settings) -> HeapFreezer | None:
     if not settings.gc_freeze:
         return None
-    return HeapFreezer(probe=ForkedGcProbe() if settings.gc_freeze_probe and can_fork() else None)
+    probe = ForkedGcProbe() if settings.gc_freeze_probe and can_fork() else None
+    return HeapFreezer(probe=probe, watch=GC_COLLECTIONS)
 
 
 def _after_round(freezer: HeapFreezer, connections: int, closed_total: int) -> None:
@@ -245,7 +247,7 @@ def _after_round(freezer: HeapFreezer, connections: int, closed_total: int) -> N
     GC_FREEZES.labels(action).inc()
     GC_PAUSE.labels(action).observe(freezer.last_pause)
     pause_ms = round(freezer.last_pause * 1000, 1)  # what this round held the loop
-    if action in ("freeze", "fork"):
+    if action in ("freeze", "fork", "survivors"):
         log.info("gc.frozen", action=action, connections=connections, pause_ms=pause_ms)
     else:  # what the full pass, or the probe's pass in a copy of the process, found
         found: dict[str, object] = {"collected": freezer.last_collected}

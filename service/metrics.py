@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
+from service.gc_watch import GcWatch
 from service.loop_lag import LAG_BUCKETS
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "CONNECTIONS_CLOSED",
     "CONNECTIONS_OPENED",
     "EVENT_LOOP_LAG",
+    "GC_COLLECTIONS",
     "GC_FREEZES",
     "GC_PAUSE",
     "GROUP_MEMBERSHIPS",
@@ -115,7 +117,8 @@ GC_FREEZES = Counter(
     "Connection state moved out of the garbage collector's full passes (GC_FREEZE): freeze per "
     "heartbeat round that brought 1,000 new connections, refreeze (with one full collection) after a "
     "quarter of the frozen connections closed; with GC_FREEZE_PROBE, fork when that collection was handed "
-    "to a forked copy of the process, probe when the copy found it would free next to nothing (skipped).",
+    "to a forked copy of the process, probe when the copy found it would free next to nothing (skipped); "
+    "survivors after a full collection of CPython's own that freed next to nothing.",
     ["action"],
 )
 GC_PAUSE = Histogram(
@@ -125,9 +128,13 @@ GC_PAUSE = Histogram(
     ["action"],
     buckets=LAG_BUCKETS,
 )
-for _action in ("freeze", "refreeze", "fork", "probe"):
+for _action in ("freeze", "refreeze", "fork", "probe", "survivors"):
     GC_FREEZES.labels(_action)
     GC_PAUSE.labels(_action)
+GC_COLLECTIONS = GcWatch()
+"""``realtime_gc_collection_seconds{generation}``: one watch per process, as the collector is one per
+process; the service installs it (``service.app``), and GC_FREEZE reads its fruitless full passes."""
+REGISTRY.register(GC_COLLECTIONS)
 
 
 def _asyncio_tasks() -> float:

@@ -177,3 +177,49 @@ def test_connections_arriving_while_a_probe_runs_are_frozen_and_a_running_probe_
     assert freezer.after_round(9500, 2000) == "freeze"  # a reconnect wave arrives meanwhile
     freezer.close()
     assert probe.closed
+
+
+class ScriptedPasses:
+    """``service.gc_watch.GcWatch`` as the freezer sees it: the longest fruitless full pass since."""
+
+    def __init__(self) -> None:
+        self.fruitless = 0.0
+
+    def take_fruitless(self) -> float:
+        seconds, self.fruitless = self.fruitless, 0.0
+        return seconds
+
+
+def test_what_a_full_pass_of_cpythons_own_walked_in_vain_is_frozen_the_next_round() -> None:
+    """After a storm, the state the last connections created once they had joined was never frozen:
+    CPython walked it in every full pass of the steady state (8-26 ms each, every 30-60 s at 10,000
+    connections). A pass that freed next to nothing says all it walked is alive: freeze it."""
+    gc = RecordingGc()
+    passes = ScriptedPasses()
+    freezer = HeapFreezer(min_growth=1000, gc_api=gc, watch=passes, min_survivor_pause=0.002)
+    assert freezer.after_round(10000, 0) == "freeze"
+    gc.calls.clear()
+    assert freezer.after_round(10000, 0) is None  # no pass of CPython's own since
+    passes.fruitless = 0.0015
+    assert freezer.after_round(10000, 0) is None  # one too short to be worth a freeze
+    passes.fruitless = 0.020
+    assert freezer.after_round(10000, 0) == "survivors"
+    assert gc.calls == ["collect1", "freeze"]  # the young generations' garbage first, as always
+    assert freezer.after_round(10000, 0) is None  # taken: once per pass
+
+
+def test_a_pass_before_any_freeze_or_before_this_rounds_freeze_freezes_nothing_more() -> None:
+    """A small service is never frozen (its passes are short); a freeze covers the survivors of any
+    pass before it."""
+    gc = RecordingGc()
+    passes = ScriptedPasses()
+    freezer = HeapFreezer(min_growth=1000, gc_api=gc, watch=passes)
+    passes.fruitless = 0.050
+    assert freezer.after_round(500, 0) is None  # nothing frozen yet: a small service
+    passes.fruitless = 0.050
+    assert freezer.after_round(1500, 0) == "freeze"  # the storm's own freeze
+    assert freezer.after_round(1500, 0) is None  # that pass's survivors were in it
+    passes.fruitless = 0.050
+    assert freezer.after_round(1500, 400) == "survivors"
+    assert freezer.after_round(1500, 400) is None
+    assert gc.calls == ["collect1", "freeze", "collect1", "freeze"]
