@@ -4,7 +4,9 @@ Every benchmarked server samples its loop's lag (``service.loop_lag``; the compa
 the same sampler and buckets, ``bench.servers.feed``) and exposes the histogram at ``/metrics``. The
 benchmark scrapes it before and after a phase; the difference is that phase's lag distribution:
 p99 interpolated within its bucket (as Prometheus' ``histogram_quantile``), max as the upper bound of
-the highest bucket reached (the histogram keeps no exact maximum).
+the highest bucket reached (the histogram keeps no exact maximum). The service's full garbage
+collections (``realtime_gc_collection_seconds{generation="2"}``, ``service.gc_watch``) are read the
+same way: how many ran in the phase, and the longest.
 """
 
 from __future__ import annotations
@@ -15,17 +17,26 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["Buckets", "lag_between", "scrape_lag"]
+__all__ = [
+    "Buckets",
+    "Histograms",
+    "lag_between",
+    "parse_full_gc",
+    "parse_lag",
+    "scrape_histograms",
+    "scrape_lag",
+]
 
 _METRIC = "realtime_event_loop_lag_seconds_bucket{"
+_FULL_GC = 'realtime_gc_collection_seconds_bucket{generation="2",'
 
 Buckets = dict[float, float]  # upper bound (s) -> cumulative count
 
 
-def parse_lag(metrics: str) -> Buckets:
+def parse_lag(metrics: str, metric: str = _METRIC) -> Buckets:
     buckets: Buckets = {}
     for line in metrics.splitlines():
-        if not line.startswith(_METRIC):
+        if not line.startswith(metric):
             continue
         labels, value = line.rsplit(" ", 1)
         bound = labels.split('le="', 1)[1].split('"', 1)[0]
@@ -33,8 +44,16 @@ def parse_lag(metrics: str) -> Buckets:
     return buckets
 
 
-async def scrape_lag(port: int) -> Buckets | None:
-    """The server's lag histogram now, or None if it has none (or does not answer in 5 s)."""
+def parse_full_gc(metrics: str) -> Buckets:
+    return parse_lag(metrics, _FULL_GC)
+
+
+Histograms = tuple[Buckets | None, Buckets | None]  # loop lag, full garbage collections
+
+
+async def scrape_histograms(port: int) -> Histograms:
+    """The server's lag and full-collection histograms now; None for one it has not (or when it does
+    not answer in 5 s)."""
     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         timeout = aiohttp.ClientTimeout(total=5.0)
         async with (
@@ -42,8 +61,14 @@ async def scrape_lag(port: int) -> Buckets | None:
             session.get(f"http://127.0.0.1:{port}/metrics") as response,
         ):
             if response.status == 200:
-                return parse_lag(await response.text()) or None
-    return None
+                text = await response.text()
+                return parse_lag(text) or None, parse_full_gc(text) or None
+    return None, None
+
+
+async def scrape_lag(port: int) -> Buckets | None:
+    """The server's lag histogram now, or None if it has none (or does not answer in 5 s)."""
+    return (await scrape_histograms(port))[0]
 
 
 def lag_between(before: Buckets | None, after: Buckets | None) -> dict[str, Any] | None:

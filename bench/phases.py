@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.broker import Broker, PublishResult
-from bench.lag import lag_between, scrape_lag
+from bench.lag import Buckets, lag_between, scrape_histograms
 from bench.options import Options
 from bench.procs import BrokerCpu, Child, LoadGenPool
 from bench.wire import now_us
@@ -50,10 +50,12 @@ class Phases:
     def _log_phase(self, name: str, workload: str, phase: str, stats: dict[str, Any]) -> None:
         latency = stats.get("latency_ms") or {}
         lag = stats.get("loop_lag") or {}
+        full = stats.get("full_gc")
+        passes = "" if full is None else f"full GC passes {full['passes']} (max ≤{full['max_ms']} ms), "
         self.log(
             f"{name}: {workload} {phase}: {stats['received']}/{stats['expected']} delivered, "
             f"{stats['deliveries_per_s']:.0f}/s, p99 {latency.get('p99')} max {latency.get('max')} ms, "
-            f"loop lag p99 {lag.get('p99_ms')} / max {lag.get('max_ms')} ms, "
+            f"loop lag p99 {lag.get('p99_ms')} / max {lag.get('max_ms')} ms, {passes}"
             f"cpu {stats['cpu_s_per_1k']} s/1k, server cpu {stats['server_cpu_util']:.0%}, "
             f"broker cpu {stats['broker_cpu_pct']} %"
         )
@@ -108,7 +110,7 @@ class Phases:
         duration: float,
     ) -> dict[str, Any]:
         phase = self.next_phase()
-        lag0 = await scrape_lag(self.port)
+        lag0, gc0 = await scrape_histograms(self.port)
         cpu0, gen0, wall0 = server.cpu_seconds(), loadgen.cpu_seconds(), time.monotonic()
         broker0 = self.broker_cpu.seconds()
         published = await self.broker.publish_rate(
@@ -117,7 +119,9 @@ class Phases:
         stats = await self._collect(
             phase, published, sizes, server, loadgen, cpu0, gen0, wall0, broker0, duration + 60
         )
-        stats["loop_lag"] = lag_between(lag0, await scrape_lag(self.port))
+        lag1, gc1 = await scrape_histograms(self.port)
+        stats["loop_lag"] = lag_between(lag0, lag1)
+        stats["full_gc"] = _full_gc(gc0, gc1)
         return stats
 
     async def _burst(
@@ -187,6 +191,7 @@ class Phases:
                     "cpu_s_per_1k": stats["cpu_s_per_1k"],
                     "broker_cpu_pct": stats["broker_cpu_pct"],
                     "loop_lag": stats.get("loop_lag"),
+                    "full_gc": stats.get("full_gc"),
                 }
             )
             self.log(
@@ -218,3 +223,13 @@ class Phases:
                 f"p99 {(half['latency_ms'] or {}).get('p99')} ms"
             )
         return out
+
+
+def _full_gc(before: Buckets | None, after: Buckets | None) -> dict[str, Any] | None:
+    """Full garbage collections the service ran in a phase: how many, the longest (bucket bound)."""
+    if after is None:
+        return None  # a comparison server: it has no such histogram
+    passes = lag_between(before or dict.fromkeys(after, 0.0), after)
+    if passes is None:
+        return {"passes": 0, "max_ms": 0.0}
+    return {"passes": passes["samples"], "max_ms": passes["max_ms"]}
