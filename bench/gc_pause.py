@@ -52,10 +52,22 @@ MODES = {"probe": "true", "in-process": "false"}  # GC_FREEZE_PROBE
 _GROUP_SIZE = 10
 
 
+FULL_GC = "full gc"
+"""Not an action: CPython's own full collections (``realtime_gc_collection_seconds{generation="2"}``),
+kept under this key in the same shape (``count``, ``pause_sum``)."""
+
+
 def parse_gc_metrics(text: str) -> dict[str, dict[str, float]]:
-    """``{action: {"count": freezes, "pause_sum": s, "pause_count": n}}`` from ``/metrics``."""
+    """``{action: {"count": freezes, "pause_sum": s, "pause_count": n}}`` from ``/metrics``, and the
+    full collections under ``FULL_GC``."""
     out: dict[str, dict[str, float]] = {}
     for line in text.splitlines():
+        for prefix, key in (
+            ('realtime_gc_collection_seconds_count{generation="2"}', "count"),
+            ('realtime_gc_collection_seconds_sum{generation="2"}', "pause_sum"),
+        ):
+            if line.startswith(prefix):
+                out.setdefault(FULL_GC, {})[key] = float(line.rsplit(" ", 1)[1])
         for prefix, key in (
             ("realtime_gc_freezes_total{", "count"),
             ("realtime_gc_pause_seconds_sum{", "pause_sum"),
@@ -235,7 +247,7 @@ class GcPause(Phases):
                         (_count(after, action, "pause_sum") - _count(before, action, "pause_sum")) * 1000, 1
                     ),
                 }
-                for action in ("freeze", "refreeze", "fork", "probe")
+                for action in ("freeze", "refreeze", "fork", "probe", "survivors", FULL_GC)
             }
             result = {
                 "mode": mode,
@@ -286,8 +298,9 @@ class GcPause(Phases):
 def render(results: list[dict[str, Any]]) -> str:
     lines = [
         "| mode | connections (leaving) | RSS MB | p50 / p99 / max ms | lost | loop lag p99 / max ms "
-        "| refreeze: count, pause ms | fork: count, pause ms | probe: count | probe's own memory MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| refreeze: count, pause ms | fork: count, pause ms | probe: count | probe's own memory MB "
+        "| full passes of CPython's own: count, ms | survivors: count |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lat = r["latency_ms"] or {}
@@ -299,9 +312,15 @@ def render(results: list[dict[str, Any]]) -> str:
             f"| {lag.get('p99_ms')} / ≤{lag.get('max_ms')} "
             f"| {act['refreeze']['count']}, {act['refreeze']['pause_ms']} "
             f"| {act['fork']['count']}, {act['fork']['pause_ms']} | {act['probe']['count']} "
-            f"| {r.get('probe_processes', {}).get('max_uss_mb', '–')} |"
+            f"| {r.get('probe_processes', {}).get('max_uss_mb', '–')} "
+            f"| {_cell(act, FULL_GC)} | {act.get('survivors', {}).get('count', '–')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _cell(actions: dict[str, dict[str, Any]], key: str) -> str:
+    found = actions.get(key)
+    return "–" if found is None else f"{found['count']}, {found['pause_ms']}"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from bench.gc_pause import parse_args, parse_gc_metrics, render
+from bench.gc_pause import FULL_GC, parse_args, parse_gc_metrics, render
 
 
 def test_the_pause_per_action_is_read_from_the_service_metrics_format() -> None:
@@ -16,7 +16,11 @@ def test_the_pause_per_action_is_read_from_the_service_metrics_format() -> None:
     freezes.labels("refreeze").inc(2)
     pauses.labels("refreeze").observe(0.34)
     pauses.labels("refreeze").observe(0.46)
+    passes = Histogram("realtime_gc_collection_seconds", "", ["generation"], registry=registry)
+    passes.labels("2").observe(0.25)
+    passes.labels("0").observe(0.001)
     parsed = parse_gc_metrics(generate_latest(registry).decode())
+    assert parsed[FULL_GC] == {"count": 1.0, "pause_sum": 0.25}
     assert parsed["fork"] == {"count": 1.0, "pause_sum": 0.0097, "pause_count": 1.0}
     assert parsed["refreeze"]["count"] == 2.0
     assert round(parsed["refreeze"]["pause_sum"], 3) == 0.8
@@ -39,10 +43,13 @@ def test_the_default_churn_makes_a_refreeze_due_and_the_table_names_each_mode() 
             "refreeze": action,
             "fork": {"count": 1, "pause_ms": 9.7},
             "probe": {"count": 1, "pause_ms": 0.1},
+            "survivors": {"count": 1, "pause_ms": 0.4},
+            FULL_GC: {"count": 2, "pause_ms": 61.0},
         },
         "probe_processes": {"count": 1, "max_uss_mb": 120.5},
     }
     expected = (
-        "| probe | 10,000 (2,600) | 228 | 0.7 / 3.1 / 12.0 | 0 | 1.5 / ≤20.0 | 0, 0.0 | 1, 9.7 | 1 | 120.5 |"
+        "| probe | 10,000 (2,600) | 228 | 0.7 / 3.1 / 12.0 | 0 | 1.5 / ≤20.0 | 0, 0.0 | 1, 9.7 | 1 | 120.5 "
+        "| 2, 61.0 | 1 |"
     )
     assert expected in render([row])
