@@ -310,8 +310,7 @@ def render(results: list[dict[str, Any]]) -> str:
             f"| {r['mode']} | {r['connections']:,} ({r['churn']:,}) | {r['rss_mb']:.0f} "
             f"| {lat.get('p50')} / {lat.get('p99')} / {lat.get('max')} | {r['lost']} "
             f"| {lag.get('p99_ms')} / ≤{lag.get('max_ms')} "
-            f"| {act['refreeze']['count']}, {act['refreeze']['pause_ms']} "
-            f"| {act['fork']['count']}, {act['fork']['pause_ms']} | {act['probe']['count']} "
+            f"| {_cell(act, 'refreeze')} | {_cell(act, 'fork')} | {act['probe']['count']} "
             f"| {r.get('probe_processes', {}).get('max_uss_mb', '–')} "
             f"| {_cell(act, FULL_GC)} | {act.get('survivors', {}).get('count', '–')} |"
         )

@@ -24,7 +24,6 @@ __all__ = [
     "parse_full_gc",
     "parse_lag",
     "scrape_histograms",
-    "scrape_lag",
 ]
 
 _METRIC = "realtime_event_loop_lag_seconds_bucket{"
@@ -64,11 +63,6 @@ async def scrape_histograms(port: int) -> Histograms:
                 text = await response.text()
                 return parse_lag(text) or None, parse_full_gc(text) or None
     return None, None
-
-
-async def scrape_lag(port: int) -> Buckets | None:
-    """The server's lag histogram now, or None if it has none (or does not answer in 5 s)."""
-    return (await scrape_histograms(port))[0]
 
 
 def lag_between(before: Buckets | None, after: Buckets | None) -> dict[str, Any] | None:

@@ -168,16 +168,17 @@ class HeapFreezer:
                 return self._refreeze(connections, closed_total)
             self._probed_at = closed_total
             return "fork"
-        if connections - self._frozen >= self._min_growth:
-            self._gc.collect(1)
-            self._freeze(connections)
-            return "freeze"
         fruitless = self._watch.take_fruitless() if self._watch is not None else 0.0
-        if self._frozen and fruitless >= self._survivor_pause:  # only once connections were frozen
-            self._gc.collect(1)
-            self._freeze(connections)
-            return "survivors"
-        return None
+        freeze: FreezeAction
+        if connections - self._frozen >= self._min_growth:
+            freeze = "freeze"
+        elif self._frozen and fruitless >= self._survivor_pause:  # only once connections were frozen
+            freeze = "survivors"
+        else:
+            return None
+        self._gc.collect(1)  # the young generations' garbage first: what is frozen stays
+        self._freeze(connections)
+        return freeze
 
     def close(self) -> None:
         """Stop a running probe (the heartbeat is ending)."""

@@ -43,7 +43,6 @@ class GcWatch:
         "_installed",
         "_started",
         "_sums",
-        "full_passes",
     )
 
     def __init__(
@@ -59,7 +58,6 @@ class GcWatch:
         self._started = 0.0
         self._fruitless = 0.0
         self._installed = False
-        self.full_passes = 0
 
     def install(self) -> None:
         if not self._installed:
@@ -79,10 +77,13 @@ class GcWatch:
         generation: int = info["generation"]
         self._counts[generation][bisect.bisect_left(self._bounds, seconds)] += 1  # le: seconds <= bound
         self._sums[generation] += seconds
-        if generation == 2:
-            self.full_passes += 1
-            if info["collected"] <= FRUITLESS_AT_MOST:
-                self._fruitless = max(self._fruitless, seconds)
+        if generation == 2 and info["collected"] <= FRUITLESS_AT_MOST:
+            self._fruitless = max(self._fruitless, seconds)
+
+    @property
+    def full_passes(self) -> int:
+        """Full collections seen while installed."""
+        return sum(self._counts[2])
 
     def take_fruitless(self) -> float:
         """The longest full pass that freed next to nothing since the last call (0.0: none)."""
