@@ -55,6 +55,7 @@ class Options:
     keep_logs: bool = False
     loadgen_procs: int = 0  # 0: one per 9,500 clients (bench.procs.loadgen_procs_for)
     scaling: list[int] = field(default_factory=list)  # connections per step (bench.scaling)
+    refine: int = 2  # --find-max steps that bisect the bracket after the ladder (bench.rate_search)
 
     @property
     def groups(self) -> int:
@@ -93,6 +94,12 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
     )
     parser.add_argument("--find-max", action="store_true", help="step the rate up to the max sustainable one")
     parser.add_argument("--step-duration", type=float, default=5.0, help="seconds per --find-max step")
+    parser.add_argument(
+        "--refine",
+        type=int,
+        default=2,
+        help="--find-max steps bisecting between the highest passing and lowest failing rate (default 2)",
+    )
     parser.add_argument("--concurrency", type=int, default=100, help="clients connecting at once in W3")
     parser.add_argument(
         "--amqp", default=os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -171,5 +178,6 @@ def parse_args(argv: list[str] | None) -> tuple[Options, list[str]]:
         keep_logs=args.keep_logs,
         loadgen_procs=args.loadgen_procs,
         scaling=scaling,
+        refine=max(0, args.refine),
     )
     return options, sys.argv[1:] if argv is None else list(argv)

@@ -19,6 +19,7 @@ from bench.broker import Broker, PublishResult
 from bench.lag import Buckets, lag_between, scrape_histograms
 from bench.options import Options
 from bench.procs import BrokerCpu, Child, LoadGenPool
+from bench.rate_search import RateSearch
 from bench.wire import now_us
 
 P99_LIMIT_MS = 100.0
@@ -168,11 +169,14 @@ class Phases:
         start_rate: float,
     ) -> dict[str, Any]:
         options = self.options
-        rate = max(start_rate / 2, float(fanout))  # deliveries/s; at least one event per second
+        search = RateSearch(
+            max(start_rate / 2, float(fanout)),  # deliveries/s; at least one event per second
+            lowest=fanout / options.step_duration,  # at least one event per step
+            refine=options.refine,
+        )
         steps: list[dict[str, Any]] = []
-        best: float | None = None
-        lowest_fail: float | None = None
-        while len(steps) < 14:
+        while (rate := search.next()) is not None:
+            refining = search.refining
             stats = await self._steady(
                 exchange, server, loadgen, sizes, region_of, rate / fanout, options.step_duration
             )
@@ -192,6 +196,7 @@ class Phases:
                     "broker_cpu_pct": stats["broker_cpu_pct"],
                     "loop_lag": stats.get("loop_lag"),
                     "full_gc": stats.get("full_gc"),
+                    "refine": refining,
                 }
             )
             self.log(
@@ -199,18 +204,8 @@ class Phases:
                 f"{lag.get('p99_ms')} / max {lag.get('max_ms')} ms, lost {stats['lost']} -> {passed}"
             )
             await asyncio.sleep(1.0)
-            if passed:
-                best = rate
-                rate *= 1.5  # up until a step fails
-                if lowest_fail is not None and rate >= lowest_fail:
-                    break
-            else:
-                lowest_fail = rate
-                if best is not None:
-                    break
-                rate /= 2  # the first step already failed: down until one passes
-                if rate / fanout * options.step_duration < 1:
-                    break  # less than one event per step: nothing left to measure
+            search.record(passed)
+        best = search.best
         out: dict[str, Any] = {"max_rate": best, "steps": steps}
         if best is not None:
             await asyncio.sleep(2.0)

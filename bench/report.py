@@ -312,7 +312,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             "`--find-max` steps (each `--step-duration` s; a step passes with nothing lost and "
-            "p99 < 100 ms):",
+            "p99 < 100 ms; the ladder climbs ×1.5, then `--refine` steps, marked ≈, bisect between the "
+            "highest rate that passed and the lowest that failed):",
             "",
             "| workload | server | rate /s | passed | p50 / p99 / max ms | loop lag p99 / max ms "
             "| CPU s / 1k | broker CPU % |",
@@ -323,7 +324,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                 cells = [
                     row["workload"],
                     row["label"],
-                    fmt(round(step["rate"])),
+                    ("≈" if step.get("refine") else "") + fmt(round(step["rate"])),
                     "yes" if step["passed"] else "**no**",
                     " / ".join(fmt(step.get(key), 1) for key in ("p50_ms", "p99_ms", "max_ms")),
                     _lag(step.get("loop_lag")),
