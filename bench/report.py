@@ -209,11 +209,20 @@ def _lag(lag: dict[str, Any] | None) -> str:
 
 
 def machine_line(machine: dict[str, Any]) -> str:
-    return (
+    line = (
         f"{machine['cores']} cores, {machine['cpu_model']}; Python {machine['python']}; "
         f"{machine['platform']}; uvloop {machine['uvloop']}; aiohttp {machine['aiohttp']}; "
         f"python-socketio {machine['python_socketio']}; RabbitMQ {machine['rabbitmq']}"
     )
+    speed = machine.get("speed_probe_ms")
+    if speed:
+        before, after = (_timings(speed.get(when)) for when in ("before", "after"))
+        line += f"; speed probe (CPU ms of one Python loop, lower is faster) {before} before, {after} after"
+    return line
+
+
+def _timings(values: list[float] | None) -> str:
+    return " / ".join(fmt(value, 0) for value in values or []) or "–"
 
 
 def load_line(options: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 
-from bench.machine import machine_facts
+from bench.machine import machine_facts, speed_probe
 from bench.options import LABELS
 from bench.phases import Phases
 from bench.procs import Child, LoadGenPool
@@ -227,6 +227,7 @@ class Run(Phases):
         tokens = await asyncio.to_thread(mint_tokens, key_dir, [f"bench-{n}" for n in range(32)])
         await self.broker.connect()
         results: dict[str, Any] = {}
+        speed_before = speed_probe()
         started = time.monotonic()
         try:
             for offset, name in enumerate(options.servers):
@@ -234,10 +235,13 @@ class Run(Phases):
                 results[name] = await self.measure(name, options.port + offset, tokens, key_dir)
         finally:
             await self.broker.close()
+        runtime = time.monotonic() - started
+        machine = machine_facts(self.broker.server_version)
+        machine["speed_probe_ms"] = {"before": speed_before, "after": speed_probe()}
         return {
             "command": "python -m bench " + " ".join(shlex.quote(a) for a in self.argv),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": machine_facts(self.broker.server_version),
+            "machine": machine,
             "options": {
                 "servers": options.servers,
                 "workloads": options.workloads,
@@ -254,7 +258,7 @@ class Run(Phases):
                 "service_env": options.service_env,
                 "quick": options.quick,
             },
-            "runtime_s": round(time.monotonic() - started, 1),
+            "runtime_s": round(runtime, 1),
             "logs": str(self.workdir),
             "servers": results,
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.machine import speed_probe
 from bench.procs import BrokerCpu, find_broker_process
 from bench.report import render_markdown, summarize
 
@@ -104,3 +105,18 @@ def test_a_broker_that_is_not_a_local_process_has_no_cpu_figure() -> None:
     nowhere = BrokerCpu(None)
     assert nowhere.seconds() is None
     assert nowhere.percent(1.0, 5.0) is None
+
+
+def test_the_machine_line_says_how_fast_the_box_was_before_and_after_the_run() -> None:
+    result = _result(_server("raw", "raw aiohttp floor", 40_000.0, 40.0))
+    assert "speed probe" not in render_markdown(result)  # result files from before the probe
+    result["machine"]["speed_probe_ms"] = {"before": [120.4, 118.0], "after": [181.2, 240.0]}
+    assert "speed probe (CPU ms of one Python loop, lower is faster) 120 / 118 before, 181 / 240 after" in (
+        render_markdown(result)
+    )
+
+
+def test_the_speed_probe_times_the_same_loop_each_time() -> None:
+    timings = speed_probe(times=2, loop=200_000)
+    assert len(timings) == 2
+    assert all(ms > 0 for ms in timings)
