@@ -35,10 +35,10 @@ from bench.procs import BrokerCpu
 from bench.servers.feed import CLASSIC_PREFETCH, STREAM_PREFETCH, default_stream_arguments
 from bench.wire import decode_job_id, now_us
 
-__all__ = ["SourceRun", "main", "measure", "names"]
+__all__ = ["PREFETCH", "SOURCES", "SourceRun", "main", "measure", "names", "open_source"]
 
 SOURCES = ("classic", "stream")
-_PREFETCH = {"classic": CLASSIC_PREFETCH, "stream": STREAM_PREFETCH}  # the raw floor's and the service's
+PREFETCH = {"classic": CLASSIC_PREFETCH, "stream": STREAM_PREFETCH}  # the raw floor's and the service's
 _JOB_ID = b'"jobId":"'
 
 
@@ -63,6 +63,18 @@ def names(tag: str) -> tuple[str, str]:
     return f"bench.floor.{tag}.x", f"bench.floor.{tag}.q"
 
 
+async def open_source(
+    publisher: Broker, channel: aiormq.abc.AbstractChannel, exchange: str, queue: str, source: str
+) -> None:
+    """Declare ``exchange`` and a ``source`` queue bound to all of it; set the source's prefetch."""
+    await publisher.declare_exchange(exchange)
+    stream = source == "stream"
+    arguments = default_stream_arguments() if stream else {}
+    await channel.queue_declare(queue, durable=stream, arguments=arguments)
+    await channel.queue_bind(queue, exchange, routing_key="#")
+    await channel.basic_qos(prefetch_count=PREFETCH[source])
+
+
 async def measure(
     amqp: str, source: str, rate: int, seconds: float, *, tag: str | None = None, consume: bool = True
 ) -> SourceRun:
@@ -74,17 +86,13 @@ async def measure(
     connection = await aiormq.connect(amqp)
     try:
         channel = await connection.channel()
-        await publisher.declare_exchange(exchange)
+        await open_source(publisher, channel, exchange, queue, source)
         stream = source == "stream"
-        arguments = default_stream_arguments() if stream else {}
-        await channel.queue_declare(queue, durable=stream, arguments=arguments)
-        await channel.queue_bind(queue, exchange, routing_key="#")
-        await channel.basic_qos(prefetch_count=_PREFETCH[source])
         latencies: list[int] = []  # µs
         expected: int | None = None  # known once publishing is over
         all_in = asyncio.Event()
         unacked = 0
-        credit_every = 1 if not stream else _PREFETCH[source] // 2
+        credit_every = 1 if not stream else PREFETCH[source] // 2
 
         async def on_message(message: DeliveredMessage) -> None:
             nonlocal unacked

@@ -29,12 +29,10 @@ import aiormq
 from aiormq.abc import DeliveredMessage
 
 from bench.broker import Broker
-from bench.servers.feed import CLASSIC_PREFETCH, STREAM_PREFETCH, default_stream_arguments
+from bench.broker_floor import PREFETCH, SOURCES, open_source
 
 __all__ = ["SOURCES", "ReadRun", "main", "measure", "names"]
 
-SOURCES = ("classic", "stream")
-_PREFETCH = {"classic": CLASSIC_PREFETCH, "stream": STREAM_PREFETCH}
 _ROOT = Path(__file__).resolve().parents[1]  # where ``python -m bench.read_cost`` finds ``bench``
 
 
@@ -61,13 +59,9 @@ async def measure(amqp: str, source: str, rate: int, seconds: float, *, tag: str
     connection = await aiormq.connect(amqp)
     try:
         channel = await connection.channel()
-        await setup.declare_exchange(exchange)
+        await open_source(setup, channel, exchange, queue, source)
         stream = source == "stream"
-        arguments = default_stream_arguments() if stream else {}
-        await channel.queue_declare(queue, durable=stream, arguments=arguments)
-        await channel.queue_bind(queue, exchange, routing_key="#")
-        await channel.basic_qos(prefetch_count=_PREFETCH[source])
-        credit_every = _PREFETCH[source] // 2
+        credit_every = PREFETCH[source] // 2
         received = 0
         unacked = 0
         first_cpu = last_cpu = 0.0
