@@ -31,11 +31,24 @@ def serve(settings: Settings) -> int:
     import structlog
 
     from service.logs import configure_logging
+    from service.open_files import connection_budget, raise_soft_limit
     from service.serving import serve as serve_until_signalled
 
     configure_logging(settings.log_level, settings.log_format)
     uvloop = _install_uvloop()
     log = structlog.get_logger("service")
+    files = raise_soft_limit()
+    budget = connection_budget(settings.hub_max_connections, files)
+    if budget < settings.hub_max_connections:
+        log.warning(
+            "process.open_files_below_max_connections",
+            configured=settings.hub_max_connections,
+            connections=budget,
+            hard=files.hard,
+            fix="raise the hard limit on open files (systemd LimitNOFILE=, docker --ulimit nofile=)",
+        )
+    log.info("process.open_files", before=files.before, soft=files.soft, hard=files.hard, connections=budget)
+    settings = settings.model_copy(update={"hub_max_connections": budget})
     log.info(
         "service.starting",
         host=settings.http_host,
