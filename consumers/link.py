@@ -82,6 +82,8 @@ class BrokerLink:
         self._publish_channel: AbstractRobustChannel | None = None
         self._consumer_tag: str | None = None
         self._consumer_channel: UnderlayChannel | None = None
+        # Set by restart_consumer(); an establish that was in flight meanwhile drops its consumer.
+        self._restart_requested = False
         self._link_ready = asyncio.Event()
         self._consuming = asyncio.Event()
         self._wake = asyncio.Event()
@@ -117,6 +119,7 @@ class BrokerLink:
         """Drop the consumer and let the loop establish a fresh one (e.g. to attach somewhere else)."""
         channel, tag = self._consumer_channel, self._consumer_tag
         self._consumer_tag = None
+        self._restart_requested = True  # also an establish in flight: what it attaches is given up on
         if channel is not None and tag is not None and not channel.is_closed:
             with contextlib.suppress(*TRANSIENT):
                 await asyncio.wait_for(channel.basic_cancel(tag), timeout=self._operation_timeout)
@@ -180,6 +183,7 @@ class BrokerLink:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._link_ready.wait(), timeout=self._watchdog_interval)
                 continue
+            self._restart_requested = False
             try:
                 channels = await self._channels()
                 underlay = cast(UnderlayChannel, await channels.consume.get_underlay_channel())
@@ -198,6 +202,15 @@ class BrokerLink:
             if tag is None:
                 return  # stopping
             failures = 0
+            if self._restart_requested:
+                # A restart was asked while this consumer was being attached (its first deliveries
+                # can arrive before basic.consume returns): drop it and attach again, where the
+                # restart's cause now says.
+                log.warning("consumer.superseded", consumerTag=tag, cause=self._wake_cause)
+                if not underlay.is_closed:
+                    with contextlib.suppress(*TRANSIENT):
+                        await asyncio.wait_for(underlay.basic_cancel(tag), timeout=self._operation_timeout)
+                continue
             underlay.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
             self._consumer_tag, self._consumer_channel = tag, underlay
             self._set_consuming(True)

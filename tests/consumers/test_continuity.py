@@ -262,6 +262,51 @@ async def test_a_stream_recreated_and_grown_past_the_last_offset_read_is_read_fr
     assert sender.records[0].offset == 0
 
 
+async def test_a_recreated_stream_seen_before_the_attach_returned_its_tag_is_still_read_from_its_start(
+    broker_settings_factory: SettingsFactory,
+    tcp_proxy: TcpProxy,
+    sender: RecordingLog,
+    broker_admin: BrokerAdmin,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The re-attach after the reconnect delivers the new stream's entry at the old offset before
+    ``basic.consume`` has returned (seen on a slow box in CI): the worker starts the log afresh while
+    that attach is still in flight. The attach must not then stand as the consumer of the new start:
+    its deliveries belong to an attachment given up on, so nothing was read any more."""
+    from consumers import attach
+
+    consume = attach.consume
+
+    async def slow_consume_ok(*args: Any, **kwargs: Any) -> str:
+        tag = await consume(*args, **kwargs)
+        if isinstance(kwargs["arguments"]["x-stream-offset"], int):  # the re-attach at the last read
+            await asyncio.sleep(0.5)  # its first deliveries are handled before the caller learns the tag
+        return tag
+
+    monkeypatch.setattr(attach, "consume", slow_consume_ok)
+    settings = broker_settings_factory(rabbitmq_url=tcp_proxy.url)
+    async with running(settings, sender, first_delivery_timeout_seconds=30.0) as consumer:
+        await _publish(broker_admin, settings, before := _bodies("before", 2))
+        await sender.wait_for_count(2)
+        last_read = sender.records[-1].offset
+        tcp_proxy.refuse(True)
+        tcp_proxy.disconnect_all()
+        await eventually(lambda: not consumer.is_connected, what="link down")
+        await broker_admin.delete(queues=[settings.stream_name])
+        channel = await broker_admin.channel()
+        topology = Topology.from_settings(settings)
+        stream = await channel.declare_queue(
+            settings.stream_name, durable=True, arguments=topology.stream_arguments()
+        )
+        for exchange in topology.event_exchanges:
+            await stream.bind(exchange, routing_key="#")
+        await _publish(broker_admin, settings, after := _bodies("after", last_read + 3))
+        tcp_proxy.refuse(False)
+        await sender.wait_for_count(len(before) + len(after), timeout=20)
+    assert sender.job_ids() == _ids(before + after)
+    assert sender.resets == ["recreated"]
+
+
 async def test_a_restart_after_the_stream_was_recreated_while_away_catches_up(
     broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
 ) -> None:
