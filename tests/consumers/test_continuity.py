@@ -274,8 +274,7 @@ async def test_a_recreated_stream_seen_before_the_attach_returned_its_tag_is_sti
     that attach is still in flight. The attach must not then stand as the consumer of the new start:
     its deliveries belong to an attachment given up on, so nothing was read any more."""
     from consumers import attach
-
-    consume = attach.consume
+    from consumers.amqp import consume
 
     async def slow_consume_ok(*args: Any, **kwargs: Any) -> str:
         tag = await consume(*args, **kwargs)
