@@ -230,14 +230,12 @@ async def test_after_a_recreated_stream_a_reconnect_continues_after_the_last_ent
     assert attached[-1] == str(read_before_reconnect[0])  # the last entry read, not "first" again
 
 
-async def test_a_stream_recreated_and_grown_past_the_last_offset_read_is_read_from_its_start(
-    broker_settings_factory: SettingsFactory,
-    tcp_proxy: TcpProxy,
-    sender: RecordingLog,
-    broker_admin: BrokerAdmin,
-) -> None:
-    """The new stream already holds the offset this instance read last: only its check tells."""
-    settings = broker_settings_factory(rabbitmq_url=tcp_proxy.url)
+async def _recreate_past_the_last_read_while_away(
+    settings: Settings, tcp_proxy: TcpProxy, sender: RecordingLog, broker_admin: BrokerAdmin
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """An instance reads two entries; while its link is down an operator recreates the log and
+    producers fill it past the offset read last; the link comes back and everything is awaited.
+    The bodies published before and after."""
     async with running(settings, sender, first_delivery_timeout_seconds=30.0) as consumer:
         await _publish(broker_admin, settings, before := _bodies("before", 2))
         await sender.wait_for_count(2)
@@ -257,6 +255,19 @@ async def test_a_stream_recreated_and_grown_past_the_last_offset_read_is_read_fr
         await _publish(broker_admin, settings, after := _bodies("after", last_read + 3))
         tcp_proxy.refuse(False)
         await sender.wait_for_count(len(before) + len(after), timeout=20)
+    return before, after
+
+
+async def test_a_stream_recreated_and_grown_past_the_last_offset_read_is_read_from_its_start(
+    broker_settings_factory: SettingsFactory,
+    tcp_proxy: TcpProxy,
+    sender: RecordingLog,
+    broker_admin: BrokerAdmin,
+) -> None:
+    """The new stream already holds the offset this instance read last: only its check tells."""
+    before, after = await _recreate_past_the_last_read_while_away(
+        broker_settings_factory(rabbitmq_url=tcp_proxy.url), tcp_proxy, sender, broker_admin
+    )
     assert sender.job_ids() == _ids(before + after)  # nothing of the new stream skipped
     assert sender.resets == ["recreated"]
     assert sender.records[0].offset == 0
@@ -283,25 +294,9 @@ async def test_a_recreated_stream_seen_before_the_attach_returned_its_tag_is_sti
         return tag
 
     monkeypatch.setattr(attach, "consume", slow_consume_ok)
-    settings = broker_settings_factory(rabbitmq_url=tcp_proxy.url)
-    async with running(settings, sender, first_delivery_timeout_seconds=30.0) as consumer:
-        await _publish(broker_admin, settings, before := _bodies("before", 2))
-        await sender.wait_for_count(2)
-        last_read = sender.records[-1].offset
-        tcp_proxy.refuse(True)
-        tcp_proxy.disconnect_all()
-        await eventually(lambda: not consumer.is_connected, what="link down")
-        await broker_admin.delete(queues=[settings.stream_name])
-        channel = await broker_admin.channel()
-        topology = Topology.from_settings(settings)
-        stream = await channel.declare_queue(
-            settings.stream_name, durable=True, arguments=topology.stream_arguments()
-        )
-        for exchange in topology.event_exchanges:
-            await stream.bind(exchange, routing_key="#")
-        await _publish(broker_admin, settings, after := _bodies("after", last_read + 3))
-        tcp_proxy.refuse(False)
-        await sender.wait_for_count(len(before) + len(after), timeout=20)
+    before, after = await _recreate_past_the_last_read_while_away(
+        broker_settings_factory(rabbitmq_url=tcp_proxy.url), tcp_proxy, sender, broker_admin
+    )
     assert sender.job_ids() == _ids(before + after)
     assert sender.resets == ["recreated"]
 
