@@ -10,7 +10,8 @@ Where the hard limit itself is low, the process must not spend its last descript
 broker link, a JWKS refresh, ``/metrics`` (which lists ``/proc/self/fd``) and the garbage-collection
 probe's pipe need some too, and an ``accept`` that fails with EMFILE tells the client nothing. So the
 hub admits at most the limit less a reserve (``HUB_MAX_CONNECTIONS`` when that is lower) and answers
-the next negotiate 503, which the official clients report and retry.
+the next negotiate 503: the official clients' ``start()`` rejects with it, and a reconnect attempt that
+gets it counts as failed.
 """
 
 from __future__ import annotations

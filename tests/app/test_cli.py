@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -12,16 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.instances import free_port, wait_healthy
+from tests.support.instances import free_port, service_process_env, wait_healthy
 from tests.support.tokens import TokenFactory
 from tests.support.wire import RawHubClient
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(**values: str) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT", "VIRTUAL_ENV")}
-    return {**keep, "PYTHONPATH": str(ROOT), **values}
 
 
 def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -61,7 +55,7 @@ def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(env: dict[str, str], expected: str) -> None:
-    result = _run(_env(**env))
+    result = _run(service_process_env(**env))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -74,7 +68,7 @@ async def test_console_script_serves_and_sigterm_says_goodbye_and_exits_0(
     """Operators' view of a deploy: SIGTERM → every client gets Close(allowReconnect) → exit 0."""
     port = free_port()
     script = Path(sys.executable).parent / "smartscheduler-realtime"
-    env = _env(
+    env = service_process_env(
         HTTP_HOST="127.0.0.1",
         HTTP_PORT=str(port),
         AUTH_JWKS_URL=token_factory.jwks_url,
@@ -110,7 +104,7 @@ async def test_console_script_serves_and_sigterm_says_goodbye_and_exits_0(
 
 
 def test_dev_token_is_refused_outside_development_mode(token_factory: TokenFactory) -> None:
-    production = _env(
+    production = service_process_env(
         AUTH_JWKS_URL=token_factory.jwks_url,
         AUTH_ISSUER=token_factory.issuer,
         AUTH_AUDIENCE=token_factory.audience,
@@ -133,7 +127,7 @@ def test_dev_token_mints_a_token_the_dev_service_accepts(tmp_path: Path) -> None
     from service.auth import build_auth
     from tests.support.server import dev_settings
 
-    env = _env(AUTH_DEV_MODE="true", AUTH_DEV_KEY_DIR=str(tmp_path / "keys"))
+    env = service_process_env(AUTH_DEV_MODE="true", AUTH_DEV_KEY_DIR=str(tmp_path / "keys"))
     result = subprocess.run(
         [
             sys.executable,

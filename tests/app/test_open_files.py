@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import aiohttp
 import pytest
 
 from service.open_files import OpenFiles, connection_budget, reserve_for
-from tests.support.instances import free_port, wait_healthy
+from tests.support.instances import free_port, service_process_env, wait_healthy
 from tests.support.tokens import TokenFactory
 from tests.support.wire import RawHubClient
 
@@ -52,13 +51,8 @@ def test_the_connection_budget_is_the_configured_cap_within_what_the_limit_leave
     assert connection_budget(configured, OpenFiles(before=soft, soft=soft, hard=soft)) == expected
 
 
-def _env(**values: str) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
-    return {**keep, "PYTHONPATH": str(ROOT), **values}
-
-
 def _service_env(token_factory: TokenFactory, port: int) -> dict[str, str]:
-    return _env(
+    return service_process_env(
         HTTP_HOST="127.0.0.1",
         HTTP_PORT=str(port),
         AUTH_JWKS_URL=token_factory.jwks_url,

@@ -27,7 +27,16 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["FailoverProxy", "ServiceProcess", "free_port", "wait_healthy"]
+__all__ = ["FailoverProxy", "ServiceProcess", "free_port", "service_process_env", "wait_healthy"]
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def service_process_env(**values: str) -> dict[str, str]:
+    """A clean environment for a test's own ``python -m service``: only what a process needs from
+    ours (no settings leak in from the test run), the checkout on ``PYTHONPATH``, then ``values``."""
+    keep = ("PATH", "HOME", "LANG", "SYSTEMROOT", "VIRTUAL_ENV")
+    return {**{k: v for k, v in os.environ.items() if k in keep}, "PYTHONPATH": str(_ROOT), **values}
 
 
 def free_port() -> int:
