@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # --- Logging ------------------------------------------------------------------------------
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
+    # Lines waiting for the log writer thread (service/log_writer.py); beyond, records are dropped and
+    # counted, never waited for: a stderr nobody drains must not stall the event loop.
+    log_buffer_records: int = Field(default=10_000, ge=1)
 
     # --- Authentication (AWS Cognito) ---------------------------------------------------------
     auth_jwks_url: str | None = None

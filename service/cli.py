@@ -34,7 +34,7 @@ def serve(settings: Settings) -> int:
     from service.open_files import connection_budget, raise_soft_limit
     from service.serving import serve as serve_until_signalled
 
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, buffer_records=settings.log_buffer_records)
     uvloop = _install_uvloop()
     log = structlog.get_logger("service")
     files = raise_soft_limit()

@@ -21,6 +21,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from config.settings import LogFormat
+from service.log_writer import BackgroundLogHandler
 
 __all__ = ["RedactingAccessLogger", "configure_logging", "redact", "redact_query"]
 
@@ -133,7 +134,11 @@ class LevelCheckedLogger(structlog.stdlib.BoundLogger):
         return super().info(event, *args, **kw)
 
 
-def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.JSON) -> None:
+def configure_logging(
+    level: str = "INFO", fmt: LogFormat = LogFormat.JSON, *, buffer_records: int = 10_000
+) -> None:
+    """Every logger to stderr through one handler, written by a thread of its own (``service.log_writer``:
+    a stderr nobody drains never blocks the caller) with at most ``buffer_records`` lines waiting."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -158,16 +163,20 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = LogFormat.JSON) -> N
         cache_logger_on_first_use=True,
     )
     formatter = _RedactingFormatter(
-        foreign_pre_chain=shared,
+        # The log writer's own notice (service.log_writer) is a stdlib record with a ``dropped`` field.
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=("dropped",))],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BackgroundLogHandler(sys.stderr, buffer_records)
     handler.setFormatter(formatter)
     root = logging.getLogger()
+    for previous in root.handlers:
+        if isinstance(previous, BackgroundLogHandler):
+            previous.close()  # configured before (tests reconfigure): its lines written, its writer stopped
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # aio-pika/aiormq are chatty at INFO about every channel; keep their warnings.

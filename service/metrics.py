@@ -29,6 +29,7 @@ __all__ = [
     "HISTORY_ENTRIES",
     "HUB_DELIVERIES",
     "HUB_INVOCATIONS",
+    "LOG_RECORDS_DROPPED",
     "PROTOCOL_ERRORS",
     "RATE_LIMITED",
     "REPLAYED_EVENTS",
@@ -131,6 +132,11 @@ GC_PAUSE = Histogram(
 for _action in ("freeze", "refreeze", "fork", "probe", "survivors"):
     GC_FREEZES.labels(_action)
     GC_PAUSE.labels(_action)
+LOG_RECORDS_DROPPED = Counter(
+    "realtime_log_records_dropped",
+    "Log records not written: the log buffer (LOG_BUFFER_RECORDS) was full because stderr was not "
+    "drained fast enough, or writing to stderr failed. The service never waits for its log.",
+)
 GC_COLLECTIONS = GcWatch()
 """``realtime_gc_collection_seconds{generation}``: one watch per process, as the collector is one per
 process; the service installs it (``service.app``), and GC_FREEZE reads its fruitless full passes."""
