@@ -66,8 +66,8 @@ def _service_env(token_factory: TokenFactory, port: int) -> dict[str, str]:
 
 async def _start(env: dict[str, str], soft: int, hard: int, log: Path) -> asyncio.subprocess.Process:
     """The service under the given limits; its log goes to ``log``, a file the test reads at the end
-    (a pipe nobody reads would fill with a few hundred connections' log lines, and the service would
-    drop the rest, ``process.open_files`` record included, rather than wait: ``service/log_writer.py``)."""
+    (a pipe nobody reads fills with a few hundred connections' log lines, and the service then drops
+    the lines that follow rather than wait: ``service/log_writer.py``)."""
 
     def limit() -> None:  # in the child, before it runs Python: the limits an operator's shell gives it
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
