@@ -15,7 +15,8 @@ secrets) stays in the logging thread: a record's arguments are rendered as they 
 The writer takes whatever is queued at each wake-up and writes it in one call. While the event loop
 keeps the interpreter busy, a thread waits up to the switch interval (5 ms) for the GIL at each step
 (``sys.getswitchinterval``), so a writer that wrote one line per wake-up could write only ~200 lines a
-second under load; a batch per wake-up keeps up with any rate the loop can log at.
+second under load; a batch per wake-up keeps up with any rate the loop can log at. And while lines
+keep coming it wakes on a timer, not per line (``_LINGER``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ __all__ = ["DROPPED_NOTICE", "BackgroundLogHandler"]
 
 DROPPED_NOTICE: Final = "log.records_dropped"
 _BATCH: Final = 1_000  # lines per write at most: one write of ~0.5 MB, then the writer looks again
+# While lines keep coming, the writer wakes every _LINGER and writes what gathered; it is not woken
+# per line. At a steady rate each line comes alone, and a wake-up per line cost the process ~100 µs
+# a line, more than formatting it; waking every 10 ms ~20 µs, every 50 ms ~8 (``python -m
+# bench.log_cost``, bench/NOTES.md). A line reaches stderr at most this much later.
+_LINGER: Final = 0.05
 _STOP: Final = object()
 
 
@@ -90,20 +96,28 @@ class BackgroundLogHandler(logging.Handler):
         LOG_RECORDS_DROPPED.inc(records)
 
     def _write_forever(self) -> None:
-        pending = self._queue
         while True:
-            taken = [pending.get()]
-            while len(taken) < _BATCH:
-                try:
-                    taken.append(pending.get_nowait())
-                except queue.Empty:
-                    break
-            stop = _STOP in taken
-            self._write([str(line) for line in taken if line is not _STOP])
-            for _ in taken:
-                pending.task_done()
-            if stop:
-                return
+            first = self._queue.get()  # nothing to write: asleep until a line comes
+            time.sleep(_LINGER)  # the lines that follow it gather meanwhile
+            taken = [first, *self._take(_BATCH - 1)]
+            while taken:
+                self._write([str(line) for line in taken if line is not _STOP])
+                for _ in taken:
+                    self._queue.task_done()
+                if _STOP in taken:
+                    return
+                if len(taken) < _BATCH:  # the queue was emptied: let the next lines gather
+                    time.sleep(_LINGER)
+                taken = self._take(_BATCH)  # none came: back to waiting for one
+
+    def _take(self, most: int) -> list[object]:
+        taken: list[object] = []
+        while len(taken) < most:
+            try:
+                taken.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return taken
 
     def _write(self, lines: list[str]) -> None:
         unreported = self.dropped - self._reported

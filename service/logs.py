@@ -10,12 +10,14 @@ token in it — every formatted line, whatever its logger, passes ``redact`` bef
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 from types import TracebackType
 from typing import Any
 
+import orjson
 import structlog
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
@@ -134,6 +136,25 @@ class LevelCheckedLogger(structlog.stdlib.BoundLogger):
         return super().info(event, *args, **kw)
 
 
+def _json_line(event: dict[str, Any], **dumps_kw: Any) -> str:
+    """orjson (a few µs a line against the standard library's ~10); what orjson refuses (a non-string
+    key, an integer beyond 64 bits) goes through ``json.dumps`` rather than lose the line."""
+    try:
+        return orjson.dumps(event, default=dumps_kw.get("default")).decode()
+    except TypeError:
+        return json.dumps(event, **dumps_kw)
+
+
+def _skip_record_lookups() -> None:
+    """No line shows where it was logged from, or which thread, process or task logged it: don't let
+    every ``LogRecord`` look it up (~15 µs a line; the Logging HOWTO's "Optimization" section)."""
+    logging._srcfile = None  # documented there: skips sys._getframe()
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+ reads it; 3.11 ignores it
+
+
 def configure_logging(
     level: str = "INFO", fmt: LogFormat = LogFormat.JSON, *, buffer_records: int = 10_000
 ) -> None:
@@ -145,8 +166,9 @@ def configure_logging(
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    _skip_record_lookups()
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if fmt is LogFormat.JSON
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
