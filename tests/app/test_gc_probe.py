@@ -70,7 +70,9 @@ def test_the_probe_counts_cycles_among_frozen_objects_without_freeing_them_here(
     assert not probe.running
     assert result.collected >= 3000
     assert ("_ProbeCycle", 3000) in result.top_types
-    assert gc.get_freeze_count() == frozen  # this process did not run the pass
+    # This process did not run the pass (it would have freed the 3,000 cycles). Other threads (the log
+    # writer) may free an object or two of theirs that the freeze took meanwhile.
+    assert frozen - gc.get_freeze_count() < 100
     assert all(ref() is not None for ref in alive)
 
 
