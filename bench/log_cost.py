@@ -9,8 +9,11 @@ writer runs on another core when there is one), net of the pacing loop's own cos
 - written by the log writer thread (``service.log_writer``, the service's way) or in place, as a
   ``StreamHandler`` with the same formatter would (the way before it): the writer costs a wake-up and a
   GIL hand-over per batch, the in-place write a system call per line;
-- back to back (a backlog: lines batch up for the writer) or paced, one line per ``--pace-ms`` with
-  the thread asleep in between (a steady rate: every line wakes the writer on its own).
+- back to back (a backlog) or paced, one line per ``--pace-ms`` with the thread asleep in between
+  (a steady rate: each line comes alone, to cold caches).
+
+Each row runs in a fresh process, the rows interleaved ``--repeat`` times: in one process, whichever
+configuration ran first read slower.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import contextlib
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -130,25 +134,39 @@ def _pacing_cost(lines: int, pace_ms: float) -> tuple[float, float]:
     return time.process_time() - started, time.thread_time() - started_caller
 
 
+def _rows(pace_ms: float) -> list[tuple[LogFormat, str, str, float]]:
+    return [
+        (LogFormat.JSON, "INFO", "thread", 0.0),
+        (LogFormat.JSON, "INFO", "in-place", 0.0),
+        (LogFormat.JSON, "INFO", "thread", pace_ms),
+        (LogFormat.JSON, "INFO", "in-place", pace_ms),
+        (LogFormat.CONSOLE, "INFO", "thread", 0.0),
+        (LogFormat.JSON, "WARNING", "thread", 0.0),
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.log_cost", description=__doc__)
     parser.add_argument("--lines", type=int, default=20_000, help="lines per round (5 rounds, best kept)")
     parser.add_argument("--paced-lines", type=int, default=2_000, help="lines per paced round")
     parser.add_argument("--pace-ms", type=float, default=1.0, help="ms between paced lines")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds of the rows, interleaved")
+    parser.add_argument("--row", type=int, help=argparse.SUPPRESS)  # one row, in this process
     args = parser.parse_args(argv)
-    print("| format | LOG_LEVEL | written by | lines come | lines | µs/line: logging thread | process |")
-    print("|---|---|---|---|---|---|---|")
-    rows = [
-        (LogFormat.JSON, "INFO", "thread", 0.0),
-        (LogFormat.JSON, "INFO", "in-place", 0.0),
-        (LogFormat.JSON, "INFO", "thread", args.pace_ms),
-        (LogFormat.JSON, "INFO", "in-place", args.pace_ms),
-        (LogFormat.CONSOLE, "INFO", "thread", 0.0),
-        (LogFormat.JSON, "WARNING", "thread", 0.0),
-    ]
-    for fmt, level, writer, pace in rows:
+    rows = _rows(args.pace_ms)
+    if args.row is not None:
+        fmt, level, writer, pace = rows[args.row]
         lines = args.paced_lines if pace else args.lines
         print(line_cost(fmt, level, lines, writer=writer, pace_ms=pace).row(), flush=True)
+        return 0
+    # Each row in a fresh process, the rows interleaved: whichever ran first in one process read
+    # slower than the same row run later (bench/NOTES.md, issue 12 — eleventh pass).
+    print("| format | LOG_LEVEL | written by | lines come | lines | µs/line: logging thread | process |")
+    print("|---|---|---|---|---|---|---|", flush=True)
+    passed = [f"--lines={args.lines}", f"--paced-lines={args.paced_lines}", f"--pace-ms={args.pace_ms}"]
+    for _ in range(args.repeat):
+        for row in range(len(rows)):
+            subprocess.run([sys.executable, "-m", "bench.log_cost", *passed, f"--row={row}"], check=True)
     return 0
 
 

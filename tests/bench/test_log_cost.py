@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bench.log_cost import WRITERS, line_cost
+from bench.log_cost import WRITERS, line_cost, main
 from config.settings import LogFormat
 from service.log_writer import BackgroundLogHandler
 from service.logs import configure_logging
@@ -27,3 +27,20 @@ def test_each_writer_is_measured_and_logging_is_restored(writer: str, pace_ms: f
         assert handler._stream is sys.stderr
     finally:
         configure_logging("DEBUG", LogFormat.CONSOLE)  # the session's configuration (tests/conftest.py)
+
+
+def test_the_table_has_every_row_each_from_its_own_process(capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["--lines=20", "--paced-lines=5", "--pace-ms=0.5", "--repeat=1"]) == 0
+    rows = [
+        line
+        for line in capfd.readouterr().out.splitlines()
+        if line.startswith("| json") or line.startswith("| console")
+    ]
+    assert [row.split(" | ")[1:4] for row in rows] == [
+        ["INFO", "thread", "back to back"],
+        ["INFO", "in-place", "back to back"],
+        ["INFO", "thread", "one per 0.5 ms"],
+        ["INFO", "in-place", "one per 0.5 ms"],
+        ["INFO", "thread", "back to back"],
+        ["WARNING", "thread", "back to back"],
+    ]
