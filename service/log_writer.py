@@ -21,6 +21,7 @@ keep coming it wakes on a timer, not per line (``_LINGER``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -101,7 +102,11 @@ class BackgroundLogHandler(logging.Handler):
             time.sleep(_LINGER)  # the lines that follow it gather meanwhile
             taken = [first, *self._take(_BATCH - 1)]
             while taken:
-                self._write([str(line) for line in taken if line is not _STOP])
+                lines = [str(line) for line in taken if line is not _STOP]
+                try:
+                    self._write(lines)
+                except Exception:  # noqa: BLE001 - the writer must outlive any one batch
+                    self._drop(len(lines))
                 for _ in taken:
                     self._queue.task_done()
                 if _STOP in taken:
@@ -123,7 +128,9 @@ class BackgroundLogHandler(logging.Handler):
         unreported = self.dropped - self._reported
         if unreported:
             self._reported += unreported
-            lines.append(self._notice(unreported))
+            # A notice that cannot be formatted is left out: the metric has the count.
+            with contextlib.suppress(Exception):
+                lines.append(self._notice(unreported))
         if not lines:
             return
         try:
@@ -131,7 +138,7 @@ class BackgroundLogHandler(logging.Handler):
             self._stream.flush()
         except (OSError, ValueError):  # stderr closed or broken: those lines are lost; count them
             self._drop(len(lines))
-            self._reported = self.dropped  # no notice for them: it could not be written either
+            self._reported += len(lines)  # no notice for them: it could not be written either
 
     def _notice(self, dropped: int) -> str:
         """The ``log.records_dropped`` line, rendered as every other line (``dropped`` is its field)."""

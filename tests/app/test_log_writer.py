@@ -95,6 +95,30 @@ def test_with_stderr_stuck_logging_returns_at_once_drops_beyond_the_buffer_and_s
     handler.close()
 
 
+class _NoticeFails(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        if record.msg == DROPPED_NOTICE:
+            raise RuntimeError("a formatter that fails on the notice")
+        return super().format(record)
+
+
+def test_a_notice_that_fails_to_format_is_left_out_and_the_lines_are_written() -> None:
+    stream = StuckStream()
+    handler = BackgroundLogHandler(stream, capacity=1)
+    handler.setFormatter(_NoticeFails())
+    handler.handle(_record("a"))
+    assert stream.entered.wait(30)  # the writer is stuck writing "a"
+    handler.handle(_record("b"))  # queued
+    handler.handle(_record("c"))  # dropped: the queue is full
+    stream.release.set()
+    handler.flush()  # "b" goes with the notice for "c", which fails: "b" is written without it
+    handler.handle(_record("d"))
+    handler.flush()
+    assert stream.getvalue().splitlines() == ["a", "b", "d"]
+    assert handler.dropped == 1
+    handler.close()
+
+
 def test_the_notice_is_a_structured_line_with_the_count() -> None:
     configure_logging("INFO", LogFormat.JSON)
     try:
