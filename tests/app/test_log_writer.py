@@ -150,7 +150,12 @@ def test_closing_with_stderr_stuck_gives_up_after_the_timeout() -> None:
     assert _emit_in_thread(handler, [_record("y") for _ in range(20)])
     assert stream.entered.wait(30)
     closed = threading.Event()
-    threading.Thread(target=lambda: (handler.close(timeout=0.5), closed.set()), daemon=True).start()
+
+    def close() -> None:
+        handler.close(timeout=0.5)
+        closed.set()
+
+    threading.Thread(target=close, daemon=True).start()
     assert closed.wait(30), "close() waited for a stderr nobody reads"
     stream.release.set()
 
@@ -222,7 +227,7 @@ def _read_notices(read_fd: int, dropped: float) -> int:
     with open(read_fd, "rb", closefd=False) as lines:
         for line in lines:
             if DROPPED_NOTICE.encode() in line:
-                reported += json.loads(line)["dropped"]
+                reported += int(json.loads(line)["dropped"])
                 if reported >= dropped:
                     return reported
     raise AssertionError(f"stderr closed with {reported} of {dropped} dropped records reported")
