@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 from config.settings import LogFormat
@@ -16,6 +19,10 @@ pytest_plugins = [
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _service_logging() -> None:
-    """Route the service's structlog events through stdlib logging, so ``caplog`` sees them."""
+def _service_logging() -> Iterator[None]:
+    """Route the service's structlog events through stdlib logging, so ``caplog`` sees them; at the
+    end, the log writer's last lines go where pytest captures them, not after its summary."""
     configure_logging("DEBUG", LogFormat.CONSOLE)
+    yield
+    for handler in logging.getLogger().handlers:
+        handler.close()
