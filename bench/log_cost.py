@@ -6,9 +6,9 @@ writer thread's share included) and the logging thread's alone (what the event l
 writer runs on another core when there is one), net of the pacing loop's own cost:
 
 - per format (JSON, console), and below the level (``LOG_LEVEL=WARNING``: what a disabled line costs);
-- written by the log writer thread (``service.log_writer``, the service's way) or in place, as a
-  ``StreamHandler`` with the same formatter would (the way before it): the writer costs a wake-up and a
-  GIL hand-over per batch, the in-place write a system call per line;
+- the service's way (structlog renders the line and hands it to the log writer thread,
+  ``service.log_writer``) or the way before (through the standard library's ``Logger``, ``LogRecord``
+  and formatter, and written in place by a ``StreamHandler``, a system call per line);
 - back to back (a backlog) or paced, one line per ``--pace-ms`` with the thread asleep in between
   (a steady rate: each line comes alone, to cold caches).
 
@@ -88,7 +88,7 @@ def line_cost(
     """CPU of this process per ``event.delivered`` line logged at INFO under ``level``."""
     try:
         with _stderr_to_null() as null:
-            configure_logging(level, fmt)
+            configure_logging(level, fmt, through_stdlib=writer == "in-place")
             root = logging.getLogger()
             (handler,) = root.handlers
             assert isinstance(handler, BackgroundLogHandler)

@@ -278,7 +278,7 @@ class Worker:
 
 def _enabled(level: int) -> bool:
     """Whether the service's logger emits ``level`` (checked once per batch, not per message)."""
-    try:
-        return bool(log.isEnabledFor(level))
-    except AttributeError:  # a structlog configuration without stdlib levels: assume it does
-        return True
+    check = getattr(log, "is_enabled_for", None)  # structlog's own filtering logger (the service's)
+    if check is None:
+        check = getattr(log, "isEnabledFor", None)  # through the standard library (the tests')
+    return True if check is None else bool(check(level))

@@ -64,9 +64,13 @@ class BackgroundLogHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - logging's contract: a record that cannot be formatted is reported, not raised
             self.handleError(record)
             return
+        self.put_line(line)
+
+    def put_line(self, line: str) -> None:
+        """Queue a finished line (structlog's events come here directly, ``service.logs``)."""
         try:
             self._queue.put_nowait(line)
-        except queue.Full:  # another thread filled the last place since the check above
+        except queue.Full:
             self._drop(1)
 
     def flush(self, timeout: float = 2.0) -> None:

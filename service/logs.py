@@ -155,11 +155,50 @@ def _skip_record_lookups() -> None:
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+ reads it; 3.11 ignores it
 
 
+class _WriterLogger:
+    """The end of structlog's own chain: the rendered line, redacted, goes to the log writer.
+
+    The service's events skip the standard library's ``Logger``, ``LogRecord`` and formatter, which
+    cost ~25 µs a line more (issue 12, ``python -m bench.log_cost``). The writer is looked up at each
+    line, so a logger cached before a reconfiguration writes to the current one.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # read by ``add_logger_name``
+
+    def msg(self, line: str) -> None:
+        writer = _writer
+        if writer is not None:
+            writer.put_line(redact(line))
+
+    debug = info = warning = error = critical = fatal = exception = log = msg
+
+
+def _writer_logger(*args: Any) -> _WriterLogger:
+    return _WriterLogger(str(args[0]) if args else "root")
+
+
+_writer: BackgroundLogHandler | None = None
+
+
 def configure_logging(
-    level: str = "INFO", fmt: LogFormat = LogFormat.JSON, *, buffer_records: int = 10_000
+    level: str = "INFO",
+    fmt: LogFormat = LogFormat.JSON,
+    *,
+    buffer_records: int = 10_000,
+    through_stdlib: bool = False,
 ) -> None:
     """Every logger to stderr through one handler, written by a thread of its own (``service.log_writer``:
-    a stderr nobody drains never blocks the caller) with at most ``buffer_records`` lines waiting."""
+    a stderr nobody drains never blocks the caller) with at most ``buffer_records`` lines waiting.
+
+    structlog's events are rendered by structlog itself and handed to that writer; the standard
+    library's records (aiohttp, aio-pika, asyncio, warnings) go through its handler and are rendered
+    the same way. ``through_stdlib`` sends structlog's events through the standard library too, so
+    that pytest's ``caplog`` sees them (the tests' configuration; the lines are the same).
+    """
+    global _writer  # one writer per process, as stderr is one per process
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -172,18 +211,27 @@ def configure_logging(
         if fmt is LogFormat.JSON
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    structlog.configure(
-        # filter_by_level first: a disabled call (connection.* at INFO under LOG_LEVEL=WARNING) costs a
-        # level check, not the whole processor chain.
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=LevelCheckedLogger,
-        cache_logger_on_first_use=True,
-    )
+    threshold = logging.getLevelNamesMapping()[level.upper()]
+    if through_stdlib:
+        structlog.configure(
+            # filter_by_level first: a disabled call (connection.* at INFO under LOG_LEVEL=WARNING) costs
+            # a level check, not the whole processor chain.
+            processors=[
+                structlog.stdlib.filter_by_level,
+                *shared,
+                structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            ],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=LevelCheckedLogger,
+            cache_logger_on_first_use=True,
+        )
+    else:
+        structlog.configure(
+            processors=[*shared, structlog.processors.format_exc_info, renderer],
+            logger_factory=_writer_logger,
+            wrapper_class=structlog.make_filtering_bound_logger(threshold),
+            cache_logger_on_first_use=True,
+        )
     formatter = _RedactingFormatter(
         # The log writer's own notice (service.log_writer) is a stdlib record with a ``dropped`` field.
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=("dropped",))],
@@ -200,7 +248,8 @@ def configure_logging(
         if isinstance(previous, BackgroundLogHandler):
             previous.close()  # configured before (tests reconfigure): its lines written, its writer stopped
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    _writer = handler
+    root.setLevel(threshold)
     # aio-pika/aiormq are chatty at INFO about every channel; keep their warnings.
     for noisy in ("aiormq", "aio_pika"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from config.settings import LogFormat
-from service.logs import configure_logging
+from tests.support.session_logging import configure_session_logging
 
 pytest_plugins = [
     "tests.support.markers",
@@ -22,7 +21,7 @@ pytest_plugins = [
 def _service_logging() -> Iterator[None]:
     """Route the service's structlog events through stdlib logging, so ``caplog`` sees them; at the
     end, the log writer's last lines go where pytest captures them, not after its summary."""
-    configure_logging("DEBUG", LogFormat.CONSOLE)
+    configure_session_logging()
     yield
     for handler in logging.getLogger().handlers:
         handler.close()

@@ -1,38 +1,43 @@
 """Every JSON log line is one JSON object, whatever the values logged (orjson renders the lines; what it
-refuses goes through the standard library's encoder instead of being lost)."""
+refuses goes through the standard library's encoder instead of being lost), and the service's way of
+writing structlog's events (structlog renders them itself) gives the same lines as the tests' way
+(through the standard library, for ``caplog``)."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+from contextlib import redirect_stderr
 
+import pytest
 import structlog
 
 from config.settings import LogFormat
-from service.log_writer import BackgroundLogHandler
 from service.logs import configure_logging
+from tests.support.session_logging import configure_session_logging
+
+
+def _logged(fmt: LogFormat, fields: dict[str, object], *, through_stdlib: bool = False) -> str:
+    """The line ``test.logged`` gives with ``fields``, configured as the service does (or as the tests)."""
+    out = io.StringIO()
+    try:
+        with redirect_stderr(out):
+            configure_logging("INFO", fmt, through_stdlib=through_stdlib)
+            # A new logger each time: structlog caches a logger's configuration at its first use.
+            structlog.get_logger("test.lines").info("test.logged", **fields)
+            handler = logging.getLogger().handlers[0]
+            handler.flush()
+            handler.close()
+    finally:
+        configure_session_logging()
+    (line,) = out.getvalue().splitlines()
+    return line
 
 
 def _logged_json(**fields: object) -> dict[str, object]:
-    configure_logging("INFO", LogFormat.JSON)
-    try:
-        root = logging.getLogger()
-        handler = root.handlers[0]
-        assert isinstance(handler, BackgroundLogHandler)
-        out = io.StringIO()
-        lines = BackgroundLogHandler(out, capacity=10)
-        lines.setFormatter(handler.formatter)
-        handler.close()
-        root.handlers[:] = [lines]
-        structlog.get_logger("test.lines").info("test.logged", **fields)
-        lines.flush()
-        lines.close()
-        (line,) = out.getvalue().splitlines()
-        parsed: dict[str, object] = json.loads(line)
-        return parsed
-    finally:
-        configure_logging("DEBUG", LogFormat.CONSOLE)  # the session's configuration (tests/conftest.py)
+    parsed: dict[str, object] = json.loads(_logged(LogFormat.JSON, fields))
+    return parsed
 
 
 def test_plain_fields_are_rendered_as_they_are() -> None:
@@ -53,3 +58,22 @@ def test_values_orjson_refuses_are_still_logged() -> None:
     assert line["offset"] == 2**70  # beyond 64 bits
     assert line["byKey"] == {"1": "a"}  # a key that is not a string
     assert str(line["thing"]).startswith("<object object at")  # not JSON at all: its repr
+
+
+def test_a_token_logged_as_a_field_is_redacted_on_the_service_s_way_too() -> None:
+    line = _logged_json(url="/hub?id=secret-connection-token&access_token=eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
+    assert "secret-connection-token" not in str(line["url"])
+    assert "eyJ" not in str(line["url"])
+
+
+@pytest.mark.parametrize("fmt", [LogFormat.JSON, LogFormat.CONSOLE])
+def test_the_service_s_way_and_the_tests_way_write_the_same_line(fmt: LogFormat) -> None:
+    fields: dict[str, object] = {"jobId": "job-1", "connections": 10, "region": "emea"}
+    native = _logged(fmt, fields)
+    stdlib = _logged(fmt, fields, through_stdlib=True)
+    # Identical but for the timestamp, which both put first (console) or last (JSON).
+    if fmt is LogFormat.JSON:
+        assert {**json.loads(native), "timestamp": 0} == {**json.loads(stdlib), "timestamp": 0}
+        assert list(json.loads(native)) == list(json.loads(stdlib))  # the same order of keys
+    else:
+        assert native.split(" ", 1)[1] == stdlib.split(" ", 1)[1]

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from config.settings import LogFormat
 from service.logs import configure_logging, redact
+from tests.support.session_logging import configure_session_logging
 
 JWT = (
     "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0"
@@ -128,7 +129,7 @@ def test_a_jwt_anywhere_is_gone_even_cut_short(jwt: str, cut: int, context: tupl
 def handler_output() -> Iterator[logging.Handler]:
     """The root handler configure_logging installs; the session's configuration is restored after."""
     yield logging.getLogger().handlers[0]
-    configure_logging("DEBUG", LogFormat.CONSOLE)
+    configure_session_logging()
 
 
 @pytest.mark.parametrize("fmt", [LogFormat.CONSOLE, LogFormat.JSON])

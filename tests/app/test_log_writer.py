@@ -25,6 +25,7 @@ from config.settings import LogFormat
 from service.log_writer import DROPPED_NOTICE, BackgroundLogHandler
 from service.logs import configure_logging
 from tests.support.instances import free_port, service_process_env, wait_healthy
+from tests.support.session_logging import configure_session_logging
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -127,7 +128,7 @@ def test_the_notice_is_a_structured_line_with_the_count() -> None:
         notice = json.loads(handler._notice(7))
         assert (notice["event"], notice["dropped"], notice["level"]) == (DROPPED_NOTICE, 7, "warning")
     finally:
-        configure_logging("DEBUG", LogFormat.CONSOLE)  # the session's configuration (tests/conftest.py)
+        configure_session_logging()
 
 
 def test_a_broken_stderr_counts_its_lines_as_dropped_and_raises_nothing() -> None:

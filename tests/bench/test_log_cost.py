@@ -11,7 +11,7 @@ import pytest
 from bench.log_cost import WRITERS, line_cost, main
 from config.settings import LogFormat
 from service.log_writer import BackgroundLogHandler
-from service.logs import configure_logging
+from tests.support.session_logging import configure_session_logging
 
 
 @pytest.mark.parametrize("writer", WRITERS)
@@ -26,7 +26,7 @@ def test_each_writer_is_measured_and_logging_is_restored(writer: str, pace_ms: f
         assert isinstance(handler, BackgroundLogHandler)
         assert handler._stream is sys.stderr
     finally:
-        configure_logging("DEBUG", LogFormat.CONSOLE)  # the session's configuration (tests/conftest.py)
+        configure_session_logging()
 
 
 def test_the_table_has_every_row_each_from_its_own_process(capfd: pytest.CaptureFixture[str]) -> None:
