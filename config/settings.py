@@ -201,6 +201,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return [origin.rstrip("/").lower() for origin in value]
 
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"):
+            raise ValueError(f"{value!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
     @field_validator("hub_transports", mode="before")
     @classmethod
     def _parse_transports(cls, value: Any) -> Any:

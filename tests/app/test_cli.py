@@ -49,6 +49,10 @@ def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ({"AUTH_DEV_MODE": "true", "RABBITMQ_URL": "http://x"}, "configuration error: RABBITMQ_URL"),
         ({"AUTH_DEV_MODE": "true", "LOG_FORMAT": "xml"}, "configuration error: LOG_FORMAT"),
         (
+            {"AUTH_DEV_MODE": "true", "LOG_LEVEL": "verbose"},
+            "configuration error: LOG_LEVEL: 'verbose' is not one of",
+        ),
+        (
             {"AUTH_DEV_MODE": "true", "HUB_SHUTDOWN_DRAIN_SECONDS": "10", "SHUTDOWN_TIMEOUT_SECONDS": "10"},
             "configuration error: HUB_SHUTDOWN_DRAIN_SECONDS must be less than SHUTDOWN_TIMEOUT_SECONDS",
         ),
