@@ -3,10 +3,12 @@
 JSON lines in production, coloured console lines in development. structlog renders the service's
 own events and hands each line to the log writer (``service.log_writer``); the standard library's
 loggers (aiohttp, aio-pika, asyncio) go through the one handler ``configure_logging`` installs, which
-renders them the same way and queues them to the same writer. Rule: a token never reaches a log line. The access log redacts ``access_token`` (and the
-connection token ``id``) from query strings; and because other code logs what it was sent — aiohttp
-logs the start of a request line it could not parse (an over-long line, a bad method) with the
-token in it — every formatted line, whatever its logger, passes ``redact`` before it is written.
+renders them the same way and queues them to the same writer.
+
+Rule: a token never reaches a log line. The access log redacts ``access_token`` (and the connection
+token ``id``) from query strings; and because other code logs what it was sent — aiohttp logs the
+start of a request line it could not parse (an over-long line, a bad method) with the token in it —
+every formatted line, whatever its logger, passes ``redact`` before it is queued.
 """
 
 from __future__ import annotations
