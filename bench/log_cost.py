@@ -40,12 +40,12 @@ __all__ = ["LineCost", "line_cost", "main"]
 # The fields of ``consumers.handoff``'s event.delivered line, as a W1 event gives them.
 _FIELDS = {
     "messageId": "2f0c6a1e-8d0e-4b55-9d51-0c8c6f0a8b11",
-    "eventType": "RecommendationReady",
     "routingKey": "recommendation.ready.north-america",
-    "jobId": "job-12345",
+    "type": "RecommendationReady",
+    "jobId": "5b1e0f0e-2f4c-4d8e-9a51-3c1f6f0a8b12",
     "region": "north-america",
-    "recommendationId": "rec-1",
-    "position": "12345",
+    "requestId": "9c2d7e1a-4b3f-4e6a-8d2c-1f0e5a6b7c8d",
+    "position": "0:12345",
     "connections": 10,
 }
 
