@@ -25,9 +25,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TextIO
 
 import structlog
 
@@ -71,23 +70,12 @@ class LineCost:
         )
 
 
-@contextlib.contextmanager
-def _stderr_to_null() -> Iterator[TextIO]:
-    saved = sys.stderr
-    with open(os.devnull, "w", encoding="utf-8") as null:
-        sys.stderr = null
-        try:
-            yield null
-        finally:
-            sys.stderr = saved
-
-
 def line_cost(
     fmt: LogFormat, level: str, lines: int, *, writer: str = "thread", pace_ms: float = 0.0, rounds: int = 5
 ) -> LineCost:
     """CPU of this process per ``event.delivered`` line logged at INFO under ``level``."""
     try:
-        with _stderr_to_null() as null:
+        with open(os.devnull, "w", encoding="utf-8") as null, contextlib.redirect_stderr(null):
             configure_logging(level, fmt, through_stdlib=writer == "in-place")
             root = logging.getLogger()
             (handler,) = root.handlers
