@@ -10,7 +10,7 @@ fork. This benchmark measures both, alternated, on the real service:
    ``GC_FREEZE_PROBE`` on or off;
 2. connect ``--connections`` clients from two load-generator processes: the ones that stay, and
    ``--churn`` that will leave (a quarter of the connections and a few more, so that a refreeze is due);
-3. wait until their state is frozen (``realtime_gc_freezes_total{action="freeze"}`` stops moving);
+3. wait until their state is frozen (``realtime_gc_freezes_total{action="freeze"|"tail"}`` stop moving);
 4. publish W1 (groups of 10, ``--rate`` deliveries/s) for ``--duration`` seconds; ``--close-after``
    seconds in, the leaving clients' processes (``--leave-procs``) are stopped one per
    ``--leave-interval`` (their sockets reset, as browsers leaving); the refreeze (or the fork, and
@@ -247,7 +247,7 @@ class GcPause(Phases):
                         (_count(after, action, "pause_sum") - _count(before, action, "pause_sum")) * 1000, 1
                     ),
                 }
-                for action in ("freeze", "refreeze", "fork", "probe", "survivors", FULL_GC)
+                for action in ("freeze", "tail", "refreeze", "fork", "probe", "survivors", FULL_GC)
             }
             result = {
                 "mode": mode,
@@ -279,13 +279,15 @@ class GcPause(Phases):
                 await self.broker.cleanup(queues=queues, exchanges=exchanges)
 
     async def _frozen(self, port: int) -> dict[str, dict[str, float]]:
-        """Until the freezes stop moving for two heartbeat rounds (at least one happened)."""
+        """Until the freezes (the storm's and its tail's) stop moving for two heartbeat rounds (at least
+        one happened)."""
         last: dict[str, dict[str, float]] = {}
         steady = 0
         for _ in range(120):
             await asyncio.sleep(1.0)
             now = await scrape_gc(port)
-            if _count(now, "freeze") and _count(now, "freeze") == _count(last, "freeze"):
+            frozen = _count(now, "freeze") + _count(now, "tail")
+            if _count(now, "freeze") and frozen == _count(last, "freeze") + _count(last, "tail"):
                 steady += 1
                 if steady >= 2:
                     return now

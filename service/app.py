@@ -247,7 +247,7 @@ def _after_round(freezer: HeapFreezer, connections: int, closed_total: int) -> N
     GC_FREEZES.labels(action).inc()
     GC_PAUSE.labels(action).observe(freezer.last_pause)
     pause_ms = round(freezer.last_pause * 1000, 1)  # what this round held the loop
-    if action in ("freeze", "fork", "survivors"):
+    if action in ("freeze", "tail", "fork", "survivors"):
         log.info("gc.frozen", action=action, connections=connections, pause_ms=pause_ms)
     else:  # what the full pass, or the probe's pass in a copy of the process, found
         found: dict[str, object] = {"collected": freezer.last_collected}

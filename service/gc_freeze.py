@@ -31,6 +31,12 @@ garbage are never collected while frozen, so the policy here is:
   ``fork`` (~7 ms) instead of the pass, and the pass itself only when the copy found garbage worth it.
   The answer comes a round or two later; the same back-off applies to the probes (each costs a core
   for the length of a pass);
+- in the first round with no growth after a storm, when at least ``min_tail`` connections arrived
+  since the last freeze: collect the young generations, then freeze. A storm's last round mostly
+  brings fewer than ``min_growth`` connections, so its state stayed out of every freeze until a
+  full pass of CPython's own walked it in steady state (~28,000 objects, 17-75 ms, in one of every
+  few 10,000-client runs: ``bench/NOTES.md``, issue 12's twelfth pass); frozen as the storm settles,
+  that pass never walks them. A tail below ``min_tail`` costs a pass of about ``min_survivor_pause``;
 - in any other round, when CPython ran a full pass of its own since the last round that took at
   least ``min_survivor_pause`` and freed next to nothing (``service.gc_watch``): freeze its survivors.
   They are alive by definition; left unfrozen, every later full pass walks them again. After a storm,
@@ -56,10 +62,10 @@ __all__ = ["FreezeAction", "GcApi", "GcProbe", "HeapFreezer"]
 
 log = structlog.get_logger(__name__)
 
-FreezeAction = Literal["freeze", "refreeze", "fork", "probe", "survivors"]
-"""What a round did: froze new connections, ran a full pass and froze again, handed that pass to a
-forked copy, learnt from the copy that it would free next to nothing (and skipped it), or froze what
-a fruitless full pass of CPython's own had just walked."""
+FreezeAction = Literal["freeze", "tail", "refreeze", "fork", "probe", "survivors"]
+"""What a round did: froze new connections, froze a storm's last ones once it settled, ran a full
+pass and froze again, handed that pass to a forked copy, learnt from the copy that it would free next
+to nothing (and skipped it), or froze what a fruitless full pass of CPython's own had just walked."""
 
 
 class GcApi(Protocol):
@@ -112,6 +118,7 @@ class HeapFreezer:
         "_frozen",
         "_gc",
         "_min_growth",
+        "_min_tail",
         "_previous",
         "_probe",
         "_probed_at",
@@ -127,6 +134,7 @@ class HeapFreezer:
         self,
         *,
         min_growth: int = 1000,
+        min_tail: int = 100,
         churn: float = 0.25,
         gc_api: GcApi | None = None,
         probe: GcProbe | None = None,
@@ -138,6 +146,7 @@ class HeapFreezer:
         self._watch = watch
         self._survivor_pause = min_survivor_pause
         self._min_growth = min_growth
+        self._min_tail = min_tail
         self._base_churn = self._churn = churn
         self._frozen = 0  # live connections at the last freeze
         self._closed_at = 0  # closes counted at the last refreeze (or clean probe)
@@ -170,8 +179,11 @@ class HeapFreezer:
             return "fork"
         fruitless = self._watch.take_fruitless() if self._watch is not None else 0.0
         freeze: FreezeAction
-        if connections - self._frozen >= self._min_growth:
+        unfrozen = connections - self._frozen
+        if unfrozen >= self._min_growth:
             freeze = "freeze"
+        elif self._frozen and settled and unfrozen >= self._min_tail:  # only once connections were frozen
+            freeze = "tail"
         elif self._frozen and fruitless >= self._survivor_pause:  # only once connections were frozen
             freeze = "survivors"
         else:

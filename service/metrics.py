@@ -116,7 +116,8 @@ EVENT_LOOP_LAG = Histogram(
 GC_FREEZES = Counter(
     "realtime_gc_freezes",
     "Connection state moved out of the garbage collector's full passes (GC_FREEZE): freeze per "
-    "heartbeat round that brought 1,000 new connections, refreeze (with one full collection) after a "
+    "heartbeat round that brought 1,000 new connections, tail for a storm's last ones (at least 100) in the "
+    "first round with no growth, refreeze (with one full collection) after a "
     "quarter of the frozen connections closed; with GC_FREEZE_PROBE, fork when that collection was handed "
     "to a forked copy of the process, probe when the copy found it would free next to nothing (skipped); "
     "survivors after a full collection of CPython's own that freed next to nothing.",
@@ -129,7 +130,7 @@ GC_PAUSE = Histogram(
     ["action"],
     buckets=LAG_BUCKETS,
 )
-for _action in ("freeze", "refreeze", "fork", "probe", "survivors"):
+for _action in ("freeze", "tail", "refreeze", "fork", "probe", "survivors"):
     GC_FREEZES.labels(_action)
     GC_PAUSE.labels(_action)
 LOG_RECORDS_DROPPED = Counter(
