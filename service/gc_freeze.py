@@ -31,12 +31,13 @@ garbage are never collected while frozen, so the policy here is:
   ``fork`` (~7 ms) instead of the pass, and the pass itself only when the copy found garbage worth it.
   The answer comes a round or two later; the same back-off applies to the probes (each costs a core
   for the length of a pass);
-- in the first round with no growth after a storm, when at least ``min_tail`` connections arrived
-  since the last freeze: collect the young generations, then freeze. A storm's last round mostly
-  brings fewer than ``min_growth`` connections, so its state stayed out of every freeze until a
-  full pass of CPython's own walked it in steady state (~28,000 objects, 17-75 ms, in one of every
-  few 10,000-client runs: ``bench/NOTES.md``, issue 12's twelfth pass); frozen as the storm settles,
-  that pass never walks them. A tail below ``min_tail`` costs a pass of about ``min_survivor_pause``;
+- in a round with no growth, when at least ``min_tail`` connections arrived since the last freeze
+  (the first round after a storm): collect the young generations, then freeze. A storm's last round
+  mostly brings fewer than ``min_growth`` connections, so their state stayed out of every freeze
+  until a full pass of CPython's own walked it in steady state (24,000-52,000 objects after a
+  10,000-client storm; passes of 17-75 ms in 3 of 21 steady phases: ``bench/NOTES.md``, issue 12's
+  twelfth pass); frozen as the storm settles, no pass walks them. A tail below ``min_tail`` costs a
+  pass of about ``min_survivor_pause``;
 - in any other round, when CPython ran a full pass of its own since the last round that took at
   least ``min_survivor_pause`` and freed next to nothing (``service.gc_watch``): freeze its survivors.
   They are alive by definition; left unfrozen, every later full pass walks them again. After a storm,

@@ -44,8 +44,8 @@ def test_a_storm_is_frozen_round_by_round_while_connections_arrive() -> None:
 
 def test_a_storms_last_connections_are_frozen_once_it_settles() -> None:
     """A storm's last round mostly brings fewer than ``min_growth`` connections: their state stayed
-    out of every freeze until a full pass of CPython's own walked it in steady state (~28,000 objects,
-    17-75 ms at 10,000 connections). The first round with no growth freezes them."""
+    out of every freeze until a full pass of CPython's own walked it in steady state (24,000-52,000
+    objects, 17-75 ms at 10,000 connections). The first round with no growth freezes them."""
     gc = RecordingGc()
     freezer = HeapFreezer(min_growth=1000, min_tail=100, gc_api=gc)
     assert freezer.after_round(1335, 0) == "freeze"
