@@ -33,7 +33,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import aiohttp
 import orjson
@@ -44,6 +44,7 @@ from bench.phases import Phases
 from bench.procs import Child, LoadGenPool, kill_all
 from bench.service import SERVICE_LAUNCHER, mint_tokens, service_env, service_queues, wait_service_ready
 from bench.wire import group_name, raise_fd_limit
+from service.gc_freeze import FreezeAction
 
 __all__ = ["main"]
 
@@ -247,7 +248,7 @@ class GcPause(Phases):
                         (_count(after, action, "pause_sum") - _count(before, action, "pause_sum")) * 1000, 1
                     ),
                 }
-                for action in ("freeze", "tail", "refreeze", "fork", "probe", "survivors", FULL_GC)
+                for action in (*get_args(FreezeAction), FULL_GC)
             }
             result = {
                 "mode": mode,

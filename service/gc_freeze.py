@@ -183,9 +183,11 @@ class HeapFreezer:
         unfrozen = connections - self._frozen
         if unfrozen >= self._min_growth:
             freeze = "freeze"
-        elif self._frozen and settled and unfrozen >= self._min_tail:  # only once connections were frozen
+        elif not self._frozen:
+            return None  # the rules below apply only once connections were frozen
+        elif settled and unfrozen >= self._min_tail:
             freeze = "tail"
-        elif self._frozen and fruitless >= self._survivor_pause:  # only once connections were frozen
+        elif fruitless >= self._survivor_pause:
             freeze = "survivors"
         else:
             return None

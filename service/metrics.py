@@ -7,9 +7,11 @@ small closed sets (transport, protocol, reason); never a connection id, region o
 from __future__ import annotations
 
 import asyncio
+from typing import get_args
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
+from service.gc_freeze import FreezeAction
 from service.gc_watch import GcWatch
 from service.loop_lag import LAG_BUCKETS
 
@@ -130,7 +132,7 @@ GC_PAUSE = Histogram(
     ["action"],
     buckets=LAG_BUCKETS,
 )
-for _action in ("freeze", "tail", "refreeze", "fork", "probe", "survivors"):
+for _action in get_args(FreezeAction):
     GC_FREEZES.labels(_action)
     GC_PAUSE.labels(_action)
 LOG_RECORDS_DROPPED = Counter(
