@@ -19,14 +19,17 @@ DESCRIPTION = (
     "``python -m bench``: the fan-out benchmark, one server process at a time, against one load generator."
 )
 RESULTS = Path(__file__).resolve().parent / "results"
-SERVERS = ("service", "service-msgpack", "socketio", "raw", "raw-stream")
-DEFAULT_SERVERS = SERVERS[:4]  # raw-stream (the floor reading a stream, as the service does): opt-in
+SERVERS = ("service", "service-msgpack", "socketio", "raw", "raw-stream", "raw-logged")
+# raw-stream (the floor reading a stream, as the service does) and raw-logged (reading a classic queue
+# while the broker also writes the stream, unread): opt-in
+DEFAULT_SERVERS = SERVERS[:4]
 LABELS = {
     "service": "this service (SignalR JSON)",
     "service-msgpack": "this service (SignalR MessagePack)",
     "socketio": "python-socketio 5 (AsyncServer, aiohttp)",
     "raw": "raw aiohttp floor",
     "raw-stream": "raw aiohttp floor, stream source",
+    "raw-logged": "raw aiohttp floor, classic queue + stream written",
 }
 WORKLOADS = ("W1", "W2", "W3")
 

@@ -66,6 +66,9 @@ class Run(Phases):
             module = "bench.servers.socketio_server" if name == "socketio" else "bench.servers.raw"
             argv = [self.python, "-m", module, "--port", str(port), "--amqp", options.amqp, "--queue", queue]
             argv += ["--exchange", exchange] + (["--stream"] if name == "raw-stream" else [])
+            if name == "raw-logged":  # the stream the service keeps, written by the broker and never read
+                argv += ["--keep-stream", f"{prefix}.log"]
+                cleanup_queues.append(f"{prefix}.log")
             if options.prefetch is not None:
                 argv += ["--prefetch", str(options.prefetch)]
         env["PYTHONPATH"] = str(ROOT)
@@ -82,7 +85,11 @@ class Run(Phases):
             result["loadgen_procs"] = len(loadgen.members)
             await asyncio.sleep(1.0)
             result["rss_before_kb"] = server.rss_kb()
-            kind = "signalr" if name.startswith("service") else name.removesuffix("-stream")
+            kind = (
+                "signalr"
+                if name.startswith("service")
+                else name.removesuffix("-stream").removesuffix("-logged")
+            )
             spec: dict[str, Any] = {
                 "kind": kind,
                 "protocol": "messagepack" if name == "service-msgpack" else "json",

@@ -5,6 +5,11 @@ single worker drains an in-memory inbox), and ack after hand-off — but one ``b
 ``multiple=True`` per drained batch instead of one per message, so the floor is the best this stack
 can do.
 
+``--keep-stream NAME``: a stream declared as ``--stream`` declares its queue, bound to the same exchange and
+never read: the broker writes every event twice, as it does for the service, which keeps that stream
+as its log, while this server reads the classic queue. What a design costs that reads live events from
+a classic queue and keeps the stream only for resuming (``raw-logged`` in ``bench``).
+
 ``--stream``: the queue is a RabbitMQ stream read from ``next``, as the service reads its source
 (durable, the service's default retention, prefetch 1,000 = its ``PREFETCH_COUNT``, credit by an
 ``ack(multiple=True)`` every half window and whenever the inbox empties). A stream costs the broker
@@ -46,6 +51,7 @@ def add_feed_arguments(parser: object) -> None:
     add("--queue", required=True)
     add("--prefetch", type=int, help=f"default {CLASSIC_PREFETCH}; with --stream {STREAM_PREFETCH}")
     add("--stream", action="store_true", help="read a RabbitMQ stream (as the service does), not a queue")
+    add("--keep-stream", metavar="NAME", help="also bind a stream NAME to the exchange, never read")
 
 
 def default_stream_arguments() -> dict[str, Any]:
@@ -74,8 +80,10 @@ class Feed:
         handler: Handler,
         *,
         stream: bool = False,
+        keep_stream: str | None = None,
     ) -> None:
         self._url = url
+        self._keep_stream = keep_stream
         self._exchange = exchange
         self._queue = queue
         self._stream = stream
@@ -103,6 +111,11 @@ class Feed:
                 self._queue, auto_delete=True, arguments={"x-expires": 60_000}
             )
         await queue.bind(exchange, routing_key="#")
+        if self._keep_stream is not None:
+            kept = await channel.declare_queue(
+                self._keep_stream, durable=True, arguments=default_stream_arguments()
+            )
+            await kept.bind(exchange, routing_key="#")
         self._worker = asyncio.create_task(self._work())
         await queue.consume(self._on_message, arguments={"x-stream-offset": "next"} if self._stream else None)
 

@@ -50,7 +50,15 @@ def build_app(args: argparse.Namespace) -> web.Application:
             if not transport.is_closing():
                 transport.write(frame)
 
-    feed = Feed(args.amqp, args.exchange, args.queue, args.prefetch, on_event, stream=args.stream)
+    feed = Feed(
+        args.amqp,
+        args.exchange,
+        args.queue,
+        args.prefetch,
+        on_event,
+        stream=args.stream,
+        keep_stream=args.keep_stream,
+    )
 
     app = web.Application()
     app.router.add_get("/ws", websocket)
