@@ -188,7 +188,9 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--exchange", default="")
     parser.add_argument("--queue", default="")
     parser.add_argument("--prefetch", type=int, default=100)
-    parser.add_argument("--stream", action="store_true")  # bench.servers.feed's flag (the raw floor's)
+    # bench.servers.feed's flags (the raw floor reads them): never set here, but build_app looks for them.
+    parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--keep-stream", default=None)
     args = parser.parse_args(argv)
     if args.trace:
         tracemalloc.start(args.frames)
