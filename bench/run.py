@@ -85,11 +85,7 @@ class Run(Phases):
             result["loadgen_procs"] = len(loadgen.members)
             await asyncio.sleep(1.0)
             result["rss_before_kb"] = server.rss_kb()
-            kind = (
-                "signalr"
-                if name.startswith("service")
-                else name.removesuffix("-stream").removesuffix("-logged")
-            )
+            kind = "signalr" if name.startswith("service") else name.split("-")[0]  # raw-stream: a raw client
             spec: dict[str, Any] = {
                 "kind": kind,
                 "protocol": "messagepack" if name == "service-msgpack" else "json",

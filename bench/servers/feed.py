@@ -102,20 +102,22 @@ class Feed:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
         exchange = await channel.declare_exchange(self._exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        if self._stream:  # no auto-delete, no x-expires on a stream: the benchmark deletes it
-            queue = await channel.declare_queue(
-                self._queue, durable=True, arguments=default_stream_arguments()
-            )
+
+        async def stream(name: str) -> aio_pika.abc.AbstractQueue:
+            # No auto-delete, no x-expires on a stream: the benchmark deletes it.
+            declared = await channel.declare_queue(name, durable=True, arguments=default_stream_arguments())
+            await declared.bind(exchange, routing_key="#")
+            return declared
+
+        if self._stream:
+            queue = await stream(self._queue)
         else:
             queue = await channel.declare_queue(
                 self._queue, auto_delete=True, arguments={"x-expires": 60_000}
             )
-        await queue.bind(exchange, routing_key="#")
+            await queue.bind(exchange, routing_key="#")
         if self._keep_stream is not None:
-            kept = await channel.declare_queue(
-                self._keep_stream, durable=True, arguments=default_stream_arguments()
-            )
-            await kept.bind(exchange, routing_key="#")
+            await stream(self._keep_stream)
         self._worker = asyncio.create_task(self._work())
         await queue.consume(self._on_message, arguments={"x-stream-offset": "next"} if self._stream else None)
 
