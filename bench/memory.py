@@ -182,16 +182,17 @@ def _serve(argv: list[str]) -> int:
     parser.add_argument("--server", choices=SERVERS, required=True)
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--frames", type=int, default=1)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--amqp", default="")
-    parser.add_argument("--exchange", default="")
-    parser.add_argument("--queue", default="")
-    parser.add_argument("--prefetch", type=int, default=100)
-    # bench.servers.feed's flags (the raw floor reads them): never set here, but build_app looks for them.
-    parser.add_argument("--stream", action="store_true")
-    parser.add_argument("--keep-stream", default=None)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    # The rest is the server's own: the raw floor's are bench.servers.feed's flags (its build_app reads
+    # them all); the service is configured by its environment and only listens on --port.
+    server_parser = argparse.ArgumentParser(prog=f"python -m bench.memory serve --server {args.server}")
+    if args.server == "raw":
+        from bench.servers.feed import add_feed_arguments
+
+        add_feed_arguments(server_parser)
+    else:
+        server_parser.add_argument("--port", type=int, required=True)
+    server_parser.parse_args(rest, namespace=args)
     if args.trace:
         tracemalloc.start(args.frames)
     raise_fd_limit()
