@@ -29,7 +29,7 @@ from structlog.contextvars import bind_contextvars, bound_contextvars, reset_con
 
 from config.settings import Settings, Transport
 from service.auth import ConnectionTickets, Principal, TokenValidator
-from service.connections import ConnectionManager, ConnectionState, HttpConnection
+from service.connections import ConnectionManager, ConnectionState, HttpConnection, Sink
 from service.protocol import (
     AvailableTransport,
     NegotiateError,
@@ -245,11 +245,17 @@ class HubEndpoint:
         connection = self._manager.get(token)
         if connection is None:
             raise ConnectionNotFoundError()
-        if connection.principal.subject != principal.subject:
-            # Only the user who negotiated a connection may use it (its token may have leaked).
-            log.warning("connection.user_mismatch", connectionId=connection.connection_id)
-            raise ConnectionOfAnotherUserError()
+        _check_owner(connection, principal)
         return connection
+
+    def _lookup_draining(self, principal: Principal, token: str) -> Sink:
+        """The sink of a closed connection whose last bytes still wait for its own user."""
+        draining = self._manager.get_draining(token)
+        if draining is None:
+            raise ConnectionNotFoundError()
+        connection, sink = draining
+        _check_owner(connection, principal)
+        return sink
 
     def _open(
         self, request: web.Request, principal: Principal, transport: Transport
@@ -273,10 +279,9 @@ class HubEndpoint:
             try:
                 connection = self._lookup(principal, token)
             except ConnectionNotFoundError:
-                draining = self._manager.get_draining(token)
-                if draining is not None and transport is Transport.LONG_POLLING:
-                    return serve_final_poll(self._manager, token, draining[1])
-                raise
+                if transport is not Transport.LONG_POLLING:
+                    raise
+                return serve_final_poll(self._manager, token, self._lookup_draining(principal, token))
             bound = bind_contextvars(connectionId=connection.connection_id)
             try:
                 self._continue(connection, principal, transport)
@@ -364,8 +369,7 @@ class HubEndpoint:
         try:
             connection = self._lookup(principal, token)
         except ConnectionNotFoundError:
-            if self._manager.get_draining(token) is None:
-                raise
+            self._lookup_draining(principal, token)
             self._manager.forget_draining(token)
             return web.Response(status=202, content_type="text/plain")
         if connection.transport is not Transport.LONG_POLLING:
@@ -374,3 +378,10 @@ class HubEndpoint:
             log.info("connection.delete")
             self._manager.dispose(connection, "client")
         return web.Response(status=202, content_type="text/plain")
+
+
+def _check_owner(connection: HttpConnection, principal: Principal) -> None:
+    """Only the user who negotiated a connection may use it, open or closing (its token may have leaked)."""
+    if connection.principal.subject != principal.subject:
+        log.warning("connection.user_mismatch", connectionId=connection.connection_id)
+        raise ConnectionOfAnotherUserError()
