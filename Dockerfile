@@ -23,6 +23,8 @@ RUN /opt/venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('
 COPY README.md ./
 COPY service ./service
 COPY consumers ./consumers
+COPY broker ./broker
+COPY publisher ./publisher
 COPY schemas ./schemas
 COPY config ./config
 RUN /opt/venv/bin/pip install --no-deps . \

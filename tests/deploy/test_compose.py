@@ -7,12 +7,14 @@ fails under ``CI=true`` with the package to install, and skips with that message
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import json
 import os
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -231,3 +233,27 @@ def test_dockerfile_is_slim_non_root_and_health_checked() -> None:
     for source in sources:
         assert source in allowed, f"COPY {source}: excluded by .dockerignore"
         assert (ROOT / source).exists(), source
+
+    # The image holds every package the wheel ships, and every first-party package those import
+    # (a package left out builds fine and passes `--help`, then `serve` dies on its first import).
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    packaged = {pattern.removesuffix("*") for pattern in setuptools["packages"]["find"]["include"]}
+    assert packaged <= set(sources), f"packaged but not copied into the image: {packaged - set(sources)}"
+    imported = {
+        name
+        for package in packaged
+        for module in (ROOT / package).rglob("*.py")
+        for name in _top_level_imports(module)
+        if (ROOT / name / "__init__.py").exists()
+    }
+    assert imported <= set(sources), f"imported but not copied into the image: {imported - set(sources)}"
+
+
+def _top_level_imports(module: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
