@@ -336,6 +336,10 @@ class HubConnection:
             return
         if replay.lossy:
             log.info("connection.resume_refused", reason="replay_buffer_overflow")
+            # The client drops everything after a reconnect until a Sequence arrives (MessageBuffer in
+            # every official client), so the Close must follow one. Its id is the first the client
+            # has not acked: no more than it received, so the client accepts it and reads the Close.
+            self._write(Outgoing(protocol.write(SequenceMessage(replay.acked_through + 1))))
             self.close(
                 error=f"{_CLOSED_WITH_ERROR} Messages were dropped while the connection was away.",
                 allow_reconnect=True,

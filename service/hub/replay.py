@@ -6,8 +6,9 @@ id) followed by every unacked message; the receiver skips the ones it already pr
 
 Rule: memory is bounded by ``limit`` bytes. ASP.NET makes senders wait for acks when the buffer is
 full; a group send here never waits, so the oldest entries are dropped instead and the buffer is
-marked ``lossy``: a resume from a lossy buffer would silently miss messages, so the hub refuses it
-and the client falls back to a fresh connection (and rejoins its groups).
+``lossy`` while the client has not acked everything dropped: a resume then would silently miss
+messages, so the hub refuses it and the client falls back to a fresh connection (and rejoins its
+groups).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ __all__ = ["ReplayBuffer"]
 
 class ReplayBuffer:
     __slots__ = (
+        "_acked_through",
+        "_dropped_through",
         "_entries",
         "_last_acked_received",
         "_last_processed",
         "_next_incoming",
         "buffered_bytes",
         "limit",
-        "lossy",
         "total_sent",
     )
 
@@ -36,7 +38,8 @@ class ReplayBuffer:
         self._entries: deque[tuple[int, bytes]] = deque()
         self.buffered_bytes = 0
         self.total_sent = 0
-        self.lossy = False
+        self._dropped_through = 0  # the newest id dropped unacked to stay under the limit
+        self._acked_through = 0
         # Receiving side: ids of the peer's trackable messages.
         self._next_incoming = 1
         self._last_processed = 0
@@ -50,9 +53,8 @@ class ReplayBuffer:
         self._entries.append((self.total_sent, payload))
         self.buffered_bytes += len(payload)
         while self.buffered_bytes > self.limit and self._entries:
-            _, dropped = self._entries.popleft()
+            self._dropped_through, dropped = self._entries.popleft()
             self.buffered_bytes -= len(dropped)
-            self.lossy = True
 
     def ack(self, sequence_id: int) -> None:
         """The peer processed everything up to ``sequence_id``: forget it."""
@@ -60,9 +62,16 @@ class ReplayBuffer:
         while entries and entries[0][0] <= sequence_id:
             _, payload = entries.popleft()
             self.buffered_bytes -= len(payload)
-        if sequence_id >= self.total_sent:
-            # Everything we ever sent is acknowledged: whatever was dropped is no longer missed.
-            self.lossy = False
+        self._acked_through = max(self._acked_through, sequence_id)
+
+    @property
+    def lossy(self) -> bool:
+        """Whether a message the peer has not acked was dropped (an ack past it means it arrived)."""
+        return self._dropped_through > self._acked_through
+
+    @property
+    def acked_through(self) -> int:
+        return self._acked_through
 
     def resend(self) -> tuple[int, list[bytes]]:
         """After a resume: the Sequence id to announce and the payloads to send again, in order."""

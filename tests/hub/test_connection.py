@@ -248,14 +248,34 @@ async def test_a_resume_after_the_replay_buffer_overflowed_is_refused() -> None:
         hub.lifetime.send_group("dispatch/a", "E", "x" * 20 + str(n))
     second = RecordingSink()
     hub.manager.attach(connection, Transport.WEBSOCKETS, second)
+    # A Sequence first: the official clients drop whatever precedes it after a reconnect.
     assert second.json_records() == [
+        {"type": 9, "sequenceId": 1},
         {
             "type": 7,
             "error": "Connection closed with an error. Messages were dropped while the connection was away.",
             "allowReconnect": True,
-        }
+        },
     ]
     assert connection.close_reason == "resume_lossy"
+
+
+async def test_a_resume_after_an_overflow_the_client_had_acked_replays_the_rest() -> None:
+    hub = HubHarness(replay_buffer_size=100)
+    connection, sink = await hub.connect(STATEFUL_HANDSHAKE, stateful_reconnect=True)
+    hub.lifetime.add_to_group(connection.connection_id, "dispatch/a")
+    for n in range(8):
+        hub.lifetime.send_group("dispatch/a", "E", str(n))  # ids 1-8, the oldest dropped
+    await hub.send_json(connection, {"type": 8, "sequenceId": 6})  # the client got up to 6
+    hub.manager.detach(connection, sink, keep_alive=True)
+    second = RecordingSink()
+    hub.manager.attach(connection, Transport.WEBSOCKETS, second)
+    assert second.json_records() == [
+        {"type": 9, "sequenceId": 7},
+        {"type": 1, "target": "E", "arguments": ["6"]},
+        {"type": 1, "target": "E", "arguments": ["7"]},
+    ]
+    assert connection.close_reason is None
 
 
 async def test_without_stateful_reconnect_a_version_2_handshake_is_not_resumable() -> None:

@@ -26,6 +26,21 @@ def test_replay_buffer_numbers_acks_resends_and_bounds() -> None:
     assert not buffer.lossy
 
 
+def test_an_ack_past_every_dropped_message_clears_lossy_under_steady_traffic() -> None:
+    buffer = ReplayBuffer(limit=100)
+    for _ in range(8):
+        buffer.record_sent(b"x" * 20)  # ids 1-3 dropped to stay under the limit
+    assert buffer.lossy
+    buffer.ack(2)
+    assert buffer.lossy  # id 3 was dropped and never acked
+    buffer.ack(7)  # the newest (8) is still in flight, as it always is while events flow
+    buffer.record_sent(b"x" * 20)
+    assert not buffer.lossy
+    assert buffer.resend() == (8, [b"x" * 20, b"x" * 20])
+    buffer.ack(5)  # a stale ack changes nothing
+    assert (buffer.acked_through, buffer.lossy) == (7, False)
+
+
 def test_replay_buffer_receiving_side_skips_duplicates() -> None:
     buffer = ReplayBuffer(limit=100)
     assert [buffer.should_process() for _ in range(3)] == [True, True, True]

@@ -180,6 +180,36 @@ async def test_stateful_reconnect_resumes_same_connection_without_loss(
     assert not [e for e in client.received() if e["event"] in ("close", "reconnecting")]
 
 
+async def test_a_stateful_resume_that_would_lose_events_tells_the_client_and_it_reconnects_afresh(
+    js: NodeDriver, token_factory: TokenFactory
+) -> None:
+    settings = hub_settings(token_factory, hub_stateful_reconnect_buffer_size=1_024)
+    async with running_service(settings) as service:
+        lifetime = service.runtime.lifetime
+        client = await js.connect(
+            service.hub_url,
+            token_factory.dispatcher(),
+            statefulReconnect=True,
+            automaticReconnect=[0, 500, 1000],
+            listen=LISTEN,
+        )
+        await client.invoke("JoinDispatchGroup", "north-america")
+        connection = _server_connection(service, client.connection_id)
+        sink = connection.sink  # type: ignore[attr-defined]
+        assert isinstance(sink, WebSocketSink)
+        sink.abort()
+        for index in range(20):  # far over 1,024 bytes while the socket is gone: the oldest are dropped
+            lifetime.send_groups(["dispatch/north-america"], "JobAssigned", _event(index))
+        # The reason reaches the application (it used to be dropped, sent before the Sequence) …
+        reconnecting = await client.next_event("reconnecting", timeout=10)
+        assert "Messages were dropped while the connection was away" in reconnecting["error"]
+        # … and the client starts a new connection instead of silently carrying on with a gap.
+        reconnected = await client.next_event("reconnected", timeout=10)
+        assert reconnected["connectionId"] != client.connection_id
+        assert not [e for e in client.received() if e["event"] == "message"]
+        await client.stop()
+
+
 async def test_token_expiry_closes_with_reconnect_allowed(
     js: NodeDriver, token_factory: TokenFactory
 ) -> None:
