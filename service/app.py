@@ -141,7 +141,9 @@ def create_app(
     app[HUB] = runtime
     health.add_check("accepting_connections", lambda: runtime.accepting)
     app.add_routes(health.routes())
-    hub_paths = (f"{settings.hub_path}/negotiate", settings.hub_path)
+    # The JS client given a hub URL ending in "/" negotiates at ".../negotiate" and connects at ".../"
+    # (HttpConnection's URL resolution), so the connection endpoint answers on both spellings.
+    hub_paths = (f"{settings.hub_path}/negotiate", settings.hub_path, f"{settings.hub_path}/")
     CorsPolicy(frozenset(settings.cors_origins)).install(app, paths=hub_paths)
 
     async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -186,7 +188,8 @@ def create_app(
         await shutdown.begin(runtime)  # already done when service.serving drained before
 
     app.router.add_route("*", hub_paths[0], endpoint.negotiate)
-    app.router.add_route("*", hub_paths[1], endpoint.connect)
+    for path in hub_paths[1:]:
+        app.router.add_route("*", path, endpoint.connect)
     app.cleanup_ctx.append(auth_ctx)
     app.cleanup_ctx.append(loop_lag_ctx)
     app.cleanup_ctx.append(heartbeat_ctx)

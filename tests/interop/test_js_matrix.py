@@ -145,6 +145,20 @@ async def test_automatic_reconnect_after_server_restart(
         await second_context.__aexit__(None, None, None)  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("transport", ["WebSockets", "ServerSentEvents", "LongPolling"])
+async def test_a_hub_url_with_a_trailing_slash_works(
+    service: RunningService, js: NodeDriver, token_factory: TokenFactory, transport: str
+) -> None:
+    client = await js.connect(
+        service.hub_url + "/", token_factory.dispatcher(), transport=transport, listen=LISTEN
+    )
+    await client.invoke("JoinDispatchGroup", "north-america")
+    event = _event(1)
+    assert service.runtime.lifetime.send_groups(["dispatch/north-america"], "JobAssigned", event) == 1
+    assert (await client.next_message("JobAssigned"))["args"] == [event]
+    await client.stop()
+
+
 @pytest.mark.parametrize("protocol", ["json", "messagepack"])
 async def test_stateful_reconnect_resumes_same_connection_without_loss(
     service: RunningService, js: NodeDriver, token_factory: TokenFactory, protocol: str
