@@ -6,7 +6,10 @@ entries, by bytes of payload, and by age — whichever bites first drops the old
 
 Rule: no I/O and no clock of its own beyond the one it is given; entries are kept in offset order,
 and a lookup by offset is O(1) while the log is contiguous (it is: a stream gives every message an
-offset, one after the other), with a binary search as the fallback.
+offset, one after the other), with a binary search as the fallback. A replay reads only the
+entries of the groups it asks for, from an index of offsets per group: its cost follows what it
+returns (at most the replay cap), not the size of the history, so that a client calling ``Resume``
+from its oldest position into a quiet group cannot make the process scan 200,000 entries per call.
 
 Entries are kept as plain tuples of ints, strings, bytes and floats, which CPython's cyclic garbage
 collector stops tracking after their first collection (only exact tuples of untracked items are
@@ -20,7 +23,8 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable, Iterator, Set
+from collections import deque
+from collections.abc import Callable, Set
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -104,6 +108,7 @@ class History:
         self._clock = clock
         self._entries: list[_Row] = []
         self._start = 0  # index of the oldest live entry (the list is compacted now and then)
+        self._by_group: dict[str, deque[int]] = {}  # offsets of each group's targeted entries
         self.size_bytes = 0
 
     def __len__(self) -> int:
@@ -136,6 +141,13 @@ class History:
             float(min(at, now)),
         )
         entries.append(row)
+        if record.target is not None:
+            by_group = self._by_group
+            for group in record.groups:
+                offsets = by_group.get(group)
+                if offsets is None:
+                    by_group[group] = offsets = deque()
+                offsets.append(record.offset)
         self.size_bytes += _ENTRY_OVERHEAD + (len(payload) if payload else 0)
         self._evict(now)
         return _entry(row)
@@ -154,17 +166,29 @@ class History:
             or self.size_bytes > self._max_bytes
             or entries[start][_AT] < oldest_allowed
         ):
-            payload = entries[start][_PAYLOAD]
+            row = entries[start]
+            payload = row[_PAYLOAD]
             self.size_bytes -= _ENTRY_OVERHEAD + (len(payload) if payload else 0)
+            if row[_TARGET] is not None and row[_GROUPS]:
+                self._unindex(row)
             start += 1
         if start > 4096 and start * 2 > len(entries):
             del entries[:start]
             start = 0
         self._start = start
 
+    def _unindex(self, row: _Row) -> None:
+        by_group = self._by_group
+        for group in row[_GROUPS].split(_SEP):
+            offsets = by_group[group]
+            offsets.popleft()  # the oldest of its group: entries leave in offset order
+            if not offsets:
+                del by_group[group]
+
     def clear(self) -> None:
         self._entries.clear()
         self._start = 0
+        self._by_group.clear()
         self.size_bytes = 0
 
     def _index(self, offset: int) -> int | None:
@@ -199,17 +223,19 @@ class History:
             return ReplayMiss(Miss.WINDOW if after.offset < self._entries[-1][_OFFSET] else Miss.AHEAD)
         if self._entries[index][_CHECK] != after.check:
             return ReplayMiss(Miss.EPOCH)
-        found: list[HistoryEntry] = []
-        for row in self._iter_from(index + 1):
-            if row[_OFFSET] > through:
-                break
-            if row[_TARGET] is not None and not groups.isdisjoint(_groups(row)):
-                if len(found) >= cap:
-                    return ReplayMiss(Miss.CAP)
-                found.append(_entry(row))
+        wanted: set[int] = set()
+        for group in groups:
+            # Newest first, stopping at the position: only what is returned (or one past the cap) is read.
+            for offset in reversed(self._by_group.get(group, ())):
+                if offset <= after.offset:
+                    break
+                if offset <= through:
+                    wanted.add(offset)
+                    if len(wanted) > cap:
+                        return ReplayMiss(Miss.CAP)
+        found = []
+        for offset in sorted(wanted):
+            found_index = self._index(offset)
+            assert found_index is not None  # the index holds live entries only
+            found.append(_entry(self._entries[found_index]))
         return found
-
-    def _iter_from(self, index: int) -> Iterator[_Row]:
-        entries = self._entries
-        for position in range(index, len(entries)):
-            yield entries[position]
