@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+from dotenv import dotenv_values
 from pydantic import AnyUrl, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -59,6 +60,15 @@ def _default_config_file() -> tuple[str, ...]:
         return (explicit,)
     local = Path("config/local.env")
     return (str(local),) if local.is_file() else ()
+
+
+def env_file_values() -> dict[str, str]:
+    """The env file's settings (``CONFIG_FILE`` or ``config/local.env``), for a launcher that picks
+    values before the service reads its ``Settings`` (``make run``), so that the file counts there too."""
+    values: dict[str, str] = {}
+    for path in _default_config_file():
+        values.update({k.upper(): v for k, v in dotenv_values(path).items() if v is not None})
+    return values
 
 
 class Settings(BaseSettings):

@@ -1,5 +1,8 @@
 """``make run``: the service on this machine, in development auth mode, with a broker, ready to try.
 
+Settings come from the environment, then the env file (``CONFIG_FILE`` or ``config/local.env``), as
+for the service itself.
+
 1. A broker: ``RABBITMQ_URL`` if set; else one on 127.0.0.1:5672; else a private ``rabbitmq-server``
    node under ``.local/rabbitmq`` (port 5673, data kept between runs, stopped when this exits).
 2. Tokens from the development key in ``.dev/`` (the service uses the same key), printed with the
@@ -13,11 +16,10 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from config.settings import LogFormat
+from config.settings import LogFormat, env_file_values
 from devkit.local_broker import PrivateBroker, port_open
 from service.auth import DevIssuer
 from service.logs import configure_logging
@@ -26,6 +28,13 @@ __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_NODE_PORT = 5673
+DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/"  # the publisher's default too
+# The contractor the printed token is for, fixed so that the README's publish command reaches it.
+DEV_CONTRACTOR_ID = "3b241101-e2bb-4255-8caf-4136c566a962"
+
+
+def _setting(name: str, default: str) -> str:
+    return os.environ.get(name) or env_file_values().get(name) or default
 
 
 def _say(text: str = "") -> None:
@@ -33,14 +42,14 @@ def _say(text: str = "") -> None:
 
 
 def _broker() -> tuple[str, PrivateBroker | None]:
-    explicit = os.environ.get("RABBITMQ_URL")
+    explicit = _setting("RABBITMQ_URL", "")
     if explicit:
         parts = urlsplit(explicit)
         if not port_open(parts.port or 5672, parts.hostname or "127.0.0.1"):
             sys.exit(f"RABBITMQ_URL={explicit} does not answer; start that broker or unset RABBITMQ_URL")
         return explicit, None
     if port_open(5672):
-        return "amqp://guest:guest@127.0.0.1:5672/", None
+        return DEFAULT_BROKER, None
     try:
         node = PrivateBroker(
             ROOT / ".local" / "rabbitmq", port=LOCAL_NODE_PORT, node="realtime-dev@localhost"
@@ -56,12 +65,12 @@ def _broker() -> tuple[str, PrivateBroker | None]:
 
 
 def main() -> int:
-    port = os.environ.get("HTTP_PORT", "5004")
-    key_dir = Path(os.environ.get("AUTH_DEV_KEY_DIR", ROOT / ".dev"))
+    port = _setting("HTTP_PORT", "5004")
+    key_dir = Path(_setting("AUTH_DEV_KEY_DIR", str(ROOT / ".dev")))
     configure_logging("INFO", LogFormat.CONSOLE)  # this launcher's own log lines, on stderr
     url, node = _broker()
     issuer = DevIssuer(key_dir)
-    contractor_id = str(uuid.uuid4())
+    contractor_id = DEV_CONTRACTOR_ID
     tokens = {
         "dispatcher (north-america)": issuer.mint(
             subject="dev-dispatcher", roles=["Dispatcher"], regions=["north-america"], ttl_seconds=8 * 3600
@@ -81,7 +90,7 @@ def main() -> int:
         _say(f"  Token, {who}:\n    {token}")
     _say()
     _say("  Publish events from another terminal:")
-    broker_env = f"RABBITMQ_URL={url} " if node is not None or "RABBITMQ_URL" in os.environ else ""
+    broker_env = f"RABBITMQ_URL={url} " if url != DEFAULT_BROKER else ""
     _say(f"    {broker_env}.venv/bin/python -m publisher recommendation-ready --region north-america")
     _say(
         f"    {broker_env}.venv/bin/python -m publisher job-assigned --region north-america "
@@ -94,8 +103,8 @@ def main() -> int:
         "AUTH_DEV_KEY_DIR": str(key_dir),
         "RABBITMQ_URL": url,
         "HTTP_PORT": port,
-        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "console"),
-        "INSTANCE_ID": os.environ.get("INSTANCE_ID", "dev"),
+        "LOG_FORMAT": _setting("LOG_FORMAT", "console"),
+        "INSTANCE_ID": _setting("INSTANCE_ID", "dev"),
     }
     service = subprocess.Popen([sys.executable, "-m", "service"], env=env, cwd=ROOT)
 
