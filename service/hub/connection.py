@@ -78,6 +78,7 @@ class HubConnection:
         "client_timeout_armed",
         "closed",
         "connection",
+        "dispatching",
         "handshake_deadline",
         "last_received",
         "last_written",
@@ -101,6 +102,9 @@ class HubConnection:
         # HubConnectionContext: the client timeout starts with the client's first Ping, so clients
         # that never ping (long polling) are not dropped.
         self.client_timeout_armed = False
+        # While a method runs, nothing is read (Pings included), so the client timeout stops, as
+        # ASP.NET's HubConnectionHandler does around each dispatch, and restarts when it returns.
+        self.dispatching = False
         self.closed = False
         # The heartbeat skips this connection until then (see tick); 0: at its next round.
         self.next_visit = 0.0
@@ -146,7 +150,12 @@ class HubConnection:
                 message = reader.next_message()
                 if message is None:
                     break
-                await self._dispatch(message)
+                self.dispatching = True
+                try:
+                    await self._dispatch(message)
+                finally:
+                    self.dispatching = False
+                    self.last_received = self._services.clock.now
                 self._turn_left -= 1
                 if self._turn_left <= 0:
                     self._turn_left = self._services.options.messages_per_turn
@@ -383,7 +392,9 @@ class HubConnection:
                 self.close(allow_reconnect=True, reason="token_expired")
                 return
             visit = min(visit, now + expires_in)
-        if self.client_timeout_armed:
+        if self.client_timeout_armed and self.dispatching:
+            visit = min(visit, now + options.client_timeout)  # it restarts no later than now
+        elif self.client_timeout_armed:
             if now - self.last_received > options.client_timeout:
                 self.close(
                     error=f"{_CLOSED_WITH_ERROR} Client hasn't sent a message/ping within the configured "

@@ -159,6 +159,26 @@ async def test_resume_waits_for_this_instance_to_reach_the_callers_position() ->
     }
 
 
+async def test_the_client_timeout_does_not_run_while_its_resume_waits() -> None:
+    """The connection reads nothing while a method runs, so its Pings wait too: ASP.NET stops the
+    client timeout around each dispatch (HubConnectionHandler), so must we, or a Resume waiting
+    longer than the timeout closes the very connection it is resuming."""
+    hub = HubHarness(resume_wait_seconds=5, client_timeout=10.0, keep_alive=100.0)
+    _feed(hub, _record(1, NA))
+    connection, sink = await _tracking(hub)
+    await hub.send_json(connection, {"type": 6})  # arms the client timeout
+    pending = asyncio.create_task(_resume(hub, connection, sink, [NA], _pos(3)))
+    await asyncio.sleep(0)
+    hub.tick(11)
+    assert connection.close_reason is None
+    _feed(hub, _record(2, NA), _record(3, NA))
+    assert (await asyncio.wait_for(pending, 1))["recovered"]
+    hub.tick(9)  # counted again from the end of the call
+    assert connection.close_reason is None
+    hub.tick(2)
+    assert connection.close_reason == "client_timeout"
+
+
 async def test_a_position_this_instance_never_reaches_is_answered_when_the_wait_ends() -> None:
     hub = HubHarness(resume_wait_seconds=0.05)
     _feed(hub, _record(1, NA))
