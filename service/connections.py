@@ -215,6 +215,10 @@ class ConnectionApplication(Protocol):
 
     def on_transport_attached(self, connection: HttpConnection, *, resumed: bool) -> None: ...
 
+    def can_resume(self, connection: HttpConnection) -> bool:
+        """Whether a new transport may take over ``connection`` without it missing anything."""
+        ...
+
     async def on_data(self, connection: HttpConnection, data: bytes) -> None: ...
 
     def on_transport_lost(self, connection: HttpConnection) -> None: ...
@@ -316,6 +320,10 @@ class ConnectionManager:
         connection.state = ConnectionState.ACTIVE
         self.application.on_transport_attached(connection, resumed=resumed)
         return resumed
+
+    def can_resume(self, connection: HttpConnection) -> bool:
+        """Whether a stateful reconnect may take ``connection`` over without it missing anything."""
+        return self.application.can_resume(connection)
 
     def buffer_early_input(self, connection: HttpConnection, data: bytes, *, limit: int) -> bool:
         """Keep bytes sent before any transport started; False when that would exceed ``limit``."""

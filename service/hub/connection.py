@@ -337,6 +337,11 @@ class HubConnection:
 
     # --- stateful reconnect -------------------------------------------------------------------
 
+    @property
+    def can_resume(self) -> bool:
+        """False once the replay buffer dropped a message the client had not acked."""
+        return self._replay is None or not self._replay.lossy
+
     def resume(self) -> None:
         """A new WebSocket took over: send Sequence, then everything the client has not acked."""
         replay = self._replay

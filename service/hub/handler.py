@@ -69,6 +69,10 @@ class HubConnectionHandler:
             if resumed:
                 hub_connection.resume()
 
+    def can_resume(self, connection: HttpConnection) -> bool:
+        hub_connection = self._connections.get(connection.connection_id)
+        return hub_connection is None or hub_connection.can_resume
+
     async def on_data(self, connection: HttpConnection, data: bytes) -> None:
         hub_connection = self._connections.get(connection.connection_id)
         if hub_connection is not None:

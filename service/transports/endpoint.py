@@ -51,6 +51,7 @@ from .errors import (
     HubHttpError,
     MethodNotAllowedError,
     PostToWebSocketError,
+    ResumeLossyError,
     ShuttingDownError,
     TransportChangeError,
     TransportConflictError,
@@ -295,6 +296,10 @@ class HubEndpoint:
             raise ShuttingDownError()  # negotiated before the shutdown, never started: a new connection
         if connection.transport is not None and connection.transport is not transport:
             raise TransportChangeError()
+        if connection.transport is Transport.WEBSOCKETS and not self._manager.can_resume(connection):
+            log.info("connection.resume_refused", reason="replay_buffer_overflow")
+            self._manager.dispose(connection, "resume_lossy", abort=True)
+            raise ResumeLossyError()
         if connection.state is ConnectionState.ACTIVE and transport is not Transport.LONG_POLLING:
             if not (transport is Transport.WEBSOCKETS and connection.resumable):
                 raise TransportConflictError()

@@ -28,6 +28,7 @@ __all__ = [
     "MethodNotAllowedError",
     "OriginNotAllowedError",
     "PostToWebSocketError",
+    "ResumeLossyError",
     "ShuttingDownError",
     "TooManyConnectionsError",
     "TooManyNewConnectionsError",
@@ -113,6 +114,18 @@ class ConnectionNotFoundError(HubHttpError):
 
     status = 404
     text = "No Connection with that ID"
+
+
+class ResumeLossyError(HubHttpError):
+    """A stateful reconnect after the replay buffer dropped messages the client had not acked.
+
+    Refused before the upgrade, like an unknown connection, so that the client's stateful-reconnect
+    attempt fails and it starts a new connection (its automatic reconnect): accepted and then closed,
+    the official JS client's reconnect and its automatic reconnect raced and it could end up with no
+    connection at all."""
+
+    status = 404
+    text = "Messages were dropped while the connection was away; start a new connection."
 
 
 class TransportNotSupportedError(HubHttpError):

@@ -194,7 +194,7 @@ async def test_stateful_reconnect_resumes_same_connection_without_loss(
     assert not [e for e in client.received() if e["event"] in ("close", "reconnecting")]
 
 
-async def test_a_stateful_resume_that_would_lose_events_tells_the_client_and_it_reconnects_afresh(
+async def test_a_stateful_resume_that_would_lose_events_is_refused_and_the_client_reconnects_afresh(
     js: NodeDriver, token_factory: TokenFactory
 ) -> None:
     settings = hub_settings(token_factory, hub_stateful_reconnect_buffer_size=1_024)
@@ -214,13 +214,18 @@ async def test_a_stateful_resume_that_would_lose_events_tells_the_client_and_it_
         sink.abort()
         for index in range(20):  # far over 1,024 bytes while the socket is gone: the oldest are dropped
             lifetime.send_groups(["dispatch/north-america"], "JobAssigned", _event(index))
-        # The reason reaches the application (it used to be dropped, sent before the Sequence) …
+        # The resume is refused before the upgrade, so the client starts a new connection instead of
+        # carrying on with a gap (accepted and then closed, the client's stateful reconnect and its
+        # automatic reconnect raced, and now and then it was left with no connection at all).
         reconnecting = await client.next_event("reconnecting", timeout=10)
-        assert "Messages were dropped while the connection was away" in reconnecting["error"]
-        # … and the client starts a new connection instead of silently carrying on with a gap.
+        assert reconnecting["error"] is not None
+        assert connection.close_reason == "resume_lossy"  # type: ignore[attr-defined]
         reconnected = await client.next_event("reconnected", timeout=10)
         assert reconnected["connectionId"] != client.connection_id
         assert not [e for e in client.received() if e["event"] == "message"]
+        await client.invoke("JoinDispatchGroup", "north-america")
+        assert lifetime.send_groups(["dispatch/north-america"], "JobAssigned", _event(99)) == 1
+        assert (await client.next_message("JobAssigned"))["args"][0]["seq"] == 99
         await client.stop()
 
 

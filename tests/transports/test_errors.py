@@ -24,6 +24,7 @@ from service.transports.errors import (
     MethodNotAllowedError,
     OriginNotAllowedError,
     PostToWebSocketError,
+    ResumeLossyError,
     ShuttingDownError,
     TooManyConnectionsError,
     TooManyNewConnectionsError,
@@ -42,6 +43,11 @@ TEXT_REFUSALS = [
     (OriginNotAllowedError(), 403, "Origin not allowed"),
     (ConnectionOfAnotherUserError(), 403, "This connection belongs to another user."),
     (ConnectionNotFoundError(), 404, "No Connection with that ID"),
+    (
+        ResumeLossyError(),
+        404,
+        "Messages were dropped while the connection was away; start a new connection.",
+    ),
     (
         TransportNotSupportedError("ServerSentEvents"),
         404,
