@@ -3,7 +3,7 @@
 Headers added (values are strings unless noted):
 
 ==================================  ===========================================================
-``x-realtime-reason``               short label: a ``schemas.Reason`` value or ``send_failed``
+``x-realtime-reason``               a ``schemas.Reason`` value, ``send_failed`` or ``internal_error``
 ``x-realtime-error``                one-line explanation (validation error text), ≤ 1000 chars
 ``x-realtime-instance``             ``INSTANCE_ID`` of the instance that refused it
 ``x-realtime-queue``                the stream it was read from

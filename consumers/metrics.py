@@ -26,6 +26,7 @@ __all__ = [
     "EVENTS_DELIVERED",
     "EVENTS_DUPLICATE",
     "EVENT_LATENCY",
+    "INTERNAL_ERROR",
     "INVALID",
     "LOG_OFFSET",
     "LOG_RESETS",
@@ -37,7 +38,13 @@ INVALID: Final = "invalid"
 """``type`` label of consumed messages that failed validation."""
 SEND_FAILED: Final = "send_failed"
 """Dead-letter reason when the hub kept raising for a valid event (see ``EventConsumer``)."""
-DEAD_LETTER_REASONS: Final[tuple[str, ...]] = (*(reason.value for reason in Reason), SEND_FAILED)
+INTERNAL_ERROR: Final = "internal_error"
+"""Dead-letter reason when handling an entry raised (a fault of ours): kept to replay once fixed."""
+DEAD_LETTER_REASONS: Final[tuple[str, ...]] = (
+    *(reason.value for reason in Reason),
+    SEND_FAILED,
+    INTERNAL_ERROR,
+)
 
 EVENTS_CONSUMED: Final = Counter(
     "realtime_events_consumed",

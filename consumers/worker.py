@@ -205,14 +205,33 @@ class Worker:
             return True  # a re-attach starts at the last entry read
         try:
             await self._process(delivery, message, info=info)
-        except Exception:
-            # A fault of ours or of the hub must not stop the worker: this entry is counted, logged
+        except Exception as error:
+            # A fault of ours or of the hub must not stop the worker: this entry is counted, logged,
+            # dead-lettered (live entries: what is only recorded at start was dead-lettered before)
             # and passed over; every other entry goes on being delivered.
             metrics.ENTRY_FAILURES.inc()
             log.exception("log.entry_failed", offset=delivery.offset)
+            if self.caught_up.is_set():
+                await self._dead_letter_fault(message, delivery, error)
         place.read(delivery.offset, delivery.check)
         metrics.LOG_OFFSET.set(delivery.offset)
         return True
+
+    async def _dead_letter_fault(
+        self, message: DeliveredMessage, delivery: Delivery, error: Exception
+    ) -> None:
+        """Keep an entry our own code failed on, to replay by hand once the fault is fixed."""
+        self._stop_holding()
+        try:
+            await self._settler.dead_letter(
+                message,
+                reason=metrics.INTERNAL_ERROR,
+                # The type only: an exception's text may quote the body, which logs never carry.
+                detail=f"{type(error).__name__} (logged as log.entry_failed)",
+                bound=log.bind(**message_fields(message, delivery)),
+            )
+        except Exception:
+            log.exception("message.dead_letter_failed", offset=delivery.offset)
 
     async def _process(self, delivery: Delivery, message: DeliveredMessage, *, info: bool) -> None:
         outcome = classify(delivery, duplicates=self._dedup, max_event_bytes=self._settings.max_event_bytes)

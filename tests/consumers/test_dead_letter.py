@@ -26,6 +26,7 @@ from consumers.dead_letter import (
     REDELIVERED_HEADER,
 )
 from publisher import job_assigned, recommendation_ready
+from schemas.log import LogRecord
 from tests.consumers.conftest import RecordingLog, Sent, metric, running
 from tests.support.broker import BrokerAdmin, header_text
 
@@ -176,6 +177,30 @@ async def test_hub_failure_is_retried_then_dead_lettered_without_losing_the_next
     assert orjson.loads(dead.body) == poisoned
     assert header_text(dead.headers, REASON_HEADER) == "send_failed"
     assert metric("realtime_event_send_failures_total") == failures_before + 3
+
+
+async def test_a_fault_of_ours_dead_letters_the_entry_and_the_next_is_delivered(
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
+) -> None:
+    """An exception of our own (classification, history) skipped the entry with a log line only: no
+    client got it and nothing kept it to replay by hand once the fault is fixed."""
+    poisoned = recommendation_ready(region="north-america")
+    fine = recommendation_ready(region="north-america")
+
+    def on_record(record: LogRecord) -> None:
+        if isinstance(record.payload, dict) and record.payload.get("jobId") == poisoned["jobId"]:
+            raise RuntimeError("a bug of ours")
+
+    sender.on_record = on_record
+    async with running(broker_settings, sender):
+        await broker_admin.publish(broker_settings.recommendations_exchange, orjson.dumps(poisoned))
+        await broker_admin.publish(broker_settings.recommendations_exchange, orjson.dumps(fine))
+        await sender.wait_for_count(1)
+        [dead] = await broker_admin.take(broker_settings.dead_letter_queue, 1)
+    assert sender.job_ids() == [fine["jobId"]]
+    assert orjson.loads(dead.body) == poisoned
+    assert header_text(dead.headers, REASON_HEADER) == "internal_error"
+    assert header_text(dead.headers, ERROR_HEADER) == "RuntimeError (logged as log.entry_failed)"
 
 
 async def test_hub_failing_once_is_retried_in_place(
