@@ -226,6 +226,29 @@ async def test_foreign_origin_websocket_is_refused(
     await ws.close()
 
 
+async def test_foreign_origin_is_refused_on_every_transport_request(
+    service: RunningService, session: aiohttp.ClientSession, token_factory: TokenFactory
+) -> None:
+    token = token_factory.dispatcher()
+    negotiated = await negotiate(session, service.hub_url, token)
+    params = {"id": negotiated["connectionToken"], "access_token": token}
+    foreign = {"Origin": "https://evil.example"}
+    requests = [
+        ("POST", f"{service.hub_url}/negotiate", {}, {}),
+        ("GET", service.hub_url, params, {"Accept": "text/event-stream"}),  # Server-Sent Events
+        ("GET", service.hub_url, params, {}),  # a long poll
+        ("POST", service.hub_url, params, {}),  # a send
+        ("DELETE", service.hub_url, params, {}),
+    ]
+    for method, url, query, headers in requests:
+        async with session.request(method, url, params=query, headers={**headers, **foreign}) as response:
+            assert response.status == 403, (method, url, headers)
+            assert "Access-Control-Allow-Origin" not in response.headers
+    # No Origin at all is a non-browser client (the .NET, Java and Python clients send none): allowed.
+    async with session.get(service.hub_url, params=params) as response:
+        assert response.status == 200
+
+
 async def test_cors_preflight_and_credentials(
     service: RunningService, session: aiohttp.ClientSession
 ) -> None:
@@ -241,10 +264,12 @@ async def test_cors_preflight_and_credentials(
         allowed = {h.strip() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
         assert {"authorization", "x-requested-with", "x-signalr-user-agent", "content-type"} <= allowed
         assert "POST" in response.headers["Access-Control-Allow-Methods"]
-    async with session.options(
-        f"{service.hub_url}/negotiate", headers={**preflight, "Origin": "null"}
-    ) as response:
-        assert "Access-Control-Allow-Origin" not in response.headers
+    for refused in ("null", "https://evil.example"):
+        async with session.options(
+            f"{service.hub_url}/negotiate", headers={**preflight, "Origin": refused}
+        ) as response:
+            assert "Access-Control-Allow-Origin" not in response.headers
+            assert "Access-Control-Allow-Credentials" not in response.headers
     async with session.post(
         f"{service.hub_url}/negotiate", headers={"Origin": "http://localhost:3000"}
     ) as response:
