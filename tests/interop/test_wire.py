@@ -249,6 +249,38 @@ async def test_foreign_origin_is_refused_on_every_transport_request(
         assert response.status == 200
 
 
+async def test_a_stateful_reconnect_that_would_miss_messages_is_refused_before_the_upgrade(
+    token_factory: TokenFactory, session: aiohttp.ClientSession
+) -> None:
+    settings = hub_settings(token_factory, hub_stateful_reconnect_buffer_size=1024)
+    async with running_service(settings) as service:
+        token = token_factory.dispatcher()
+        client, negotiated = await RawHubClient.connect(
+            session,
+            service.hub_url,
+            token,
+            handshake=b'{"protocol":"json","version":2}\x1e',
+            useStatefulReconnect="true",
+        )
+        join = {"type": 1, "target": "JoinDispatchGroup", "arguments": ["north-america"], "invocationId": "1"}
+        await client.send(join)
+        while (await client.next_record()).get("type") != 3:
+            pass
+        (connection,) = list(service.runtime.manager)
+        connection.sink.abort()  # type: ignore[union-attr]  # the socket drops, no close frame
+        await eventually(lambda: connection.sink is None)
+        for n in range(20):  # far over 1,024 bytes while it is away: the oldest are dropped
+            service.runtime.lifetime.send_groups(["dispatch/north-america"], "E", {"n": n, "pad": "x" * 40})
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(
+                service.hub_url.replace("http://", "ws://", 1),
+                params={"id": negotiated["connectionToken"]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert refused.value.status == 404
+        assert connection.close_reason == "resume_lossy"
+
+
 async def test_cors_preflight_and_credentials(
     service: RunningService, session: aiohttp.ClientSession
 ) -> None:
