@@ -18,7 +18,7 @@ import logging
 import re
 import sys
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import structlog
@@ -185,6 +185,19 @@ def _writer_logger(*args: Any) -> _WriterLogger:
 
 _writer: BackgroundLogHandler | None = None
 
+MAX_VALUE_CHARS: Final = 1000
+
+
+def _clip_long_values(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Cut every string value past ``MAX_VALUE_CHARS``: many come from clients (a method or protocol
+    name, an Origin header, a Close's error text, a path), and one client must not be able to write
+    40 KB lines (log shippers split lines at 16 KB; the log buffer fills and real lines are dropped).
+    Tracebacks are added after this, whole."""
+    for key, value in event_dict.items():
+        if type(value) is str and len(value) > MAX_VALUE_CHARS:
+            event_dict[key] = f"{value[:MAX_VALUE_CHARS]}…(+{len(value) - MAX_VALUE_CHARS} chars)"
+    return event_dict
+
 
 def configure_logging(
     level: str = "INFO",
@@ -207,6 +220,7 @@ def configure_logging(
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _clip_long_values,
     ]
     _skip_record_lookups()
     renderer: Any = (

@@ -29,6 +29,7 @@ log = structlog.get_logger(__name__)
 # How often the drain looks whether the last long-polling clients have collected their Close: their
 # polls are requests of their own, and a few checks a second cost nothing for at most a few seconds.
 _DRAIN_CHECK_INTERVAL = 0.02
+_IDS_LOGGED = 20  # connection ids in the shutdown.unfinished line (with the count of all)
 
 
 async def begin(runtime: HubRuntime) -> None:
@@ -65,7 +66,8 @@ async def drain(runtime: HubRuntime, bound: float) -> int:
         log.warning(
             "shutdown.unfinished",
             connections=len(waiting),
-            connectionIds=[connection.connection_id for connection in waiting],
+            # The first few: one line held every id (470 KB at 19,600 connections).
+            connectionIds=[connection.connection_id for connection in waiting[:_IDS_LOGGED]],
             boundSeconds=bound,
         )
     return len(waiting)

@@ -77,3 +77,14 @@ def test_the_service_s_way_and_the_tests_way_write_the_same_line(fmt: LogFormat)
         assert list(json.loads(native)) == list(json.loads(stdlib))  # the same order of keys
     else:
         assert native.split(" ", 1)[1] == stdlib.split(" ", 1)[1]
+
+
+@pytest.mark.parametrize("through_stdlib", [False, True])
+def test_a_long_value_is_cut_so_one_client_cannot_write_huge_lines(through_stdlib: bool) -> None:
+    """A client's method name, protocol name, Origin header or Close text went into INFO lines whole:
+    a 20,000-character method name gave a 40 KB line (log shippers split lines at 16 KB)."""
+    line = json.loads(
+        _logged(LogFormat.JSON, {"method": "m" * 20_000, "short": "ok"}, through_stdlib=through_stdlib)
+    )
+    assert line["method"] == "m" * 1000 + "…(+19000 chars)"
+    assert line["short"] == "ok"
