@@ -179,6 +179,9 @@ def create_app(
         consumer = runtime.consumer = factory(settings, journal, batch)
         journal.loader = consumer  # a Resume waits while the consumer loads the history
         health.add_check("broker_connected", lambda: consumer.is_connected)
+        # Connected is not enough: a consumer the broker keeps refusing (a stream whose home node is
+        # down) delivers nothing while the link is up; such an instance leaves the rotation.
+        health.add_check("consuming", lambda: consumer.is_consuming)
         health.add_check("history_loaded", lambda: consumer.is_caught_up)
         await consumer.start()
         yield

@@ -42,6 +42,10 @@ class LoadingConsumer:
         return True
 
     @property
+    def is_consuming(self) -> bool:
+        return True
+
+    @property
     def is_caught_up(self) -> bool:
         return self._caught_up.is_set()
 
