@@ -118,7 +118,8 @@ class Settings(BaseSettings):
 
     # --- Hub (defaults from ASP.NET Core HubOptions / HttpConnectionDispatcherOptions) --------
     hub_transports: Annotated[list[Transport], NoDecode] = Field(
-        default_factory=lambda: [Transport.WEBSOCKETS, Transport.SERVER_SENT_EVENTS, Transport.LONG_POLLING]
+        default_factory=lambda: [Transport.WEBSOCKETS, Transport.SERVER_SENT_EVENTS, Transport.LONG_POLLING],
+        min_length=1,
     )
     hub_keep_alive_interval: float = Field(default=15.0, gt=0)
     hub_client_timeout_interval: float = Field(default=30.0, gt=0)

@@ -53,6 +53,10 @@ def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
             "configuration error: LOG_LEVEL: 'verbose' is not one of",
         ),
         (
+            {"AUTH_DEV_MODE": "true", "HUB_TRANSPORTS": ""},
+            "configuration error: HUB_TRANSPORTS: List should have at least 1 item",
+        ),
+        (
             {"AUTH_DEV_MODE": "true", "HUB_SHUTDOWN_DRAIN_SECONDS": "10", "SHUTDOWN_TIMEOUT_SECONDS": "10"},
             "configuration error: HUB_SHUTDOWN_DRAIN_SECONDS must be less than SHUTDOWN_TIMEOUT_SECONDS",
         ),
