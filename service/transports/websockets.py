@@ -43,6 +43,8 @@ __all__ = ["WebSocketSink", "build_frame", "serve_websocket"]
 
 log = structlog.get_logger(__name__)
 
+_MESSAGE_TOO_BIG = 1009  # RFC 6455 §7.4.1, the code of aiohttp's WebSocketError for a frame too large
+
 _TEXT = 0x81  # FIN + text opcode
 _BINARY = 0x82  # FIN + binary opcode
 _CLOSE_TIMEOUT = 5.0  # WebSocketOptions.CloseTimeout
@@ -324,6 +326,7 @@ async def serve_websocket(
         reset_contextvars(**bound)
     del bound
     graceful = False
+    oversized = False
     try:
         task = asyncio.current_task()
         while not sink.failed and not sink.ended:
@@ -350,6 +353,12 @@ async def serve_websocket(
                 graceful = True  # a Close frame is a deliberate goodbye: only a dropped socket may resume
                 break
             else:
+                if kind is WSMsgType.ERROR and getattr(message.data, "code", None) == _MESSAGE_TOO_BIG:
+                    # aiohttp refused a frame over max_frame_size and closed with 1009: the client's
+                    # fault, counted as a message over the limit is; the connection ends (no resume).
+                    PROTOCOL_ERRORS.labels("too_large").inc()
+                    log.info("connection.protocol_error", connectionId=connection_id, error=str(message.data))
+                    oversized = True
                 break  # CLOSED / ERROR: the socket dropped
             # The next receive() may wait for hours: this frame keeps nothing of the message before it
             # (~0.3 KB per idle connection, issue 12).
@@ -357,7 +366,7 @@ async def serve_websocket(
     finally:
         bound = bind_contextvars(connectionId=connection_id)  # cheaper than ``bound_contextvars``
         try:
-            if sink.failed and connection.sink is sink:
+            if (sink.failed or oversized) and connection.sink is sink:
                 manager.dispose(connection, "protocol_error")
             else:
                 # A dropped socket of a stateful connection waits for a resume; anything else ends it.

@@ -402,6 +402,37 @@ async def test_oversized_message_closes_only_that_connection(
         assert (await small.next_of_type(1))["arguments"] == [{"ok": 1}]
 
 
+async def test_a_frame_over_the_frame_limit_is_a_counted_protocol_error_and_not_resumable(
+    token_factory: TokenFactory, session: aiohttp.ClientSession
+) -> None:
+    settings = hub_settings(token_factory, hub_max_receive_message_size=4096)  # frames: 64 KB at most
+    async with running_service(settings) as service:
+        before = _protocol_errors("too_large")
+        client, _ = await RawHubClient.connect(
+            session,
+            service.hub_url,
+            token_factory.dispatcher(),
+            handshake=b'{"protocol":"json","version":2}\x1e',
+            useStatefulReconnect="true",
+        )
+        (connection,) = list(service.runtime.manager)
+        small = {"type": 6}
+        await client.send(*([small] * 7000))  # ~84 KB of tiny records in one frame
+        await client.wait_closed()
+        assert client.ws.close_code == 1009
+        # Counted like any message over the limit, and the connection ends: a stateful client does not
+        # get to resume after sending what the server refused.
+        await eventually(lambda: connection.close_reason is not None)
+        assert connection.close_reason == "protocol_error"
+        assert _protocol_errors("too_large") == before + 1
+
+
+def _protocol_errors(kind: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("realtime_hub_protocol_errors_total", {"kind": kind}) or 0.0
+
+
 # --- timers -----------------------------------------------------------------------------------------
 
 
