@@ -113,13 +113,22 @@ class RequestGuard:
     def _ticket_holder(
         self, tickets: ConnectionTickets, ticket: str, connection_token: str | None
     ) -> Principal:
-        """Whoever negotiated the connection ``ticket`` was issued for (404 when it is gone)."""
+        """Whoever negotiated the connection ``ticket`` was issued for (404 when it is gone).
+
+        An id this instance does not hold is a 404 before the ticket is checked: a ticket is good only
+        on the instance that issued it, so the request belongs elsewhere, and a proxy retries a 404 on
+        another instance but not a 401 (the clients a draining instance sends away come straight back
+        to it, hashed by address, with the tickets the other instance gave them)."""
+        connection = None if connection_token is None else self._holder(connection_token)
         tickets.verify(ticket, connection_token)
-        assert connection_token is not None  # verify refuses a ticket without its connection's id
+        assert connection is not None  # verify refuses a ticket without its connection's id
+        return connection.principal
+
+    def _holder(self, connection_token: str) -> HttpConnection:
         connection = self._manager.get(connection_token)
         if connection is None:
             draining = self._manager.get_draining(connection_token)
             if draining is None:
                 raise ConnectionNotFoundError()
             connection = draining[0]
-        return connection.principal
+        return connection
