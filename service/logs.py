@@ -17,6 +17,8 @@ import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
 
@@ -186,6 +188,36 @@ def _writer_logger(*args: Any) -> _WriterLogger:
 _writer: BackgroundLogHandler | None = None
 
 MAX_VALUE_CHARS: Final = 1000
+_LIBRARY_REPEAT_SECONDS: Final = 60.0
+_REPEATING_LIBRARIES: Final = ("aiormq", "aio_pika")
+
+
+class _RepeatLimiter(logging.Filter):
+    """One line a minute per message of the broker client libraries, the next saying how many were
+    left out (``suppressed``). They log every reconnect attempt (aiormq at ERROR, aio-pika at
+    WARNING), every ~2 s during a broker outage: an hour wrote ~3,600 lines per instance and set off
+    every ERROR-based alert of the fleet. The service's own ``broker.*`` lines say what happens."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self._clock = clock
+        self._last: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(_REPEATING_LIBRARIES):
+            return True
+        key = (record.name, record.msg)
+        now = self._clock()
+        seen = self._last.get(key)
+        if seen is not None and now - seen[0] < _LIBRARY_REPEAT_SECONDS:
+            self._last[key] = (seen[0], seen[1] + 1)
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()  # bounded: message templates are few, but a library may format its own
+        self._last[key] = (now, 0)
+        if seen is not None and seen[1]:
+            record.suppressed = seen[1]
+        return True
 
 
 def _clip_long_values(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -205,6 +237,7 @@ def configure_logging(
     *,
     buffer_records: int = 10_000,
     through_stdlib: bool = False,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Every logger to stderr through one handler, written by a thread of its own (``service.log_writer``:
     a stderr nobody drains never blocks the caller) with at most ``buffer_records`` lines waiting.
@@ -251,7 +284,7 @@ def configure_logging(
         )
     formatter = _RedactingFormatter(
         # The log writer's own notice (service.log_writer) is a stdlib record with a ``dropped`` field.
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=("dropped",))],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=("dropped", "suppressed"))],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -260,6 +293,7 @@ def configure_logging(
     )
     handler = BackgroundLogHandler(sys.stderr, buffer_records)
     handler.setFormatter(formatter)
+    handler.addFilter(_RepeatLimiter(clock))
     root = logging.getLogger()
     for previous in root.handlers:
         if isinstance(previous, BackgroundLogHandler):

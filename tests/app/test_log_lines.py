@@ -88,3 +88,30 @@ def test_a_long_value_is_cut_so_one_client_cannot_write_huge_lines(through_stdli
     )
     assert line["method"] == "m" * 1000 + "…(+19000 chars)"
     assert line["short"] == "ok"
+
+
+def test_a_broker_library_repeating_itself_during_an_outage_writes_one_line_a_minute() -> None:
+    """aiormq logs an ERROR and aio-pika a WARNING on every reconnect attempt (every ~2 s): an outage
+    of an hour wrote ~3,600 lines per instance and set off every ERROR-based alert of the fleet."""
+    clock = [1000.0]
+    out = io.StringIO()
+    try:
+        with redirect_stderr(out):
+            configure_logging("INFO", LogFormat.JSON, clock=lambda: clock[0])
+            library = logging.getLogger("aiormq.connection")
+            for _ in range(30):  # a minute of attempts, one every 2 s
+                library.error("error when creating transport: %r", ConnectionRefusedError(111))
+                clock[0] += 2.0
+            library.error("error when creating transport: %r", ConnectionRefusedError(111))
+            logging.getLogger("aio_pika.robust_connection").warning("Connection attempt failed")
+            handler = logging.getLogger().handlers[0]
+            handler.flush()
+            handler.close()
+    finally:
+        configure_session_logging()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["logger"], line.get("suppressed")) for line in lines] == [
+        ("aiormq.connection", None),
+        ("aiormq.connection", 29),  # the next minute's line says how many were left out
+        ("aio_pika.robust_connection", None),  # another message: not held back by the first
+    ]
