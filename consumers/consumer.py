@@ -178,16 +178,16 @@ class EventConsumer:
             prefetch=self._settings.prefetch_count,
         )
 
-    async def stop(self) -> None:
-        """Stop within ``SHUTDOWN_TIMEOUT_SECONDS``: no new deliveries, finish the entry in hand, save
-        the position, close the connection. Entries read but not handled are read again after a
-        restart (the saved position says where to continue)."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop within ``timeout`` (default ``SHUTDOWN_TIMEOUT_SECONDS``): no new deliveries, finish the
+        entry in hand, save the position, close the connection. Entries read but not handled are read
+        again after a restart (the saved position says where to continue)."""
         if self._stop_requested.is_set():
             return
         self._stop_requested.set()
         self._inbox.accepting = False
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.shutdown_timeout_seconds
+        deadline = loop.time() + (self._settings.shutdown_timeout_seconds if timeout is None else timeout)
 
         def remaining() -> float:
             return max(0.0, deadline - loop.time())

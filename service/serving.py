@@ -10,8 +10,8 @@ client between two polls found nothing to poll: "connection refused" instead of 
 2. ``service.shutdown.drain``: the listener stays open until every long-polling client has collected
    its Close, at most ``HUB_SHUTDOWN_DRAIN_SECONDS`` (nothing pending: no wait);
 3. ``AppRunner.cleanup``: close the listener, wait for the remaining requests (WebSocket close
-   handshakes, SSE streams) for what is left of ``SHUTDOWN_TIMEOUT_SECONDS``, then release resources
-   (the broker connection last).
+   handshakes, SSE streams) for what is left of ``SHUTDOWN_TIMEOUT_SECONDS`` (``shutdown_budgets``),
+   then release resources (the broker connection last).
 
 Rule: nothing else installs signal handlers or closes the listener.
 """
@@ -30,7 +30,21 @@ from service.app import create_app
 from service.logs import RedactingAccessLogger
 from service.runtime import HUB
 
-__all__ = ["serve"]
+__all__ = ["serve", "shutdown_budgets"]
+
+_CLEANUP_AT_MOST = 2.0  # seconds for the last open requests, once every client was told to go
+
+
+def shutdown_budgets(total: float, drain: float) -> tuple[float, float]:
+    """Split SHUTDOWN_TIMEOUT_SECONDS: (stopping the consumer, closing what is left), around the drain.
+
+    The three steps run one after the other, so their parts add up to ``total``: the consumer (which
+    takes milliseconds when the broker answers, and its whole part when it does not) and the cleanup
+    each got the whole bound before, and a hung broker made a shutdown last twice as long."""
+    rest = total - drain  # > 0: the settings refuse a drain as long as the bound
+    cleanup = min(_CLEANUP_AT_MOST, rest / 2)
+    return rest - cleanup, cleanup
+
 
 log = structlog.get_logger(__name__)
 
@@ -40,14 +54,15 @@ async def serve(settings: Settings, app: web.Application | None = None) -> None:
     if app is None:
         app = create_app(settings)
     runtime = app[HUB]
-    # What is left of SHUTDOWN_TIMEOUT_SECONDS after the drain bounds the wait for open requests
-    # (the settings make sure something is left).
+    consumer_budget, cleanup_budget = shutdown_budgets(
+        settings.shutdown_timeout_seconds, settings.hub_shutdown_drain_seconds
+    )
     runner = web.AppRunner(
         app,
         handle_signals=False,
         handler_cancellation=True,
         access_log_class=RedactingAccessLogger,
-        shutdown_timeout=settings.shutdown_timeout_seconds - settings.hub_shutdown_drain_seconds,
+        shutdown_timeout=cleanup_budget,
     )
     await runner.setup()
     loop = asyncio.get_running_loop()
@@ -65,7 +80,7 @@ async def serve(settings: Settings, app: web.Application | None = None) -> None:
         await site.start()
         await stop.wait()
         log.info("shutdown.signal", signal=received[0])
-        await shutdown.begin(runtime)
+        await shutdown.begin(runtime, consumer_timeout=consumer_budget)
         await shutdown.drain(runtime, settings.hub_shutdown_drain_seconds)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -32,15 +32,15 @@ _DRAIN_CHECK_INTERVAL = 0.02
 _IDS_LOGGED = 20  # connection ids in the shutdown.unfinished line (with the count of all)
 
 
-async def begin(runtime: HubRuntime) -> None:
-    """Steps 1–3 (idempotent)."""
+async def begin(runtime: HubRuntime, *, consumer_timeout: float | None = None) -> None:
+    """Steps 1–3 (idempotent). ``consumer_timeout``: the consumer's part of the shutdown bound."""
     if runtime.shutting_down:
         return
     runtime.shutting_down = True
     runtime.accepting = False
     runtime.endpoint.stop_accepting()
     if runtime.consumer is not None:
-        await runtime.consumer.stop()
+        await runtime.consumer.stop(consumer_timeout)
     # Clients with positions learn how far they got before the Close sends them elsewhere.
     runtime.journal.checkpoint(force=True)
     log.info("shutdown.closing_connections", connections=len(runtime.handler))

@@ -24,7 +24,7 @@ class FakeConsumer:
     async def start(self) -> None:
         return None
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
         return None
 
 

@@ -55,7 +55,7 @@ class LoadingConsumer:
     async def start(self) -> None:
         return None
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
         return None
 
     def load(self, offset: int) -> None:
