@@ -16,6 +16,7 @@ import os
 import re
 import socket
 from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,6 +88,8 @@ class Settings(BaseSettings):
     http_port: int = Field(default=5004, ge=0, le=65535)
     hub_path: str = "/hub/recommendations"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["http://localhost:3000"])
+    # Proxies whose X-Forwarded-For the logs believe (comma-separated addresses or networks).
+    http_trusted_proxies: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(default_factory=list)
 
     # --- Logging ------------------------------------------------------------------------------
     log_level: str = "INFO"
@@ -200,6 +203,11 @@ class Settings(BaseSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _parse_origins(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("http_trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: Any) -> Any:
         return _split_csv(value)
 
     @field_validator("cors_origins")

@@ -30,11 +30,12 @@ def _install_uvloop() -> bool:
 def serve(settings: Settings) -> int:
     import structlog
 
-    from service.logs import configure_logging
+    from service.logs import configure_logging, trust_proxies
     from service.open_files import connection_budget, raise_soft_limit
     from service.serving import serve as serve_until_signalled
 
     configure_logging(settings.log_level, settings.log_format, buffer_records=settings.log_buffer_records)
+    trust_proxies(settings.http_trusted_proxies)
     uvloop = _install_uvloop()
     log = structlog.get_logger("service")
     files = raise_soft_limit()

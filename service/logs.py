@@ -18,12 +18,14 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from types import TracebackType
 from typing import Any, Final
 
 import orjson
 import structlog
+from aiohttp import hdrs
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
@@ -317,6 +319,38 @@ def _log_uncaught(kind: type[BaseException], error: BaseException, tb: Traceback
     logging.getLogger("service").critical("process.uncaught_exception", exc_info=(kind, error, tb))
 
 
+_trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+
+
+def trust_proxies(networks: Sequence[IPv4Network | IPv6Network]) -> None:
+    """``HTTP_TRUSTED_PROXIES``: whose ``X-Forwarded-For`` the access log believes."""
+    global _trusted_proxies
+    _trusted_proxies = tuple(networks)
+
+
+def client_address(request: BaseRequest, trusted: Sequence[IPv4Network | IPv6Network]) -> str | None:
+    """The address the request came from: its peer, or behind proxies of ours the last address in
+    ``X-Forwarded-For`` that none of them is (each proxy appends the one it saw; what is left of it
+    is whatever the client wrote)."""
+    address = request.remote
+    if not trusted or address is None:
+        return address
+    hops = [
+        hop.strip() for value in request.headers.getall(hdrs.X_FORWARDED_FOR, ()) for hop in value.split(",")
+    ]
+    while hops and _is_trusted(address, trusted):
+        address = hops.pop()
+    return address
+
+
+def _is_trusted(address: str, trusted: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
 class RedactingAccessLogger(AbstractAccessLogger):
     """aiohttp access log as structured events, without secrets in the query string.
 
@@ -333,7 +367,7 @@ class RedactingAccessLogger(AbstractAccessLogger):
             query=redact_query(request.query_string),
             status=response.status,
             durationMs=round(time * 1000, 1),
-            remote=request.remote,
+            remote=client_address(request, _trusted_proxies),
         )
 
     @property
