@@ -18,7 +18,7 @@ import socket
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from dotenv import dotenv_values
 from pydantic import AnyUrl, Field, ValidationError, field_validator, model_validator
@@ -70,6 +70,12 @@ def env_file_values() -> dict[str, str]:
     for path in _default_config_file():
         values.update({k.upper(): v for k, v in dotenv_values(path).items() if v is not None})
     return values
+
+
+# The official clients' defaults (HubConnectionBuilder / HttpConnection in every client).
+_CLIENT_SERVER_TIMEOUT: Final = 30.0  # serverTimeoutInMilliseconds
+_CLIENT_KEEP_ALIVE: Final = 15.0  # keepAliveIntervalInMilliseconds
+_CLIENT_POLL_TIMEOUT: Final = 100.0  # the JS client's HTTP request timeout, which a poll is
 
 
 class Settings(BaseSettings):
@@ -261,6 +267,30 @@ class Settings(BaseSettings):
         if self.stream_segment_bytes > self.stream_max_bytes:
             raise ValueError("STREAM_SEGMENT_BYTES must not exceed STREAM_MAX_BYTES")
         return self
+
+    def doubts(self) -> list[str]:
+        """Values valid alone that break the official clients at their defaults (logged at start as
+        ``config.doubtful``, not refused: clients configured to match are fine)."""
+        found = []
+        if self.hub_keep_alive_interval > _CLIENT_SERVER_TIMEOUT / 2:
+            found.append(
+                f"HUB_KEEP_ALIVE_INTERVAL={self.hub_keep_alive_interval:g}: the official clients close a "
+                f"connection that sent nothing for {_CLIENT_SERVER_TIMEOUT:g} s (serverTimeout), so idle "
+                f"ones drop; keep it at most half of the clients' serverTimeout"
+            )
+        if self.hub_client_timeout_interval < 2 * _CLIENT_KEEP_ALIVE:
+            found.append(
+                f"HUB_CLIENT_TIMEOUT_INTERVAL={self.hub_client_timeout_interval:g}: the official clients "
+                f"ping every {_CLIENT_KEEP_ALIVE:g} s (keepAliveInterval), so healthy idle ones are closed; "
+                f"keep it at least twice the clients' keepAliveInterval"
+            )
+        if self.hub_long_polling_timeout >= _CLIENT_POLL_TIMEOUT:
+            found.append(
+                f"HUB_LONG_POLLING_TIMEOUT={self.hub_long_polling_timeout:g}: the JS client gives up on a "
+                f"poll after {_CLIENT_POLL_TIMEOUT:g} s and proxies often sooner (config/nginx.conf: "
+                f"120 s); keep it well below both"
+            )
+        return found
 
     @model_validator(mode="after")
     def _drain_fits(self) -> Settings:

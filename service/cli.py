@@ -38,6 +38,8 @@ def serve(settings: Settings) -> int:
     trust_proxies(settings.http_trusted_proxies)
     uvloop = _install_uvloop()
     log = structlog.get_logger("service")
+    for doubt in settings.doubts():
+        log.warning("config.doubtful", detail=doubt)
     files = raise_soft_limit()
     budget = connection_budget(settings.hub_max_connections, files)
     if budget < settings.hub_max_connections:
