@@ -132,9 +132,11 @@ class EventJournal:
         """Join ``groups`` and replay what ``connection_id`` missed since ``position`` (see module doc)."""
         loaded = True
         if position is not None:
-            loaded = await self._wait_loaded()
+            # One bound for both waits (RESUME_WAIT_SECONDS), not one each.
+            deadline = asyncio.get_running_loop().time() + self._resume_wait
+            loaded = await self._wait_loaded(deadline)
             if loaded:
-                await self._catch_up(position.offset)
+                await self._catch_up(position.offset, deadline)
         # From here to the return: no await.
         head = self.history.head
         reason: str | None = None
@@ -177,26 +179,26 @@ class EventJournal:
             reason=reason,
         )
 
-    async def _wait_loaded(self) -> bool:
-        """Whether the history is loaded, after waiting (bounded) for it if it is still loading."""
+    async def _wait_loaded(self, deadline: float) -> bool:
+        """Whether the history is loaded, after waiting (until ``deadline``) for it if it is loading."""
         loader = self.loader
         if loader is None or loader.is_caught_up:
             return True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(loader.wait_caught_up(), self._resume_wait)
+            await asyncio.wait_for(loader.wait_caught_up(), _left(deadline))
         return loader.is_caught_up
 
-    async def _catch_up(self, offset: int) -> None:
-        """Wait (bounded) until this instance has read up to ``offset``: the caller may come from an
-        instance that is a little ahead, or this one may still be loading its history."""
+    async def _catch_up(self, offset: int, deadline: float) -> None:
+        """Wait (until ``deadline``) until this instance has read up to ``offset``: the caller may come
+        from an instance that is a little ahead, or this one may still be loading its history."""
         head = self.history.head
-        if (head is not None and head.offset >= offset) or self._resume_wait <= 0:
+        if (head is not None and head.offset >= offset) or _left(deadline) <= 0:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (offset, future)
         self._waiters.append(entry)
         try:
-            await asyncio.wait_for(future, self._resume_wait)
+            await asyncio.wait_for(future, _left(deadline))
         except TimeoutError:
             pass
         finally:
@@ -213,3 +215,7 @@ class EventJournal:
             else:
                 still.append((wanted, future))
         self._waiters = still
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - asyncio.get_running_loop().time())

@@ -179,6 +179,35 @@ async def test_the_client_timeout_does_not_run_while_its_resume_waits() -> None:
     assert connection.close_reason == "client_timeout"
 
 
+class _SlowLoader:
+    """A history load that finishes after ``seconds``, short of the position a client will ask for."""
+
+    def __init__(self, seconds: float) -> None:
+        self.done = asyncio.Event()
+        asyncio.get_running_loop().call_later(seconds, self.done.set)
+
+    @property
+    def is_caught_up(self) -> bool:
+        return self.done.is_set()
+
+    async def wait_caught_up(self) -> None:
+        await self.done.wait()
+
+
+async def test_a_resume_waits_at_most_resume_wait_seconds_in_all() -> None:
+    """The wait for the history to load and the wait for the position were each bounded by
+    RESUME_WAIT_SECONDS, one after the other: up to twice the documented bound."""
+    hub = HubHarness(resume_wait_seconds=1.0)
+    hub.journal.loader = _SlowLoader(0.9)
+    _feed(hub, _record(1, NA))
+    connection, sink = await _tracking(hub)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    result = await _resume(hub, connection, sink, [NA], _pos(50))  # never reached
+    assert result["reason"] == "ahead"
+    assert loop.time() - began < 1.5  # 1.9 s when each wait had the whole bound
+
+
 async def test_a_position_this_instance_never_reaches_is_answered_when_the_wait_ends() -> None:
     hub = HubHarness(resume_wait_seconds=0.05)
     _feed(hub, _record(1, NA))
