@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import tomllib
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -123,6 +124,12 @@ def test_nginx_fronts_both_instances_with_the_checked_in_config(compose: dict[st
     assert _published(nginx) == {8080}
     for name in INSTANCES:
         assert nginx["depends_on"][name]["condition"] == "service_healthy"
+    # The instances believe X-Forwarded-For from nginx's fixed address, and from nothing else.
+    address = nginx["networks"]["default"]["ipv4_address"]
+    (subnet,) = (pool["subnet"] for pool in compose["networks"]["default"]["ipam"]["config"])
+    assert ip_address(address) in ip_network(subnet)
+    for name in INSTANCES:
+        assert _environment(compose["services"][name])["HTTP_TRUSTED_PROXIES"] == address
         assert not _published(compose["services"][name])  # reachable only through nginx
 
     conf = NGINX_CONF.read_text()
