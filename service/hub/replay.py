@@ -62,7 +62,8 @@ class ReplayBuffer:
         while entries and entries[0][0] <= sequence_id:
             _, payload = entries.popleft()
             self.buffered_bytes -= len(payload)
-        self._acked_through = max(self._acked_through, sequence_id)
+        # Capped at what was sent: an Ack beyond it must not hide a later drop for good.
+        self._acked_through = max(self._acked_through, min(sequence_id, self.total_sent))
 
     @property
     def lossy(self) -> bool:

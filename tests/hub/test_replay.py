@@ -50,3 +50,12 @@ def test_replay_buffer_receiving_side_skips_duplicates() -> None:
     assert [buffer.should_process() for _ in range(3)] == [False, False, True]
     with pytest.raises(InvalidMessageError, match="Sequence ID greater"):
         buffer.on_sequence(9)
+
+
+def test_an_ack_beyond_what_was_sent_does_not_hide_a_later_drop() -> None:
+    buffer = ReplayBuffer(limit=100)
+    buffer.record_sent(b"x" * 20)
+    buffer.ack(10**9)  # a client acking what it was never sent
+    for _ in range(8):
+        buffer.record_sent(b"x" * 20)  # ids 2-9: the oldest of them dropped, never acked
+    assert buffer.lossy
