@@ -104,7 +104,9 @@ class HubConnection:
         self.client_timeout_armed = False
         # While a method runs, nothing is read (Pings included), so the client timeout stops, as
         # ASP.NET's HubConnectionHandler does around each dispatch, and restarts when it returns.
-        self.dispatching = False
+        # A count: a transport's early input and a POST, or an old socket's last call and the new
+        # socket's, can run methods at the same time.
+        self.dispatching = 0
         self.closed = False
         # The heartbeat skips this connection until then (see tick); 0: at its next round.
         self.next_visit = 0.0
@@ -150,11 +152,11 @@ class HubConnection:
                 message = reader.next_message()
                 if message is None:
                     break
-                self.dispatching = True
+                self.dispatching += 1
                 try:
                     await self._dispatch(message)
                 finally:
-                    self.dispatching = False
+                    self.dispatching -= 1
                     self.last_received = self._services.clock.now
                 self._turn_left -= 1
                 if self._turn_left <= 0:

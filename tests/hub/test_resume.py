@@ -179,6 +179,24 @@ async def test_the_client_timeout_does_not_run_while_its_resume_waits() -> None:
     assert connection.close_reason == "client_timeout"
 
 
+async def test_the_client_timeout_stays_stopped_while_any_of_its_calls_runs() -> None:
+    """Two calls of one connection can run at once (early input and a POST; an old socket's last
+    call and the new socket's): the first to end restarted the timeout under the other."""
+    hub = HubHarness(resume_wait_seconds=5, client_timeout=10.0, keep_alive=100.0)
+    _feed(hub, _record(1, NA))
+    connection, _ = await _tracking(hub)
+    await hub.send_json(connection, {"type": 6})
+    first = asyncio.create_task(hub.invoke(connection, "Resume", [NA], _pos(2), invocation_id="first"))
+    second = asyncio.create_task(hub.invoke(connection, "Resume", [NA], _pos(3), invocation_id="second"))
+    await asyncio.sleep(0)
+    _feed(hub, _record(2, NA))  # the first call returns, the second still waits
+    await asyncio.wait_for(first, 1)
+    hub.tick(11)
+    assert connection.close_reason is None
+    _feed(hub, _record(3, NA))
+    await asyncio.wait_for(second, 1)
+
+
 class _SlowLoader:
     """A history load that finishes after ``seconds``, short of the position a client will ask for."""
 
