@@ -36,6 +36,8 @@ from schemas.log import LogRecord, Position
 __all__ = ["History", "HistoryEntry", "Miss", "ReplayMiss"]
 
 _ENTRY_OVERHEAD: Final = 120  # bytes an entry costs beyond its payload (object, tuple, list slot)
+_GROUP_OVERHEAD: Final = 900  # bytes a group costs in the index (an empty deque is 760, its key, its slot)
+_INDEX_SLOT: Final = 8  # bytes per group of an entry in the index (a pointer to its offset)
 
 
 class Miss(StrEnum):
@@ -141,14 +143,17 @@ class History:
             float(min(at, now)),
         )
         entries.append(row)
+        size = _ENTRY_OVERHEAD + (len(payload) if payload else 0)
         if record.target is not None:
             by_group = self._by_group
             for group in record.groups:
                 offsets = by_group.get(group)
                 if offsets is None:
                     by_group[group] = offsets = deque()
+                    size += _GROUP_OVERHEAD
                 offsets.append(record.offset)
-        self.size_bytes += _ENTRY_OVERHEAD + (len(payload) if payload else 0)
+                size += _INDEX_SLOT
+        self.size_bytes += size
         self._evict(now)
         return _entry(row)
 
@@ -170,20 +175,25 @@ class History:
             payload = row[_PAYLOAD]
             self.size_bytes -= _ENTRY_OVERHEAD + (len(payload) if payload else 0)
             if row[_TARGET] is not None and row[_GROUPS]:
-                self._unindex(row)
+                self.size_bytes -= self._unindex(row)
             start += 1
         if start > 4096 and start * 2 > len(entries):
             del entries[:start]
             start = 0
         self._start = start
 
-    def _unindex(self, row: _Row) -> None:
+    def _unindex(self, row: _Row) -> int:
+        """Take ``row`` out of the index; returns the bytes that frees."""
         by_group = self._by_group
+        freed = 0
         for group in row[_GROUPS].split(_SEP):
             offsets = by_group[group]
             offsets.popleft()  # the oldest of its group: entries leave in offset order
+            freed += _INDEX_SLOT
             if not offsets:
                 del by_group[group]
+                freed += _GROUP_OVERHEAD
+        return freed
 
     def clear(self) -> None:
         self._entries.clear()

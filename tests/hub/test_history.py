@@ -6,10 +6,12 @@ import gc
 import tracemalloc
 
 import hypothesis.strategies as st
+import orjson
 import pytest
 from hypothesis import given, settings
 
 from schemas.log import LogRecord, Position
+from service.hub import history as history_module
 from service.hub.history import History, Miss, ReplayMiss
 
 GROUPS = ("dispatch/a", "dispatch/b", "contractor/x")
@@ -64,10 +66,10 @@ def test_bounds_drop_the_oldest_but_keep_the_head() -> None:
         by_count.append(_record(offset))
     assert [by_count.get(o) is not None for o in (6, 7, 8, 9)] == [False, True, True, True]
 
-    by_bytes = _history(max_bytes=400)
+    by_bytes = _history(max_bytes=1400)  # the group's index ~0.9 KB, each entry ~0.14
     for offset in range(10):
         by_bytes.append(_record(offset))
-    assert by_bytes.size_bytes <= 400
+    assert by_bytes.size_bytes <= 1400
     assert len(by_bytes) < 10
     assert by_bytes.head is not None
     assert by_bytes.head.offset == 9
@@ -179,10 +181,35 @@ def test_replay_matches_a_model_as_the_oldest_entries_are_dropped(
     assert [entry.offset for entry in result] == [
         r.offset for r in live if r.offset > anchor.offset and r.target and not wanted.isdisjoint(r.groups)
     ]
+    # What it counts is what it holds, its index of groups included (HISTORY_MAX_BYTES bounds both).
+    assert history.size_bytes == _expected_size(live)
     history.clear()
+    assert history.size_bytes == 0
     assert history.replay(anchor.position, through=anchor.offset, groups=wanted, cap=100) == ReplayMiss(
         Miss.WINDOW
     )
+
+
+def _expected_size(live: list[LogRecord]) -> int:
+    size = 0
+    groups: set[str] = set()
+    for record in live:
+        payload = len(orjson.dumps(record.payload)) if record.payload is not None else 0
+        size += history_module._ENTRY_OVERHEAD + payload
+        if record.target is not None:
+            size += history_module._INDEX_SLOT * len(record.groups)
+            groups.update(record.groups)
+    return size + history_module._GROUP_OVERHEAD * len(groups)
+
+
+def test_a_group_index_counts_against_the_byte_bound() -> None:
+    """Each group of the window costs the index ~0.9 KB: 200,000 events for as many contractors were
+    ~170 MB the byte bound did not see."""
+    history = _history(max_entries=10_000, max_bytes=100_000)
+    for offset in range(1000):
+        history.append(_record(offset, groups=(f"contractor/{offset}",)))
+    assert history.size_bytes <= 100_000
+    assert len(history) < 100  # ~1 KB each with their groups, not ~0.15
 
 
 class _CountingList(list):  # type: ignore[type-arg]
