@@ -96,6 +96,10 @@ class Worker:
         # Entries read but not yet credited, and the last of them (credit is ``ack(multiple=True)``).
         self._uncredited = 0
         self._uncredited_last: DeliveredMessage | None = None
+        # The entry in hand (one at a time): whether it is live (None: not known yet) and whether it
+        # was settled (delivered, dead-lettered or skipped), for what a fault while handling it means.
+        self._entry_live: bool | None = None
+        self._entry_settled = False
 
     async def run(self, started_at: float) -> None:
         """Handle entries until the inbox stops accepting; the grace period counts from ``started_at``."""
@@ -203,15 +207,18 @@ class Worker:
             self._attacher.reset("gap")
         if place.already_read(delivery.offset):
             return True  # a re-attach starts at the last entry read
+        self._entry_live, self._entry_settled = None, False
         try:
             await self._process(delivery, message, info=info)
         except Exception as error:
             # A fault of ours or of the hub must not stop the worker: this entry is counted, logged,
-            # dead-lettered (live entries: what is only recorded at start was dead-lettered before)
-            # and passed over; every other entry goes on being delivered.
+            # dead-lettered unless it was settled already or is not live (what is only recorded at
+            # start was dealt with before; live when not known yet, once caught up), and passed
+            # over; every other entry goes on being delivered.
             metrics.ENTRY_FAILURES.inc()
             log.exception("log.entry_failed", offset=delivery.offset)
-            if self.caught_up.is_set():
+            live = self.caught_up.is_set() if self._entry_live is None else self._entry_live
+            if live and not self._entry_settled:
                 await self._dead_letter_fault(message, delivery, error)
         place.read(delivery.offset, delivery.check)
         metrics.LOG_OFFSET.set(delivery.offset)
@@ -235,7 +242,7 @@ class Worker:
 
     async def _process(self, delivery: Delivery, message: DeliveredMessage, *, info: bool) -> None:
         outcome = classify(delivery, duplicates=self._dedup, max_event_bytes=self._settings.max_event_bytes)
-        live = await self._live(delivery, outcome)
+        live = self._entry_live = await self._live(delivery, outcome)
         match outcome:
             case Deliver():
                 record = outcome.record(delivery)
@@ -243,6 +250,7 @@ class Worker:
                 self._dedup.remember(outcome.key)
                 if live:
                     await self._handoff.deliver(outcome, record, message, info=info)
+                    self._entry_settled = True
             case DeadLetter():
                 self._log.record(delivery.record())
                 self._dedup.remember(outcome.key)
@@ -253,12 +261,15 @@ class Worker:
                     await self._settler.dead_letter(
                         message, reason=outcome.reason, detail=outcome.detail, bound=bound
                     )
+                    self._entry_settled = True
             case Duplicate():
+                self._entry_settled = True  # nothing to deliver: a fault after this loses nothing
                 self._log.record(delivery.record())
                 if live:
                     metrics.EVENTS_DUPLICATE.inc()
                     log.info("message.duplicate_skipped", **message_fields(message, delivery))
             case Marker():
+                self._entry_settled = True
                 self._log.record(delivery.record())
         if live:
             self.live_position = Position(delivery.offset, delivery.check)
