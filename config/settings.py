@@ -99,6 +99,8 @@ class Settings(BaseSettings):
 
     # --- Logging ------------------------------------------------------------------------------
     log_level: str = "INFO"
+    # One INFO line per delivered event (event.delivered); off keeps INFO's other lines.
+    log_event_deliveries: bool = True
     log_format: LogFormat = LogFormat.JSON
     # Lines waiting for the log writer thread (service/log_writer.py); beyond, records are dropped and
     # counted, never waited for: a stderr nobody drains must not stall the event loop.

@@ -126,7 +126,7 @@ class Worker:
         inbox = self._inbox
         writes = self._writes
         credit_every = max(1, self._settings.prefetch_count // 2)
-        info = _enabled(logging.INFO)
+        info = self._settings.log_event_deliveries and _enabled(logging.INFO)
         held = 0  # entries whose writes are held since the last flush
         try:
             while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -183,6 +184,26 @@ async def test_logs_carry_ids_but_never_the_body(
     assert "m-bad" in caplog.text
     assert valid["jobId"] in caplog.text
     assert valid["requestId"] in caplog.text
+
+
+@pytest.mark.parametrize("per_event", [True, False])
+async def test_one_line_per_delivered_event_only_when_asked(
+    broker_settings_factory: SettingsFactory,
+    sender: RecordingLog,
+    broker_admin: BrokerAdmin,
+    caplog: pytest.LogCaptureFixture,
+    per_event: bool,
+) -> None:
+    """LOG_EVENT_DELIVERIES=false keeps INFO's lifecycle lines without one line per event (the only
+    way to lose that line was LOG_LEVEL=WARNING, which loses the rest too)."""
+    settings = broker_settings_factory(log_event_deliveries=per_event)
+    event = recommendation_ready(region="north-america")
+    with caplog.at_level(logging.INFO):
+        async with running(settings, sender):
+            await broker_admin.publish(settings.recommendations_exchange, orjson.dumps(event))
+            await sender.wait_for_count(1)
+    assert ("event.delivered" in caplog.text) is per_event
+    assert "consumer.caught_up" in caplog.text  # INFO lines go on either way
 
 
 async def test_a_steady_trickle_is_credited_in_bulk_not_once_per_entry(
