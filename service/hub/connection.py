@@ -22,9 +22,6 @@ import structlog
 from service.connections import HttpConnection, Outgoing
 from service.limits import TokenBucket
 from service.metrics import (
-    CONNECTIONS,
-    CONNECTIONS_CLOSED,
-    CONNECTIONS_OPENED,
     PROTOCOL_ERRORS,
     RATE_LIMITED,
 )
@@ -47,11 +44,11 @@ from service.protocol import (
     StreamItemMessage,
     handshake_error_response,
     is_trackable,
-    parse_handshake_request,
-    select_protocol,
 )
 
+from .announce import announce_closed, announce_connected
 from .dispatcher import CallerContext
+from .handshake import read_handshake
 from .replay import ReplayBuffer
 from .services import HubServices
 
@@ -179,45 +176,27 @@ class HubConnection:
         assert buffer is not None
         buffer += data
         options = self._services.options
-        try:
-            parsed = parse_handshake_request(buffer, options.max_message_size)
-        except HandshakeError as error:
-            self._fail_handshake(error.reply)
-            return b""
-        if parsed is None:
-            return b""
-        request, consumed = parsed
         connection = self.connection
         try:
-            protocol = select_protocol(request, transfer_formats=connection.capabilities.transfer_formats)
+            agreed = read_handshake(buffer, connection, options.max_message_size)
         except HandshakeError as error:
             self._fail_handshake(error.reply)
             return b""
-        remaining = bytes(buffer[consumed:])
+        if agreed is None:
+            return b""
         self._handshake_buffer = None
-        self.protocol = protocol
+        self.protocol = protocol = agreed.protocol
         self.next_visit = 0.0
         self.handshake_deadline = 0.0  # done with (and one float less per connection)
         # HubConnectionContext.HandshakeAsync: the response goes out in the negotiated transfer format.
         connection.transfer_format = protocol.transfer_format
-        # HubProtocol.md, stateful reconnect: negotiated with useStatefulReconnect, then a handshake of
-        # version 2 or later, on a transport that can be resumed.
-        if connection.stateful_reconnect and request.version >= 2 and connection.capabilities.resumable:
+        if agreed.resumable:
             connection.resumable = True
             self._replay = ReplayBuffer(options.replay_buffer_size)
         self._write(Outgoing(HANDSHAKE_OK))
         self._services.lifetime.on_connected(self)
-        transport = connection.transport.value if connection.transport else "none"
-        CONNECTIONS.labels(transport, protocol.name).inc()
-        CONNECTIONS_OPENED.labels(transport, protocol.name).inc()
-        log.info(
-            "connection.connected",
-            transport=transport,
-            protocol=protocol.name,
-            subject=connection.principal.subject,
-            statefulReconnect=connection.resumable,
-        )
-        return remaining
+        announce_connected(connection, protocol)
+        return agreed.remaining
 
     def _fail_handshake(self, reply: str) -> None:
         log.info("connection.handshake_failed", connectionId=self.connection_id, error=reply)
@@ -464,9 +443,4 @@ class HubConnection:
     def on_closed(self) -> None:
         """The connection is gone (whoever ended it, for the reason it keeps): count it."""
         self.closed = True
-        reason = self.connection.close_reason or "transport_closed"
-        if self.protocol is not None:
-            transport = self.connection.transport.value if self.connection.transport else "none"
-            CONNECTIONS.labels(transport, self.protocol.name).dec()
-        CONNECTIONS_CLOSED.labels(reason).inc()
-        log.info("connection.closed", connectionId=self.connection_id, reason=reason)
+        announce_closed(self.connection, self.protocol)
