@@ -4,37 +4,17 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from config.settings import Settings
-from consumers.ports import EventLog
 from service.app import create_app
-from service.write_batch import WriteBatch
+from tests.support.fake_consumer import FakeConsumer
 from tests.support.server import hub_settings
 from tests.support.tokens import TokenFactory
 
 
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.is_connected = True
-        self.is_consuming = True
-        self.is_caught_up = True
-
-    async def wait_caught_up(self) -> None:
-        return None
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self, timeout: float | None = None) -> None:
-        return None
-
-
 async def test_readiness_needs_a_consumer_not_only_a_connection(token_factory: TokenFactory) -> None:
     consumer = FakeConsumer()
-
-    def factory(_settings: Settings, _log: EventLog, _batch: WriteBatch) -> FakeConsumer:
-        return consumer
-
-    client = TestClient(TestServer(create_app(hub_settings(token_factory), consumer_factory=factory)))
+    client = TestClient(
+        TestServer(create_app(hub_settings(token_factory), consumer_factory=consumer.factory()))
+    )
     await client.start_server()
     try:
         async with client.get("/readyz") as response:

@@ -8,13 +8,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from config.settings import Settings
-from consumers.ports import EventLog
 from service import shutdown
 from service.app import create_app
 from service.runtime import HUB
 from service.serving import shutdown_budgets
-from service.write_batch import WriteBatch
+from tests.support.fake_consumer import FakeConsumer
 from tests.support.server import hub_settings
 from tests.support.tokens import TokenFactory
 
@@ -32,29 +30,11 @@ def test_the_parts_add_up_to_the_bound(total: float, share: float) -> None:
     assert abs(consumer + drain + cleanup - total) < 1e-9
 
 
-class _RecordingConsumer:
-    is_connected = is_consuming = is_caught_up = True
-
-    def __init__(self) -> None:
-        self.stopped_within: list[float | None] = []
-
-    async def wait_caught_up(self) -> None:
-        return None
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self, timeout: float | None = None) -> None:
-        self.stopped_within.append(timeout)
-
-
 async def test_the_consumer_is_stopped_within_its_part(token_factory: TokenFactory) -> None:
-    consumer = _RecordingConsumer()
-
-    def factory(_settings: Settings, _log: EventLog, _batch: WriteBatch) -> _RecordingConsumer:
-        return consumer
-
-    client = TestClient(TestServer(create_app(hub_settings(token_factory), consumer_factory=factory)))
+    consumer = FakeConsumer()
+    client = TestClient(
+        TestServer(create_app(hub_settings(token_factory), consumer_factory=consumer.factory()))
+    )
     await client.start_server()
     try:
         await shutdown.begin(client.app[HUB], consumer_timeout=3.0)

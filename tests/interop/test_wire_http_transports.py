@@ -109,17 +109,25 @@ async def test_long_polling_client_that_stops_polling_is_cleaned_up(
         assert (await poller.poll())[0] == 404
 
 
-async def test_long_polling_delivers_close_then_204(
+async def _closed_between_polls(
     service: RunningService, token_factory: TokenFactory, session: aiohttp.ClientSession
-) -> None:
+) -> _Poller:
+    """A long-polling connection, past its handshake, that the server ends while no poll waits."""
     token = token_factory.dispatcher()
     negotiated = await negotiate(session, service.hub_url, token)
     poller = _Poller(session, service.hub_url, token, negotiated["connectionToken"])
     await poller.poll()
     await poller.post(HANDSHAKE)
     assert _records((await poller.poll())[1]) == [{}]
-    # The server ends the connection while no poll is waiting: the next poll still gets the Close.
     service.runtime.handler.close_all(allow_reconnect=True, reason="test")
+    return poller
+
+
+async def test_long_polling_delivers_close_then_204(
+    service: RunningService, token_factory: TokenFactory, session: aiohttp.ClientSession
+) -> None:
+    # The server ends the connection while no poll is waiting: the next poll still gets the Close.
+    poller = await _closed_between_polls(service, token_factory, session)
     status, body, _ = await poller.poll()
     assert (status, _records(body)) == (200, [{"type": 7, "allowReconnect": True}])
     assert (await poller.poll())[0] == 204
@@ -128,16 +136,10 @@ async def test_long_polling_delivers_close_then_204(
 async def test_a_closed_connections_last_words_are_only_for_its_own_user(
     service: RunningService, token_factory: TokenFactory, session: aiohttp.ClientSession
 ) -> None:
-    token = token_factory.dispatcher()
-    negotiated = await negotiate(session, service.hub_url, token)
-    poller = _Poller(session, service.hub_url, token, negotiated["connectionToken"])
-    await poller.poll()
-    await poller.post(HANDSHAKE)
-    assert _records((await poller.poll())[1]) == [{}]
-    service.runtime.handler.close_all(allow_reconnect=True, reason="test")
+    poller = await _closed_between_polls(service, token_factory, session)
     # Between the close and the owner's next poll, the connection token alone opens nothing.
     intruder_token = token_factory.mint(subject="someone-else", roles=["Dispatcher"])
-    intruder = _Poller(session, service.hub_url, intruder_token, negotiated["connectionToken"])
+    intruder = _Poller(session, service.hub_url, intruder_token, poller.params["id"])
     assert (await intruder.poll())[0] == 403
     async with session.delete(service.hub_url, params=intruder.params, headers=intruder.headers) as response:
         assert response.status == 403
