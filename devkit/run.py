@@ -12,6 +12,7 @@ for the service itself.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -33,8 +34,13 @@ DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/"  # the publisher's default
 DEV_CONTRACTOR_ID = "3b241101-e2bb-4255-8caf-4136c566a962"
 
 
+@functools.cache
+def _file_values() -> dict[str, str]:
+    return env_file_values()  # read once: every setting below asks
+
+
 def _setting(name: str, default: str) -> str:
-    return os.environ.get(name) or env_file_values().get(name) or default
+    return os.environ.get(name) or _file_values().get(name) or default
 
 
 def _say(text: str = "") -> None:

@@ -329,7 +329,7 @@ class HubConnection:
         protocol = self.protocol
         if replay is None or protocol is None:
             return
-        if replay.lossy:
+        if not self.can_resume:  # the endpoint refuses such a resume; this one overflowed since
             log.info("connection.resume_refused", reason="replay_buffer_overflow")
             # The client drops everything after a reconnect until a Sequence arrives (MessageBuffer in
             # every official client), so the Close must follow one. Its id is the first the client

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import env_file_values
-from devkit.run import DEV_CONTRACTOR_ID, _setting
+from devkit.run import DEV_CONTRACTOR_ID, _file_values, _setting
 
 
 def test_the_env_file_counts_under_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -17,6 +17,7 @@ def test_the_env_file_counts_under_the_environment(tmp_path: Path, monkeypatch: 
     monkeypatch.delenv("HTTP_PORT", raising=False)
     monkeypatch.delenv("LOG_FORMAT", raising=False)
     monkeypatch.delenv("INSTANCE_ID", raising=False)
+    _file_values.cache_clear()  # make run reads the file once; this test changes which file
     assert env_file_values() == {"HTTP_PORT": "5999", "LOG_FORMAT": "json", "INSTANCE_ID": ""}
     assert _setting("HTTP_PORT", "5004") == "5999"
     assert _setting("LOG_FORMAT", "console") == "json"
