@@ -197,6 +197,8 @@ class BrokerLink:
                     retryInSeconds=round(delay, 2),
                     error=f"{type(error).__name__}: {error}",
                 )
+                if isinstance(error, TimeoutError):
+                    await self._retire_channels()
                 await asyncio.sleep(delay)
                 continue
             if tag is None:
@@ -217,6 +219,21 @@ class BrokerLink:
             if lost_cause is not None:
                 metrics.CONSUMER_RESTARTS.labels(cause=lost_cause).inc()
                 lost_cause = None
+
+    async def _retire_channels(self) -> None:
+        """Close both channels so the next attempt opens new ones.
+
+        A broker that does not answer on a channel may never answer on it again: RabbitMQ 3.10
+        leaves a channel that first published to a stream while the stream's leader was restarting
+        with the old leader, and nothing published on that channel is ever confirmed, while a new
+        channel publishes at once. Retrying on the same channel would keep the instance from
+        consuming until it is restarted."""
+        channels = (self._consume_channel, self._publish_channel)
+        self._consume_channel = self._publish_channel = None
+        for channel in channels:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(*TRANSIENT):
+                    await asyncio.wait_for(channel.close(), timeout=self._operation_timeout)
 
     async def _channels(self) -> LinkChannels:
         consume = self._consume_channel = await self._ensure_channel(self._consume_channel, confirms=False)

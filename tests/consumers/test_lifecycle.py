@@ -134,3 +134,32 @@ async def test_channel_error_is_recovered_and_nothing_is_lost(
         assert consumer.is_connected
     assert sender.job_ids() == [first["jobId"], second["jobId"]]
     assert sender.resets == []
+
+
+async def test_a_publish_channel_whose_confirms_never_come_is_replaced(
+    broker_settings: Settings, sender: RecordingLog, broker_admin: BrokerAdmin
+) -> None:
+    """RabbitMQ 3.10.8 can leave a channel that published to a stream right after a node restart
+    with a stale stream leader: that publish, and every later one on the channel, is never
+    confirmed, while a new channel publishes at once (see the kill test in ``test_broker_faults``).
+    Re-attaching writes a marker on the publish channel; a marker that times out must not leave
+    the instance retrying on the same stuck channel for ever."""
+    event = recommendation_ready(region="north-america")
+    async with running(broker_settings, sender, operation_timeout_seconds=1.0) as consumer:
+        link = consumer._link
+        stuck = link._publish_channel
+        assert stuck is not None
+        underlay = await stuck.get_underlay_channel()
+
+        async def no_confirm(_frame: object) -> None:
+            """The broker's confirms for this channel stop coming (the client drops them here)."""
+
+        underlay._on_confirm_frame = no_confirm  # type: ignore[attr-defined]
+        await link.restart_consumer("test")
+        await eventually(
+            lambda: link.is_consuming and link._publish_channel is not stuck,
+            what="re-attached on a new publish channel",
+        )
+        await broker_admin.publish(broker_settings.recommendations_exchange, orjson.dumps(event))
+        await sender.wait_for_count(1)
+    assert sender.job_ids() == [event["jobId"]]
