@@ -9,10 +9,12 @@ so the consumer continues after the last entry it read and the hub is never rese
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import orjson
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
 from config.settings import Settings
 from devkit.local_broker import PrivateBroker
@@ -79,12 +81,14 @@ async def test_node_killed_and_restarted_loses_and_duplicates_nothing(
 ) -> None:
     """The consumer delivers exactly what the stream holds after the crash, in order, once each.
 
-    The stream itself is the reference, read back after the run: RabbitMQ 3.10.8 sometimes drops
-    publishes it confirmed right after an unclean restart (12 of about 70 kill/restart cycles on
-    the test machine: the 15 "during" or the 15 "after" events missing from the stream although
-    every publish was acknowledged, more often under load). That is the broker's loss, not the
-    consumer's; what the consumer controls — everything confirmed before the crash, and everything
-    the stream kept — is checked exactly.
+    The stream itself is the reference, read back after the run: RabbitMQ 3.10.8 sometimes loses
+    what is published right after an unclean restart. Seen two ways: a batch confirmed and missing
+    from the stream (12 of about 70 kill/restart cycles on the test machine, more often under load),
+    and a channel whose first publish is never confirmed at all, nor anything after it on that
+    channel (about 1 run in 10; ``rabbitmqctl list_channels`` shows it unconfirmed for minutes,
+    while a new connection publishes at once). That is the broker's loss, not the consumer's; what
+    the consumer controls — everything confirmed before the crash, and everything the stream kept
+    — is checked exactly, and a publish after the restart is given a bounded wait.
     """
     settings = private_broker_settings(prefetch_count=25)
     before, during, after = _bodies("before", 40), _bodies("during", 15), _bodies("after", 15)
@@ -105,14 +109,18 @@ async def test_node_killed_and_restarted_loses_and_duplicates_nothing(
         assert metric("realtime_broker_connected") == 0
         await asyncio.to_thread(private_broker.start)
         # Published as soon as the node is back, racing the consumer's reconnect.
-        await _publish(private_broker.url, settings.recommendations_exchange, during)
+        await _publish_after_restart(private_broker.url, settings.recommendations_exchange, during)
         await eventually(lambda: consumer.is_consuming, timeout=30, what="consuming again after restart")
-        await _publish(private_broker.url, settings.recommendations_exchange, after)
+        await _publish_after_restart(private_broker.url, settings.recommendations_exchange, after)
         stored = await _settled_stream(private_broker.url, settings)
         last = stored[-1]
-        await sender.wait_until(lambda sent: bool(sent) and sent[-1].argument["jobId"] == last, 30)
+        await sender.wait_until(lambda sent: last in {s.argument["jobId"] for s in sent}, 30)
     # The instance's saved position was its first marker, so every event in the stream is backlog.
-    assert sender.job_ids() == stored
+    # A publish given up on may still land in the stream after the last sentinel: only what the
+    # stream held up to it is compared, and nothing of it may come twice.
+    delivered = sender.job_ids()
+    assert delivered[: delivered.index(last) + 1] == stored
+    assert not set(delivered[delivered.index(last) + 1 :]) & set(stored)
     assert set(_ids(before)) <= set(stored)  # confirmed before the crash: kept and delivered
     assert sender.resets == []
     admin = BrokerAdmin(private_broker.url)
@@ -123,33 +131,66 @@ async def test_node_killed_and_restarted_loses_and_duplicates_nothing(
         await admin.close()
 
 
-async def _settled_stream(url: str, settings: Settings) -> list[str]:
+async def _publish_after_restart(
+    url: str, exchange: str, bodies: list[dict[str, object]], *, confirm_within: float = 5.0
+) -> None:
+    """Publish each body, giving each confirm a bounded wait; after one that does not come, go on
+    on a new connection (the stuck channel stays stuck, see the kill test's docstring). Whether
+    each body made it into the stream is read back from the stream, not assumed."""
+    admin: BrokerAdmin | None = None
+    try:
+        for body in bodies:
+            if admin is None:
+                admin = BrokerAdmin(url)
+                await admin.open()
+            try:
+                await admin.publish(exchange, orjson.dumps(body), timeout=confirm_within)
+            except TimeoutError:
+                print(f"broker: no confirm within {confirm_within} s; going on on a new connection")
+                await _close_quietly(admin)
+                admin = None
+    finally:
+        if admin is not None:
+            await _close_quietly(admin)
+
+
+async def _close_quietly(admin: BrokerAdmin) -> None:
+    with contextlib.suppress(TimeoutError, *CONNECTION_EXCEPTIONS):
+        async with asyncio.timeout(5):
+            await admin.close()
+
+
+async def _settled_stream(url: str, settings: Settings, *, attempts: int = 6) -> list[str]:
     """The job ids of every event in the stream, up to a sentinel the stream is seen to hold.
 
-    A sentinel is published and looked for in the stream; one the broker dropped is replaced by
-    another (see the test's docstring), so this returns once the stream is readable to its end.
+    A sentinel is published and looked for in the stream; one the broker lost is replaced by
+    another, each on a new connection (see the test's docstring), so this returns once the stream
+    is readable to its end.
     """
-    admin = BrokerAdmin(url)
-    await admin.open()
-    try:
-        for _ in range(10):
+    for _ in range(attempts):
+        admin = BrokerAdmin(url)
+        await admin.open()
+        try:
             sentinel = recommendation_ready(region="sentinel")
-            await admin.publish(settings.recommendations_exchange, orjson.dumps(sentinel))
+            try:
+                await admin.publish(settings.recommendations_exchange, orjson.dumps(sentinel), timeout=5)
+            except TimeoutError:
+                continue
             marker = str(sentinel["jobId"]).encode()
 
             def is_sentinel(message: AbstractIncomingMessage, marker: bytes = marker) -> bool:
                 return marker in message.body
 
-            entries = await admin.read_stream_until(settings.stream_name, is_sentinel)
+            entries = await admin.read_stream_until(settings.stream_name, is_sentinel, timeout=5)
             if entries is not None:
                 return [
                     body["jobId"]
                     for body in (_json(message.body) for message in entries)
                     if isinstance(body, dict) and body.get("type") == "RecommendationReady"
                 ]
-        raise AssertionError("no sentinel published after the restart showed up in the stream")
-    finally:
-        await admin.close()
+        finally:
+            await _close_quietly(admin)
+    raise AssertionError(f"none of {attempts} sentinels published after the restart showed up in the stream")
 
 
 def _json(body: bytes) -> object:

@@ -250,9 +250,10 @@ class BrokerAdmin:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
 
-    async def open(self) -> None:
-        self._connection = await aio_pika.connect_robust(self.url, timeout=10)
-        self._channel = await self._connection.channel(publisher_confirms=True)
+    async def open(self, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):  # the channel's opening too: no step waits forever
+            self._connection = await aio_pika.connect_robust(self.url, timeout=timeout)
+            self._channel = await self._connection.channel(publisher_confirms=True)
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -274,9 +275,13 @@ class BrokerAdmin:
         routing_key: str = "test",
         content_type: str | None = "application/json",
         message_id: str | None = None,
+        timeout: float | None = None,
         **properties: Any,
     ) -> str:
-        """Publish raw bytes, persistent and confirmed; returns the message id."""
+        """Publish raw bytes, persistent and confirmed; returns the message id.
+
+        ``timeout`` bounds the wait for the broker's confirm (``asyncio.TimeoutError`` past it);
+        without it a confirm that never comes is waited for forever."""
         channel = await self.channel()
         message_id = message_id if message_id is not None else str(uuid.uuid4())
         target = await channel.get_exchange(exchange, ensure=False)
@@ -289,6 +294,7 @@ class BrokerAdmin:
                 **properties,
             ),
             routing_key=routing_key,
+            timeout=timeout,
         )
         return message_id
 
