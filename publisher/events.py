@@ -11,6 +11,7 @@ the message, and one that no queue receives raises ``UnroutableError`` instead o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -176,13 +177,7 @@ class EventPublisher:
             return
         try:
             self._connection = await connect_robust(self._url, timeout=self._timeout)
-            self._channel = self._connection.channel(publisher_confirms=True, on_return_raises=True)
-            await asyncio.wait_for(self._channel.initialize(), timeout=self._timeout)
-            if self._declare:
-                declared = await declare_event_exchanges(
-                    self._channel, tuple(self._exchange_names.values()), timeout=self._timeout, robust=True
-                )
-                self._exchanges.update(declared)
+            await self._open_channel(self._connection)
         except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as error:
             await self.close()
             raise PublishError(
@@ -248,13 +243,46 @@ class EventPublisher:
                 f"exchange {exchange!r} has no queue bound for {routing_key!r}: "
                 "is the realtime service running?"
             ) from error
-        except (aiormq.exceptions.AMQPError, RuntimeError, TimeoutError) as error:
+        except TimeoutError as error:
+            await self._leave_channel()
+            raise PublishError(
+                f"not confirmed by the broker within {self._timeout} s (it may still have the message; "
+                "the next publish uses a new channel)"
+            ) from error
+        except (aiormq.exceptions.AMQPError, RuntimeError) as error:
             raise PublishError(f"not confirmed by the broker: {type(error).__name__}: {error}") from error
         return Published(exchange=exchange, routing_key=routing_key, message_id=message_id, body=body)
 
+    async def _leave_channel(self) -> None:
+        """Close the channel a confirm did not come on; the next publish opens a new one.
+
+        A broker can stop confirming on one channel for good: RabbitMQ 3.10 leaves a channel that
+        first published to a stream while the stream's leader restarted with the old leader, and
+        nothing on it is confirmed again, while a new channel publishes at once."""
+        channel, self._channel, self._exchanges = self._channel, None, {}
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(aiormq.exceptions.AMQPError, RuntimeError, TimeoutError):
+                await asyncio.wait_for(channel.close(), timeout=self._timeout)
+
+    async def _open_channel(self, connection: AbstractRobustConnection) -> None:
+        channel = connection.channel(publisher_confirms=True, on_return_raises=True)
+        await asyncio.wait_for(channel.initialize(), timeout=self._timeout)
+        self._channel = channel
+        if self._declare:
+            declared = await declare_event_exchanges(
+                channel, tuple(self._exchange_names.values()), timeout=self._timeout, robust=True
+            )
+            self._exchanges.update(declared)
+
     async def _exchange(self, name: str) -> AbstractExchange:
-        if self._channel is None:
+        if self._connection is None:
             raise PublishError("EventPublisher is not connected; call connect() or use 'async with'")
+        if self._channel is None:
+            try:
+                await self._open_channel(self._connection)
+            except (aiormq.exceptions.AMQPError, OSError, RuntimeError, TimeoutError) as error:
+                raise PublishError(f"cannot open a channel: {type(error).__name__}: {error}") from error
+        assert self._channel is not None
         exchange = self._exchanges.get(name)
         if exchange is None:
             # An exchange we did not declare (``--exchange``): publish to it by name.

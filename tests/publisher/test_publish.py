@@ -176,3 +176,28 @@ async def test_publisher_without_connection_or_broker(broker_settings: Settings)
     unreachable = EventPublisher("amqp://guest:guest@127.0.0.1:1/", timeout_seconds=2)
     with pytest.raises(PublishError, match="cannot connect"):
         await unreachable.connect()
+
+
+async def test_publisher_leaves_a_channel_whose_confirms_stopped_coming(
+    broker_settings: Settings, broker_admin: BrokerAdmin
+) -> None:
+    """RabbitMQ 3.10.8 can stop confirming everything on one channel after a node restart, while a
+    new channel publishes at once (see ``tests/consumers/test_broker_faults``): one publish times
+    out with a clear error, and the next one goes out on a new channel."""
+    channel = await broker_admin.channel()
+    async with EventPublisher.from_settings(broker_settings, timeout_seconds=1.0) as publisher:
+        probe = await channel.declare_queue(exclusive=True)
+        await probe.bind(broker_settings.recommendations_exchange, routing_key="#")
+        assert publisher._channel is not None
+        underlay = await publisher._channel.get_underlay_channel()
+
+        async def no_confirm(_frame: object) -> None:
+            """The broker's confirms for this channel stop coming (the client drops them here)."""
+
+        underlay._on_confirm_frame = no_confirm  # type: ignore[attr-defined]
+        with pytest.raises(PublishError, match="not confirmed"):
+            await publisher.publish(recommendation_ready(region="north-america"))
+        published = await publisher.publish(recommendation_ready(region="north-america"))
+    first, second = await probe.get(timeout=5), await probe.get(timeout=5)
+    assert second.body == published.body  # the first was delivered too: a timeout is not a refusal
+    assert first.body != second.body
