@@ -364,3 +364,28 @@ def test_out_of_range_timestamp_is_an_invalid_message() -> None:
     payload = b"\x94\x02\x80\xa11\xc7\x0c\xff" + b"\x00" * 4 + (2**62).to_bytes(8, "big")
     with pytest.raises(InvalidMessageError):
         read_payload(payload)
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        # timestamp 64: 30-bit nanoseconds over 34-bit seconds; 96: uint32 nanoseconds, int64 seconds.
+        b"\xd7\xff" + ((1_000_000_005 << 34) | 10).to_bytes(8, "big"),
+        b"\xc7\x0c\xff" + (1_000_000_005).to_bytes(4, "big") + (10).to_bytes(8, "big"),
+    ],
+    ids=["timestamp64", "timestamp96"],
+)
+def test_timestamp_with_a_second_or_more_of_nanoseconds_is_an_invalid_message(timestamp: bytes) -> None:
+    # The msgpack spec: "nanoseconds must not be larger than 999999999". .NET refuses it; decoded
+    # as it was, 10 s + 1,000,000,005 ns became 11.000000005 s.
+    with pytest.raises(InvalidMessageError, match="nanoseconds"):
+        read_payload(b"\x94\x02\x80\xa11" + timestamp)
+
+
+def test_timestamps_nested_in_arguments_become_aware_datetimes() -> None:
+    stamp = b"\xd6\xff" + (946684800).to_bytes(4, "big")
+    payload = b"\x94\x02\x80\xa11\x92\x81\xa1t" + stamp + b"\x91" + stamp
+    message = read_payload(payload)
+    assert isinstance(message, StreamItemMessage)
+    when = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    assert message.item == [{"t": when}, [when]]
