@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable
 
 import structlog
@@ -142,8 +143,10 @@ def create_app(
     health.add_check("accepting_connections", lambda: runtime.accepting)
     app.add_routes(health.routes())
     # The JS client given a hub URL ending in "/" negotiates at ".../negotiate" and connects at ".../"
-    # (HttpConnection's URL resolution), so the connection endpoint answers on both spellings.
-    hub_paths = (f"{settings.hub_path}/negotiate", settings.hub_path, f"{settings.hub_path}/")
+    # (HttpConnection's URL resolution), so the connection endpoint answers on both spellings; and
+    # in any letter case, as ASP.NET Core's routing matches.
+    spellings = (f"{settings.hub_path}/negotiate", settings.hub_path, f"{settings.hub_path}/")
+    hub_paths = tuple(_any_case(path) for path in spellings)
     CorsPolicy(frozenset(settings.cors_origins)).install(app, paths=hub_paths)
 
     async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -201,6 +204,11 @@ def create_app(
     if auth.dev_keys is not None:  # dev JWKS, dev tokens and the console; in production these are 404
         install_dev_routes(app, settings, auth.dev_keys)
     return app
+
+
+def _any_case(path: str) -> str:
+    """An aiohttp route pattern matching ``path`` in any letter case (one regex variable holds it)."""
+    return "/{hub_path:(?i:" + re.escape(path.removeprefix("/")) + ")}"
 
 
 async def _heartbeat(runtime: HubRuntime) -> None:

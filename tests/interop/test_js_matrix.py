@@ -145,13 +145,16 @@ async def test_automatic_reconnect_after_server_restart(
         await second_context.__aexit__(None, None, None)  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("spelling", ["trailing slash", "other letter case"])
 @pytest.mark.parametrize("transport", ["WebSockets", "ServerSentEvents", "LongPolling"])
-async def test_a_hub_url_with_a_trailing_slash_works(
-    service: RunningService, js: NodeDriver, token_factory: TokenFactory, transport: str
+async def test_a_hub_url_spelled_as_aspnet_accepts_it_works(
+    service: RunningService, js: NodeDriver, token_factory: TokenFactory, transport: str, spelling: str
 ) -> None:
-    client = await js.connect(
-        service.hub_url + "/", token_factory.dispatcher(), transport=transport, listen=LISTEN
-    )
+    # ASP.NET Core matches routes without regard to letter case, and the JS client given a URL
+    # ending in "/" negotiates at ".../negotiate" and connects at ".../".
+    url = service.hub_url + "/" if spelling == "trailing slash" else service.hub_url.replace("/hub/", "/HUB/")
+    assert url != service.hub_url
+    client = await js.connect(url, token_factory.dispatcher(), transport=transport, listen=LISTEN)
     await client.invoke("JoinDispatchGroup", "north-america")
     event = _event(1)
     assert service.runtime.lifetime.send_groups(["dispatch/north-america"], "JobAssigned", event) == 1
