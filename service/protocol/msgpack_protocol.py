@@ -233,28 +233,38 @@ _READERS: Final[Mapping[int, Callable[[Items], HubMessage]]] = {
 _TIMESTAMP_TYPE: Final = b"\xff"
 
 
-def _with_datetimes(value: Any) -> Any:
-    """``value`` with every ``msgpack.Timestamp`` in it (at any depth) made an aware datetime."""
-    kind = type(value)
-    if kind is msgpack.Timestamp:
-        return value.to_datetime()  # OverflowError/ValueError beyond datetime's range: an invalid message
-    if kind is list:
-        return [_with_datetimes(item) for item in value]
-    if kind is dict:
-        return {_with_datetimes(key): _with_datetimes(item) for key, item in value.items()}
-    return value
+def _datetime_or_same(value: Any) -> Any:
+    # OverflowError/ValueError beyond datetime's range: an invalid message.
+    return value.to_datetime() if type(value) is msgpack.Timestamp else value
+
+
+def _datetimes_in_array(items: list[Any]) -> list[Any]:
+    return [_datetime_or_same(item) for item in items]
+
+
+def _datetimes_in_map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    return {_datetime_or_same(key): _datetime_or_same(value) for key, value in pairs}
 
 
 def parse_msgpack_payload(payload: bytes) -> HubMessage | None:
     """Decode one record (without its length prefix); None for a message type this server does not know."""
     try:
-        # timestamp=0: the Timestamp extension (-1, what .NET writes for DateTime) is read as a
-        # msgpack.Timestamp, which refuses nanoseconds over 999,999,999 as the msgpack spec asks
-        # (timestamp=3 does not check them); _with_datetimes then makes it an aware datetime.
         # strict_map_key=False: payload maps (objects) may have non-string keys, e.g. Dictionary<int, T>.
-        items = msgpack.unpackb(payload, raw=False, strict_map_key=False, timestamp=0)
-        if _TIMESTAMP_TYPE in payload:  # no 0xff byte, no extension -1: nothing to convert
-            items = _with_datetimes(items)
+        if _TIMESTAMP_TYPE not in payload:  # no 0xff byte, no Timestamp extension (-1)
+            items = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        else:
+            # The Timestamp extension (what .NET writes for DateTime) is read as a msgpack.Timestamp,
+            # which refuses nanoseconds over 999,999,999 as the msgpack spec asks (timestamp=3 does
+            # not check them), and the hooks make it an aware datetime as each array or map is read:
+            # no recursion of ours, however deep the payload nests.
+            items = msgpack.unpackb(
+                payload,
+                raw=False,
+                strict_map_key=False,
+                timestamp=0,
+                list_hook=_datetimes_in_array,
+                object_pairs_hook=_datetimes_in_map,
+            )
     except _UNPACK_ERRORS as exc:
         raise InvalidMessageError(f"Error reading MessagePack: {str(exc) or type(exc).__name__}") from exc
     # HubProtocol.md: "each Message is represented as a single MsgPack array".

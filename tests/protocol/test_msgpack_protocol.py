@@ -389,3 +389,14 @@ def test_timestamps_nested_in_arguments_become_aware_datetimes() -> None:
     assert isinstance(message, StreamItemMessage)
     when = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
     assert message.item == [{"t": when}, [when]]
+
+
+def test_a_timestamp_nested_as_deep_as_msgpack_reads_is_no_crash() -> None:
+    # 1,000 arrays deep (msgpack itself stops at 1,024): converting the timestamp must not recurse.
+    stamp = b"\xd6\xff" + (946684800).to_bytes(4, "big")
+    message = read_payload(b"\x94\x02\x80\xa11" + b"\x91" * 1000 + stamp)
+    assert isinstance(message, StreamItemMessage)
+    item = message.item
+    for _ in range(1000):
+        [item] = item
+    assert item == dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
