@@ -231,9 +231,14 @@ class BrokerLink:
         channels = (self._consume_channel, self._publish_channel)
         self._consume_channel = self._publish_channel = None
         for channel in channels:
-            if channel is not None and not channel.is_closed:
-                with contextlib.suppress(*TRANSIENT):
-                    await asyncio.wait_for(channel.close(), timeout=self._operation_timeout)
+            if channel is not None:
+                await self._close_for_good(channel)
+
+    async def _close_for_good(self, channel: AbstractRobustChannel) -> None:
+        """Close ``channel`` from our side, also one the broker closed, so aio-pika stops restoring
+        it behind our back; bounded, and broker trouble meanwhile is no matter."""
+        with contextlib.suppress(*TRANSIENT):
+            await asyncio.wait_for(channel.close(), timeout=self._operation_timeout)
 
     async def _channels(self) -> LinkChannels:
         consume = self._consume_channel = await self._ensure_channel(self._consume_channel, confirms=False)
@@ -250,9 +255,7 @@ class BrokerLink:
         if current is not None and not current.is_closed:
             return current
         if current is not None:
-            # Closed for good from our side, so aio-pika stops restoring it behind our back.
-            with contextlib.suppress(*TRANSIENT):
-                await asyncio.wait_for(current.close(), timeout=self._operation_timeout)
+            await self._close_for_good(current)
         connection = self._connection
         if connection is None:
             raise ChannelInvalidStateError("not connected")
